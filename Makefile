@@ -1,0 +1,52 @@
+# Two commands set everything up on a fresh Debian machine (as root): `make demo` and `make test`.
+VENV      ?= .venv
+PYTHON    ?= python3
+PY        := $(VENV)/bin/python
+# Debian packages the tests and the lab use (real dhcpd, TFTP client, boot files, DHCP client, sshd).
+DEB_PKGS  := isc-dhcp-server tftp-hpa pxelinux syslinux-common busybox udhcpc openssh-server \
+             iproute2 iputils-ping procps
+PYTEST_ARGS ?=
+
+.PHONY: all deps debs venv test test-fast demo bench clean
+
+all: test
+
+deps: debs venv
+
+# Installs only what is missing. A policy-rc.d keeps package scripts from starting host-wide
+# services (a system dhcpd or sshd): provision starts its own processes on its own addresses.
+debs:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing Debian packages:$$missing (run as root to install)"; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  policy=/usr/sbin/policy-rc.d; made=""; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy; chmod +x $$policy; made=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  rc=$$?; [ -n "$$made" ] && rm -f $$policy; exit $$rc; \
+	fi
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+venv: $(PY)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[test,bench]'
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: deps
+	$(PY) -m pytest -m "not vm" $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m provision render --inventory inventory/example.yaml --out build/demo
+
+bench: deps
+	$(PY) bench/render_bench.py
+	$(PY) bench/ring_bench.py
+
+clean:
+	rm -rf build dist .pytest_cache

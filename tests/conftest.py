@@ -1,0 +1,44 @@
+"""Shared test policy: tests that need root or a system tool skip outside CI and fail under CI=true."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip with a clear reason; under CI a missing prerequisite is a failure, not a skip."""
+    if IN_CI:
+        pytest.fail(f"CI=true and a prerequisite is missing: {reason}")
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        skip_or_fail("needs root (network namespaces, tc, privileged ports)")
+    if shutil.which("ip") is None:
+        skip_or_fail("needs iproute2's `ip` command")
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        skip_or_fail(f"needs `{name}` (installed by `make test` from Debian packages)")
+    return path
+
+
+@pytest.fixture
+def root_only() -> None:
+    require_root()
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("root"):
+            item.fixturenames.insert(0, "root_only")
