@@ -1,0 +1,145 @@
+"""Run one command on many nodes at once over SSH (paramiko), with a clear result per node."""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+
+class HostKeyPolicy(enum.StrEnum):
+    """What to do with a host key that is not in the known-hosts file."""
+
+    REJECT = "reject"          # only known hosts (strict)
+    ACCEPT_NEW = "accept-new"  # learn unknown keys and save them; a changed key is still refused
+    IGNORE = "ignore"          # trust any key, remember none (freshly installed nodes, labs)
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    user: str = "root"
+    port: int = 22
+    key_files: tuple[Path, ...] = ()
+    known_hosts: Path | None = None
+    policy: HostKeyPolicy = HostKeyPolicy.ACCEPT_NEW
+    connect_timeout: float = 10.0
+    command_timeout: float = 300.0
+    parallel: int = 32
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    host: str
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    name: str
+    host: str
+    exit_status: int | None
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.exit_status == 0
+
+
+@dataclass
+class _KnownHosts:
+    """Known-hosts shared by all connections of one run: one lock, saved atomically."""
+
+    path: Path | None
+    keys: paramiko.HostKeys = field(default_factory=paramiko.HostKeys)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.path is not None and self.path.exists():
+            self.keys.load(str(self.path))
+
+    def learn(self, lookup_name: str, key: paramiko.PKey) -> None:
+        with self.lock:
+            self.keys.add(lookup_name, key.get_name(), key)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                self.keys.save(str(tmp))
+                os.replace(tmp, self.path)
+
+
+class _Policy(paramiko.MissingHostKeyPolicy):
+    def __init__(self, policy: HostKeyPolicy, known: _KnownHosts):
+        self.policy = policy
+        self.known = known
+
+    def missing_host_key(self, client, hostname, key):
+        if self.policy is HostKeyPolicy.REJECT:
+            raise paramiko.SSHException(
+                f"host key of {hostname} is not in "
+                f"{self.known.path or 'the known-hosts file'} (policy: reject)"
+            )
+        if self.policy is HostKeyPolicy.ACCEPT_NEW:
+            self.known.learn(hostname, key)
+
+
+def run_command(targets: Sequence[Target], command: str, settings: SshSettings) -> list[CommandResult]:
+    """Run `command` on every target in parallel; results come back in the order of `targets`."""
+    known = _KnownHosts(settings.known_hosts)
+    workers = max(1, min(settings.parallel, len(targets)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssh") as pool:
+        return list(pool.map(lambda t: _run_one(t, command, settings, known), targets))
+
+
+def _run_one(target: Target, command: str, settings: SshSettings, known: _KnownHosts) -> CommandResult:
+    started = time.monotonic()
+    client = paramiko.SSHClient()
+    with known.lock:
+        for hostname, keys in known.keys.items():
+            for keytype, key in keys.items():
+                client.get_host_keys().add(hostname, keytype, key)
+    client.set_missing_host_key_policy(_Policy(settings.policy, known))
+
+    def failed(message: str) -> CommandResult:
+        return CommandResult(target.name, target.host, None, error=message,
+                             seconds=time.monotonic() - started)
+
+    try:
+        client.connect(
+            target.host,
+            port=settings.port,
+            username=settings.user,
+            key_filename=[str(p) for p in settings.key_files] or None,
+            look_for_keys=not settings.key_files,
+            allow_agent=not settings.key_files and "SSH_AUTH_SOCK" in os.environ,
+            timeout=settings.connect_timeout,
+            banner_timeout=settings.connect_timeout,
+            auth_timeout=settings.connect_timeout,
+        )
+        _, stdout, stderr = client.exec_command(command, timeout=settings.command_timeout)
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        status = stdout.channel.recv_exit_status()
+        return CommandResult(target.name, target.host, status, out, err,
+                             seconds=time.monotonic() - started)
+    except paramiko.BadHostKeyException as exc:
+        return failed(f"host key changed for {target.host} (expected {exc.expected_key.get_name()} "
+                      f"key from known hosts): refusing to connect")
+    except paramiko.AuthenticationException as exc:
+        return failed(f"authentication failed as {settings.user}: {exc}")
+    except (paramiko.SSHException, socket.timeout, TimeoutError) as exc:
+        return failed(f"ssh: {exc or type(exc).__name__}")
+    except OSError as exc:
+        return failed(f"cannot connect to {target.host}:{settings.port}: {exc.strerror or exc}")
+    finally:
+        client.close()
