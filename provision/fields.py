@@ -1,0 +1,174 @@
+"""Field checks for the inventory: each returns the parsed value, or None after recording a problem."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+from provision.yaml_lines import YamlDocument
+from provision.yaml_lines import Path as FieldPath
+
+_MISSING = object()
+_MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# crypt(3) hashes as written by openssl passwd / mkpasswd / passlib: md5, sha256, sha512, bcrypt, yescrypt
+_CRYPT_HASH = re.compile(
+    r"^(\$1\$[./0-9A-Za-z]{1,8}\$[./0-9A-Za-z]{22}"
+    r"|\$5\$(rounds=\d+\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{43}"
+    r"|\$6\$(rounds=\d+\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}"
+    r"|\$2[abxy]\$\d\d\$[./0-9A-Za-z]{53}"
+    r"|\$g?y\$[./0-9A-Za-z]+\$[./0-9A-Za-z]{1,86}\$[./0-9A-Za-z]{43})$"
+)
+
+
+def format_path(path: FieldPath) -> str:
+    """("nodes", 3, "mac") -> "nodes[3].mac"."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    path: FieldPath
+    message: str
+
+    def render(self, file: Path) -> str:
+        return f"{file}:{self.line}: {format_path(self.path)}: {self.message}"
+
+
+class Fields:
+    """Reads typed fields out of a YAML document and collects every problem (never stops at the first)."""
+
+    def __init__(self, doc: YamlDocument):
+        self.doc = doc
+        self.problems: list[Problem] = []
+
+    def problem(self, path: FieldPath, message: str, value: Any = _MISSING) -> None:
+        if value is not _MISSING:
+            message = f"{message}: {_show(value)}"
+        self.problems.append(Problem(self.doc.line(path), path, message))
+
+    def mapping(
+        self, path: FieldPath, value: Any, known: Iterable[str], required: Iterable[str] = ()
+    ) -> dict | None:
+        """A mapping with only `known` keys and all `required` ones."""
+        if not isinstance(value, dict):
+            self.problem(path, "expected a mapping (key: value lines)", value)
+            return None
+        known = tuple(known)
+        for key in value:
+            if key not in known:
+                self.problem(path + (key,), f"unknown key (known keys: {', '.join(known)})", key)
+        for key in required:
+            if value.get(key) is None:
+                self.problem(path + (key,), "missing required field")
+        return value
+
+    def sequence(self, path: FieldPath, value: Any) -> list | None:
+        if not isinstance(value, list):
+            self.problem(path, "expected a list", value)
+            return None
+        return value
+
+    def text(self, path: FieldPath, value: Any, pattern: re.Pattern | None = None, what: str = "") -> str | None:
+        if isinstance(value, (int, float, bool)) and path in self.doc.raw:
+            value = self.doc.raw[path]  # a plain scalar such as `no` or `0800` meant as text
+        if not isinstance(value, str) or not value.strip():
+            self.problem(path, "expected a non-empty string", value)
+            return None
+        if "\n" in value or "\r" in value:
+            self.problem(path, "must be a single line", value)
+            return None
+        if pattern is not None and not pattern.match(value):
+            self.problem(path, f"invalid {what}", value)
+            return None
+        return value
+
+    def integer(self, path: FieldPath, value: Any, low: int, high: int) -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.problem(path, f"expected a whole number from {low} to {high}", value)
+            return None
+        return value
+
+    def port(self, path: FieldPath, value: Any) -> int | None:
+        return self.integer(path, value, 1, 65535)
+
+    def boolean(self, path: FieldPath, value: Any) -> bool | None:
+        if not isinstance(value, bool):
+            self.problem(path, "expected true or false", value)
+            return None
+        return value
+
+    def choice(self, path: FieldPath, value: Any, enum_type: type) -> Any:
+        allowed = [member.value for member in enum_type]
+        if value not in allowed:
+            self.problem(path, f"expected one of {', '.join(allowed)}", value)
+            return None
+        return enum_type(value)
+
+    def ipv4(self, path: FieldPath, value: Any) -> IPv4Address | None:
+        if isinstance(value, str):
+            try:
+                return IPv4Address(value)
+            except ValueError:
+                pass
+        self.problem(path, "malformed IPv4 address", value)
+        return None
+
+    def subnet(self, path: FieldPath, value: Any) -> IPv4Network | None:
+        if not isinstance(value, str) or "/" not in value:
+            self.problem(path, "expected an IPv4 subnet in CIDR form like 10.0.0.0/24", value)
+            return None
+        try:
+            return IPv4Network(value)
+        except ValueError as exc:
+            self.problem(path, f"malformed IPv4 subnet ({exc})", value)
+            return None
+
+    def mac(self, path: FieldPath, value: Any) -> str | None:
+        text = value.lower() if isinstance(value, str) else None
+        if text is None or not _MAC.match(text):
+            self.problem(path, "malformed MAC address (want six hex pairs like 02:00:00:00:00:01)", value)
+            return None
+        text = text.replace("-", ":")
+        if int(text[:2], 16) & 1:
+            self.problem(path, "multicast/broadcast MAC address cannot be a node's NIC", value)
+            return None
+        return text
+
+    def hostname(self, path: FieldPath, value: Any) -> str | None:
+        """An RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens."""
+        text = self.text(path, value)
+        if text is None:
+            return None
+        labels = text.lower().split(".")
+        if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
+            self.problem(
+                path, "invalid host name (RFC 1123: letters, digits and inner hyphens, labels of 1-63)", value
+            )
+            return None
+        return text
+
+    def crypt_hash(self, path: FieldPath, value: Any) -> str | None:
+        """A password hash; the value is never echoed (it may be a plaintext password by mistake)."""
+        if not isinstance(value, str) or not _CRYPT_HASH.match(value):
+            shown = f"<hidden, {len(value)} characters>" if isinstance(value, str) else _show(value)
+            self.problem(
+                path,
+                "must be a crypt(3) hash like $6$... or $y$... (make one with `openssl passwd -6`),"
+                f" never a plaintext password: {shown}",
+            )
+            return None
+        return value

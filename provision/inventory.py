@@ -1,0 +1,354 @@
+"""Inventory: one YAML file -> a validated, frozen Inventory; every problem reported at once.
+
+The schema is documented in README.md ("Inventory"). The model classes live in provision.model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+from provision.errors import InputError
+from provision.fields import Fields
+from provision.model import (
+    DOLLY_PORT,
+    HTTP_PORT,
+    Boot,
+    Bootloader,
+    Disk,
+    Image,
+    Inventory,
+    KickstartSettings,
+    Network,
+    Node,
+    OsFamily,
+    Partition,
+    Server,
+)
+from provision.yaml_lines import YamlSyntaxError, load_yaml
+
+__all__ = [
+    "Inventory", "Node", "Server", "Network", "Boot", "Image", "Disk", "Partition",
+    "load_inventory", "parse_inventory", "resolve_inventory_path", "state_dir",
+]
+
+DEFAULT_STATE_DIR = "/var/lib/provision"
+LAST_INSTALL_FILE = "last-install.json"
+
+TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "defaults", "nodes")
+NODE_SETTINGS = ("interface", "os_family", "bootloader", "disk", "dolly_port", "append", "root_password_hash")
+FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap")
+DEFAULT_DISK = Disk("sda", (Partition("/", "ext4", 4096, grow=True, label="root"),))
+SETTING_DEFAULTS = {"interface": "eth0", "os_family": "redhat", "bootloader": "grub2", "disk": DEFAULT_DISK,
+                    "dolly_port": DOLLY_PORT, "append": "", "root_password_hash": None}
+
+_DEVICE = re.compile(r"^[a-z][a-z0-9]*$")
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_FS_LABEL = re.compile(r"^[A-Za-z0-9_-]{1,12}$")
+_WORD = re.compile(r"^[A-Za-z0-9_./+-]+$")
+_MOUNT = re.compile(r"^/[A-Za-z0-9_./-]*$")
+_OPTIONS = re.compile(r"^[A-Za-z0-9_=,.:-]+$")
+_SAFE_TEXT = re.compile(r"^[^'\"`$\\]*$")  # ends up inside shell/kickstart lines: no quoting games
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and validate an inventory file. Raises InputError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the inventory: {exc}") from None
+    return parse_inventory(text, path)
+
+
+def parse_inventory(text: str, path: Path) -> Inventory:
+    """Validate inventory YAML text; `path` names the file in messages."""
+    try:
+        doc = load_yaml(text)
+    except YamlSyntaxError as exc:
+        raise InputError(f"{path}:{exc.line}: not valid YAML: {exc}") from None
+    fields = Fields(doc)
+    for dup in doc.duplicates:
+        fields.problem(dup.path, "key given twice")
+    inventory = _Parser(fields, path).inventory(doc.data)
+    if fields.problems:
+        count = len(fields.problems)
+        lines = "\n".join("  " + p.render(path) for p in sorted(fields.problems, key=lambda p: p.line))
+        raise InputError(f"{path}: {count} problem{'s' if count > 1 else ''} in the inventory:\n{lines}")
+    assert inventory is not None
+    return inventory
+
+
+class _Parser:
+    def __init__(self, fields: Fields, path: Path):
+        self.f = fields
+        self.path = path
+        self.identities: list[tuple[int, str | None, str | None, IPv4Address | None]] = []
+
+    def inventory(self, data: Any) -> Inventory | None:
+        top = self.f.mapping((), data, TOP_KEYS, ("server", "network", "boot", "images", "nodes"))
+        if top is None:
+            return None
+        cluster = self.f.text(("cluster",), top["cluster"]) if "cluster" in top else self.path.stem
+        server = self.server(top.get("server"))
+        network = self.network(top.get("network"))
+        boot = self.boot(top.get("boot"))
+        images = self.images(top.get("images"))
+        kickstart = self.kickstart(top.get("kickstart", {}))
+        defaults = self.settings(("defaults",), top.get("defaults", {}), None)
+        nodes = self.nodes(top.get("nodes"), defaults)
+        if network is not None:
+            self.check_addresses(network, server)
+        parts = (cluster, server, network, boot, images, kickstart, defaults, nodes)
+        if self.f.problems or any(p is None for p in parts):
+            return None
+        return Inventory(self.path, cluster, server, network, boot, images, kickstart, tuple(nodes))
+
+    def server(self, data: Any) -> Server | None:
+        p = ("server",)
+        m = self.f.mapping(p, data, ("name", "ip", "http_port", "dolly_port"), ("name", "ip"))
+        if m is None:
+            return None
+        name = self.f.hostname(p + ("name",), m["name"]) if m.get("name") is not None else None
+        ip = self.f.ipv4(p + ("ip",), m["ip"]) if m.get("ip") is not None else None
+        http_port = self.f.port(p + ("http_port",), m.get("http_port", HTTP_PORT))
+        dolly_port = self.f.port(p + ("dolly_port",), m.get("dolly_port", DOLLY_PORT))
+        if None in (name, ip, http_port, dolly_port):
+            return None
+        return Server(name, ip, http_port, dolly_port)
+
+    def network(self, data: Any) -> Network | None:
+        p = ("network",)
+        m = self.f.mapping(p, data, ("subnet", "gateway", "dns", "domain"), ("subnet",))
+        if m is None:
+            return None
+        subnet = self.f.subnet(p + ("subnet",), m["subnet"]) if m.get("subnet") is not None else None
+        gateway = self.f.ipv4(p + ("gateway",), m["gateway"]) if m.get("gateway") is not None else None
+        dns_value = m.get("dns") or []
+        dns_list = [dns_value] if isinstance(dns_value, str) else self.f.sequence(p + ("dns",), dns_value) or []
+        dns = tuple(self.f.ipv4(p + ("dns", i) if not isinstance(dns_value, str) else p + ("dns",), v)
+                    for i, v in enumerate(dns_list))
+        domain = self.f.hostname(p + ("domain",), m["domain"]) if m.get("domain") is not None else None
+        if subnet is not None and gateway is not None and gateway not in subnet:
+            self.f.problem(p + ("gateway",), f"gateway is outside the subnet {subnet}", str(gateway))
+        if subnet is None or None in dns:
+            return None
+        return Network(subnet, gateway, dns, domain)
+
+    def boot(self, data: Any) -> Boot | None:
+        p = ("boot",)
+        m = self.f.mapping(p, data, ("kernel", "initrd", "append"), ("kernel", "initrd"))
+        if m is None:
+            return None
+        kernel = self.f.text(p + ("kernel",), m["kernel"], _WORD, "path") if m.get("kernel") is not None else None
+        initrd = self.f.text(p + ("initrd",), m["initrd"], _WORD, "path") if m.get("initrd") is not None else None
+        append = self._append(p + ("append",), m.get("append", ""))
+        if kernel and initrd and Path(kernel).name == Path(initrd).name:
+            self.f.problem(p + ("initrd",), "kernel and initrd need different file names", initrd)
+            return None
+        if None in (kernel, initrd, append):
+            return None
+        return Boot(kernel, initrd, append)
+
+    def images(self, data: Any) -> tuple[Image, ...] | None:
+        items = self.f.sequence(("images",), data)
+        if items is None:
+            return None
+        if not items:
+            self.f.problem(("images",), "at least one image is needed")
+            return None
+        images = []
+        for i, item in enumerate(items):
+            p = ("images", i)
+            m = self.f.mapping(p, item, ("source", "target", "cook"), ("source", "target"))
+            if m is None:
+                continue
+            source = self.f.text(p + ("source",), m["source"], _WORD, "path") if m.get("source") is not None else None
+            target = self.f.text(p + ("target",), m["target"], _MOUNT, "absolute path") if m.get("target") is not None else None
+            cook = self.f.boolean(p + ("cook",), m.get("cook", False))
+            if None not in (source, target, cook):
+                images.append(Image(source, target, cook))
+        return tuple(images) if len(images) == len(items) else None
+
+    def kickstart(self, data: Any) -> KickstartSettings | None:
+        p = ("kickstart",)
+        m = self.f.mapping(p, data, ("lang", "keyboard", "timezone"))
+        if m is None:
+            return None
+        d = KickstartSettings()
+        values = [self.f.text(p + (k,), m.get(k, getattr(d, k)), _WORD, k) for k in ("lang", "keyboard", "timezone")]
+        return None if None in values else KickstartSettings(*values)
+
+    def settings(self, path: tuple, data: Any, base: dict | None) -> dict | None:
+        """Per-node settings: the `defaults:` section (base None) or one node's overrides of `base`."""
+        if base is None:
+            m = self.f.mapping(path, data, NODE_SETTINGS)
+            if m is None:
+                return None
+            values, out = {**SETTING_DEFAULTS, **m}, {}
+        else:
+            values, out = {k: data[k] for k in NODE_SETTINGS if k in data}, dict(base)
+        ok = True
+        for key, value in values.items():
+            parsed = self.setting(path + (key,), key, value)
+            ok = ok and (parsed is not None or (key == "root_password_hash" and value is None))
+            out[key] = parsed
+        return out if ok else None
+
+    def setting(self, path: tuple, key: str, value: Any) -> Any:
+        f = self.f
+        if key == "interface":
+            return f.text(path, value, _INTERFACE, "interface name")
+        if key == "os_family":
+            return f.choice(path, value, OsFamily)
+        if key == "bootloader":
+            return f.choice(path, value, Bootloader)
+        if key == "disk":
+            return value if value is DEFAULT_DISK else self.disk(path, value)
+        if key == "dolly_port":
+            return f.port(path, value)
+        if key == "append":
+            return self._append(path, value)
+        return None if value is None else f.crypt_hash(path, value)  # root_password_hash
+
+    def disk(self, path: tuple, data: Any) -> Disk | None:
+        m = self.f.mapping(path, data, ("device", "partitions"), ("partitions",))
+        if m is None:
+            return None
+        device = self.f.text(path + ("device",), m.get("device", "sda"), _DEVICE, "disk device name (like sda)")
+        items = self.f.sequence(path + ("partitions",), m["partitions"]) if m.get("partitions") is not None else None
+        if items is None:
+            return None
+        parts = [self.partition(path + ("partitions", i), item) for i, item in enumerate(items)]
+        if None in parts or device is None:
+            return None
+        mounts = [p.mount for p in parts]
+        if "/" not in mounts:
+            self.f.problem(path + ("partitions",), "no partition is mounted on /")
+            return None
+        seen_mounts: set[str] = set()
+        seen_labels: set[str] = set()
+        for i, part in enumerate(parts):
+            where = path + ("partitions", i)
+            if part.mount in seen_mounts and not part.is_swap:
+                self.f.problem(where + ("mount",), "mount point used twice", part.mount)
+            if part.label in seen_labels:
+                self.f.problem(where + ("label",), "label used twice", part.label)
+            seen_mounts.add(part.mount)
+            seen_labels.add(part.label)
+        return Disk(device, tuple(parts))
+
+    def partition(self, path: tuple, data: Any) -> Partition | None:
+        keys = ("mount", "fstype", "size", "grow", "label", "options")
+        m = self.f.mapping(path, data, keys, ("mount", "fstype", "size"))
+        if m is None or any(m.get(k) is None for k in ("mount", "fstype", "size")):
+            return None
+        mount = m["mount"]
+        if mount != "swap":
+            mount = self.f.text(path + ("mount",), mount, _MOUNT, "mount point (absolute path or swap)")
+        fstype = self.f.text(path + ("fstype",), m["fstype"])
+        if fstype is not None and fstype not in FSTYPES:
+            self.f.problem(path + ("fstype",), f"expected one of {', '.join(FSTYPES)}", fstype)
+            fstype = None
+        if mount is not None and fstype is not None and (mount == "swap") != (fstype == "swap"):
+            self.f.problem(path + ("fstype",), "swap goes with mount: swap (and only there)", fstype)
+            fstype = None
+        size = self.f.integer(path + ("size",), m["size"], 1, 1 << 30)
+        grow = self.f.boolean(path + ("grow",), m.get("grow", False))
+        default_label = "root" if mount == "/" else (mount or "").strip("/").replace("/", "-")[:12] or "part"
+        label = self.f.text(path + ("label",), m.get("label", default_label), _FS_LABEL, "label (1-12 of A-Za-z0-9_-)")
+        options = self.f.text(path + ("options",), m.get("options", "defaults"), _OPTIONS, "mount options")
+        if None in (mount, fstype, size, grow, label, options):
+            return None
+        return Partition(mount, fstype, size, grow, label, options)
+
+    def nodes(self, data: Any, defaults: dict | None) -> list[Node | None] | None:
+        items = self.f.sequence(("nodes",), data)
+        if items is None:
+            return None
+        if not items:
+            self.f.problem(("nodes",), "at least one node is needed")
+            return None
+        known = ("name", "mac", "ip") + NODE_SETTINGS
+        base = defaults or {}
+        nodes: list[Node | None] = []
+        f = self.f
+        for i, item in enumerate(items):
+            p = ("nodes", i)
+            m = f.mapping(p, item, known, ("name", "mac", "ip"))
+            if m is None:
+                nodes.append(None)
+                continue
+            name = f.hostname(p + ("name",), m["name"]) if m.get("name") is not None else None
+            mac = f.mac(p + ("mac",), m["mac"]) if m.get("mac") is not None else None
+            ip = f.ipv4(p + ("ip",), m["ip"]) if m.get("ip") is not None else None
+            self.identities.append((i, name, mac, ip))
+            settings = self.settings(p, m, base) if len(m) > 3 else base
+            if None in (name, mac, ip, settings) or defaults is None:
+                nodes.append(None)
+                continue
+            nodes.append(Node(name, mac, ip, **settings))
+        return nodes
+
+    def check_addresses(self, network: Network, server: Server | None) -> None:
+        """Addresses inside the subnet; no name, MAC or IP used twice (server and gateway included)."""
+        subnet = network.subnet
+        reserved = {subnet.network_address, subnet.broadcast_address} if subnet.prefixlen < 31 else set()
+        names: dict[str, str] = {}
+        ips: dict[IPv4Address, str] = {}
+        macs: dict[str, str] = {}
+        if server is not None:
+            if server.ip not in subnet or server.ip in reserved:
+                self.f.problem(("server", "ip"), f"server IP is not a host address of the subnet {subnet}",
+                               str(server.ip))
+            names[server.name.lower()] = "the server"
+            ips[server.ip] = "the server"
+        if network.gateway is not None:
+            ips.setdefault(network.gateway, "the gateway")
+        for i, name, mac, ip in self.identities:
+            p = ("nodes", i)
+            if ip is not None and (ip not in subnet or ip in reserved):
+                self.f.problem(p + ("ip",), f"IP is not a host address of the subnet {subnet}", str(ip))
+            for key, value, seen in (("name", name, names), ("mac", mac, macs), ("ip", ip, ips)):
+                if value is None:
+                    continue
+                if key == "name":
+                    value = value.lower()
+                if value in seen:
+                    self.f.problem(p + (key,), f"already used by {seen[value]}", str(value))
+                else:
+                    seen[value] = f"nodes[{i}] ({name or '?'})"
+
+    def _append(self, path: tuple, value: Any) -> str | None:
+        if value is None or value == "":
+            return ""
+        return self.f.text(path, value, _SAFE_TEXT, "kernel arguments (no quotes, $ or backslashes)")
+
+
+def state_dir(env: Mapping[str, str]) -> Path:
+    """The state directory: $PROVISION_STATE_DIR, else /var/lib/provision."""
+    return Path(env.get("PROVISION_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def resolve_inventory_path(arg: str | None, env: Mapping[str, str]) -> Path:
+    """--inventory, else $PROVISION_INVENTORY, else the inventory recorded by the last install."""
+    if arg:
+        return Path(arg)
+    if env.get("PROVISION_INVENTORY"):
+        return Path(env["PROVISION_INVENTORY"])
+    record = state_dir(env) / LAST_INSTALL_FILE
+    try:
+        recorded = json.loads(record.read_text(encoding="utf-8"))["inventory"]
+    except FileNotFoundError:
+        raise InputError(
+            f"no inventory given: pass --inventory FILE or set PROVISION_INVENTORY (no last install in {record})"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{record}: unreadable last-install record ({exc}); pass --inventory FILE") from None
+    if not isinstance(recorded, str) or not recorded:
+        raise InputError(f"{record}: field inventory: expected a path, got {recorded!r}")
+    return Path(recorded)

@@ -1,0 +1,183 @@
+"""The validated inventory as frozen typed objects (built by provision.inventory, read everywhere else)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path, PurePosixPath
+
+from provision.errors import InputError
+
+DOLLY_PORT = 9998
+HTTP_PORT = 8080
+BOOT_TFTP_DIR = "boot"  # kernel and initrd live in <tftp root>/boot/
+
+
+class OsFamily(enum.StrEnum):
+    """Decides the format of the network config that %post writes onto the clone."""
+
+    REDHAT = "redhat"  # /etc/sysconfig/network-scripts/ifcfg-<interface>
+    DEBIAN = "debian"  # /etc/network/interfaces
+
+
+class Bootloader(enum.StrEnum):
+    GRUB2 = "grub2"
+    LILO = "lilo"
+    NONE = "none"  # nothing to install (the namespace lab: a node's "disk" is a directory)
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    ip: IPv4Address
+    http_port: int = HTTP_PORT
+    dolly_port: int = DOLLY_PORT
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.http_port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    subnet: IPv4Network
+    gateway: IPv4Address | None = None
+    dns: tuple[IPv4Address, ...] = ()
+    domain: str | None = None
+
+    @property
+    def netmask(self) -> IPv4Address:
+        return self.subnet.netmask
+
+    @property
+    def prefixlen(self) -> int:
+        return self.subnet.prefixlen
+
+
+@dataclass(frozen=True, slots=True)
+class Boot:
+    """Installer kernel and initrd (paths on the server) and the kernel command line."""
+
+    kernel: str
+    initrd: str
+    append: str = ""
+
+    @property
+    def kernel_tftp_path(self) -> str:
+        return f"{BOOT_TFTP_DIR}/{PurePosixPath(self.kernel).name}"
+
+    @property
+    def initrd_tftp_path(self) -> str:
+        return f"{BOOT_TFTP_DIR}/{PurePosixPath(self.initrd).name}"
+
+    @property
+    def tftp_files(self) -> dict[str, Path]:
+        """Path inside the TFTP root -> source file on the server."""
+        return {self.kernel_tftp_path: Path(self.kernel), self.initrd_tftp_path: Path(self.initrd)}
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """One dolly transfer: `source > target` (raw) or `source >> target` (cooked: unpacked on the fly)."""
+
+    source: str
+    target: str
+    cook: bool = False
+
+    @property
+    def operator(self) -> str:
+        return ">>" if self.cook else ">"
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    mount: str  # absolute mount point, or "swap"
+    fstype: str
+    size: int  # MiB (the minimum when grow is set)
+    grow: bool = False
+    label: str = ""
+    options: str = "defaults"
+
+    @property
+    def is_swap(self) -> bool:
+        return self.mount == "swap"
+
+    @property
+    def fstab_spec(self) -> str:
+        return f"LABEL={self.label}"
+
+    @property
+    def fstab_mount(self) -> str:
+        return "none" if self.is_swap else self.mount
+
+    @property
+    def fsck_pass(self) -> int:
+        return 0 if self.is_swap or self.fstype == "xfs" else 1 if self.mount == "/" else 2
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    device: str  # kernel name, e.g. sda
+    partitions: tuple[Partition, ...]
+
+    @property
+    def path(self) -> str:
+        return f"/dev/{self.device}"
+
+
+@dataclass(frozen=True, slots=True)
+class KickstartSettings:
+    lang: str = "en_US.UTF-8"
+    keyboard: str = "us"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One cluster node with its effective settings (inventory defaults merged with its own overrides)."""
+
+    name: str
+    mac: str  # lower case, colon separated
+    ip: IPv4Address
+    interface: str
+    os_family: OsFamily
+    bootloader: Bootloader
+    disk: Disk
+    dolly_port: int
+    append: str  # extra kernel arguments for this node's installer
+    root_password_hash: str | None  # a crypt(3) hash; None locks the root password
+
+    @property
+    def pxelinux_name(self) -> str:
+        """The per-MAC pxelinux config file name: 01-aa-bb-cc-dd-ee-ff (01 = Ethernet)."""
+        return "01-" + self.mac.replace(":", "-")
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    cluster: str
+    server: Server
+    network: Network
+    boot: Boot
+    images: tuple[Image, ...]
+    kickstart: KickstartSettings
+    nodes: tuple[Node, ...]  # ring order
+    _by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_name", {n.name: n for n in self.nodes})
+
+    @property
+    def node_names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes)
+
+    def node(self, name: str) -> Node:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise InputError(f"{self.path}: no node named {name!r} in the inventory") from None
+
+    def fqdn(self, name: str) -> str:
+        return f"{name}.{self.network.domain}" if self.network.domain else name

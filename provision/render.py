@@ -1,0 +1,191 @@
+"""Render every file of an install from one inventory through one Jinja environment.
+
+Templates are looked up in the site directory first, then in the shipped `templates/`; a site template can
+extend the shipped one of the same name as "shipped/<name>". Undefined variables are errors that name the
+template file and line. render_files is pure; render_to checks dhcpd.conf with `dhcpd -t` and then writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+
+from provision.bootmode import BootMode, modes_for
+from provision.errors import InputError
+from provision.model import DOLLY_PORT, Inventory, Node
+from provision.outputs import Prune, WriteReport, write_tree
+from provision.services import dhcpd
+
+DHCPD_CONF = "dhcpd.conf"
+DOLLY_CONF = "dolly.conf"
+TFTP_ROOT = "tftpboot"
+PXELINUX_DIR = f"{TFTP_ROOT}/pxelinux.cfg"
+KICKSTART_DIR = "kickstart"
+PXE_LOADER = "pxelinux.0"
+SHIPPED_PREFIX = "shipped"
+
+# Per-node files of nodes no longer in the inventory are removed on render (a removed node must not reinstall).
+PRUNE = (
+    Prune(PXELINUX_DIR, re.compile(r"01(-[0-9a-f]{2}){6}")),
+    Prune(KICKSTART_DIR, re.compile(r"[A-Za-z0-9.-]+\.ks")),
+)
+
+
+def shipped_templates_dir() -> Path:
+    """provision/templates inside an installed wheel, else <repository>/templates."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if candidate.is_dir():
+            return candidate
+    raise InputError(f"shipped templates not found (looked in {package / 'templates'} and {package.parent})")
+
+
+def pxelinux_path(node: Node) -> str:
+    return f"{PXELINUX_DIR}/{node.pxelinux_name}"
+
+
+def kickstart_path(node: Node) -> str:
+    return f"{KICKSTART_DIR}/{node.name}.ks"
+
+
+def kickstart_url(inv: Inventory, node: Node) -> str:
+    return f"{inv.server.url}/kickstart/{node.name}.ks"
+
+
+def report_url(inv: Inventory, node: Node) -> str:
+    return f"{inv.server.url}/api/nodes/{node.name}/state"
+
+
+@functools.lru_cache(maxsize=8)
+def environment(site_templates: Path | None = None) -> jinja2.Environment:
+    """The one Jinja environment (compiled templates are cached in it)."""
+    shipped = jinja2.FileSystemLoader(str(shipped_templates_dir()))
+    loaders: list[jinja2.BaseLoader] = [jinja2.PrefixLoader({SHIPPED_PREFIX: shipped})]
+    if site_templates is not None:
+        if not site_templates.is_dir():
+            raise InputError(f"--templates {site_templates}: not a directory")
+        loaders.append(jinja2.FileSystemLoader(str(site_templates)))
+    loaders.append(shipped)
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+
+
+def template(env: jinja2.Environment, name: str) -> jinja2.Template:
+    try:
+        return env.get_template(name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"{exc.filename or exc.name}:{exc.lineno}: template syntax error: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise InputError(f"template not found: {exc.name}") from None
+
+
+def render_template(tmpl: jinja2.Template, context: Mapping[str, Any]) -> str:
+    """Render one template; any error becomes an InputError naming the template file and line."""
+    try:
+        return tmpl.render(context)
+    except jinja2.TemplateSyntaxError as exc:  # e.g. an {% extends %} or {% include %} target
+        raise InputError(f"{exc.filename or exc.name}:{exc.lineno}: template syntax error: {exc.message}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise InputError(f"{tmpl.filename}: template not found: {exc.name}") from None
+    except Exception as exc:  # noqa: BLE001 - a template's own error (undefined variable, bad filter, ...)
+        where = _template_frame(exc.__traceback__) or f"{tmpl.filename}"
+        raise InputError(f"{where}: template error: {exc}") from None
+
+
+def _template_frame(tb: TracebackType | None) -> str | None:
+    """file:line of the innermost template frame in a traceback (Jinja maps frames to template lines)."""
+    found = None
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2"):
+            found = f"{filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def render_files(
+    inv: Inventory,
+    site_templates: Path | str | None = None,
+    boot_modes: Mapping[str, BootMode] | None = None,
+) -> dict[str, str]:
+    """Every output file, relative path -> text. Per-node files first, dhcpd.conf last (see render_to)."""
+    env = environment(Path(site_templates).resolve() if site_templates is not None else None)
+    modes = modes_for(inv, boot_modes)
+    pxelinux = {mode: template(env, f"pxelinux/{mode}.cfg.j2") for mode in BootMode}
+    kickstart = template(env, "kickstart/node.ks.j2")
+    files: dict[str, str] = {}
+    shared = {"inv": inv, "default_dolly_port": DOLLY_PORT}
+    for node in inv.nodes:
+        mode = modes[node.name]
+        ks_url = kickstart_url(inv, node)
+        context = {
+            **shared,
+            "node": node,
+            "mode": mode,
+            "fqdn": inv.fqdn(node.name),
+            "kickstart_url": ks_url,
+            "report_url": report_url(inv, node),
+            "kernel_args": " ".join(a for a in (f"inst.ks={ks_url}", "ip=dhcp", inv.boot.append, node.append) if a),
+        }
+        files[pxelinux_path(node)] = render_template(pxelinux[mode], context)
+        files[kickstart_path(node)] = render_template(kickstart, context)
+    files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
+    hosts = [(node, modes[node.name]) for node in inv.nodes]
+    files[DHCPD_CONF] = render_template(
+        template(env, "dhcpd.conf.j2"), {**shared, "hosts": hosts, "loader": PXE_LOADER}
+    )
+    return files
+
+
+def dolly_ring(inv: Inventory) -> dict[str, Any]:
+    """Names for dolly.conf in ring order; NAME:PORT where a port differs from dolly's default."""
+
+    def entry(name: str, port: int) -> str:
+        return name if port == DOLLY_PORT else f"{name}:{port}"
+
+    return {
+        "server": entry(inv.server.name, inv.server.dolly_port),
+        "clients": [entry(node.name, node.dolly_port) for node in inv.nodes],
+    }
+
+
+@dataclass(frozen=True)
+class RenderReport:
+    out_dir: Path
+    nodes: int
+    files: WriteReport
+    dhcpd_checked: bool
+
+
+def render_to(
+    out_dir: Path | str,
+    inv: Inventory,
+    site_templates: Path | str | None = None,
+    boot_modes: Mapping[str, BootMode] | None = None,
+    check_dhcpd: bool = True,
+) -> RenderReport:
+    """Render everything in memory, check dhcpd.conf with `dhcpd -t` (when dhcpd is installed and
+    `check_dhcpd`), then write each file atomically; per-node files before dhcpd.conf, stale ones last.
+    Any failure before the writes leaves `out_dir` as it was."""
+    out_dir = Path(out_dir)
+    files = render_files(inv, site_templates, boot_modes)
+    checked = False
+    if check_dhcpd and dhcpd.find_dhcpd() is not None:
+        dhcpd.check_config_text(files[DHCPD_CONF], label=str(out_dir / DHCPD_CONF))
+        checked = True
+    report = write_tree(out_dir, files, PRUNE)
+    return RenderReport(out_dir, len(inv.nodes), report, checked)
