@@ -1,0 +1,253 @@
+"""TFTP: serve one directory read-only with tftpy, and install the PXE boot files into it.
+
+tftpy provides the protocol (packets, option negotiation for blksize/tsize, retransmission); this
+module adds what a safe boot server needs around it: write requests get an access violation, a
+path must stay inside the root after resolving `..` *and* symlinks, only regular files are served,
+and every transfer ends with one log line (file, client, bytes, seconds, result). The receive loop
+is ours (a select loop over tftpy's server contexts) so it can stop at once and report transfers.
+
+    server = TftpServer("build/tftpboot", host="10.0.0.1", port=69).start()
+    ...
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tftpy.TftpContexts import TftpContextServer
+from tftpy.TftpPacketTypes import TftpPacketRRQ, TftpPacketWRQ
+from tftpy.TftpShared import TftpErrors, TftpException, TftpTimeout, TftpTimeoutExpectACK
+from tftpy.TftpStates import TftpStateServerRecvRRQ, TftpStateServerStart
+
+from provision.errors import ProvisionError
+
+log = logging.getLogger("provision.tftp")
+
+PXELINUX_DIR = Path("/usr/lib/PXELINUX")
+SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
+# pxelinux.0 loads ldlinux.c32; the others are what menu/label configs commonly pull in.
+PXELINUX_FILES = ("pxelinux.0",)
+SYSLINUX_MODULES = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "menu.c32", "chain.c32")
+_MAX_PACKET = 65536 + 4
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One finished TFTP request: `error` is None when the whole file went out."""
+
+    filename: str
+    client: str
+    bytes: int
+    seconds: float
+    error: str | None
+
+
+class _ContainedRecvRRQ(TftpStateServerRecvRRQ):
+    """tftpy's read request handling plus: the resolved path (symlinks followed) must be a regular
+    file inside the root, else the client gets an access violation."""
+
+    def serverInitial(self, pkt, raddress, rport):
+        sendoack = super().serverInitial(pkt, raddress, rport)  # keeps tftpy's own `..` check
+        if os.path.lexists(self.full_path):
+            real = os.path.realpath(self.full_path)
+            if not real.startswith(self.context.root + os.sep) or not os.path.isfile(real):
+                self.sendError(TftpErrors.AccessViolation)
+                raise TftpException(f"refused {pkt.filename!r}: not a regular file inside the root")
+        return sendoack
+
+
+class _ContainedStart(TftpStateServerStart):
+    def handle(self, pkt, raddress, rport):
+        self.context.file_to_transfer = getattr(pkt, "filename", None)  # for the log, even if refused
+        if isinstance(pkt, TftpPacketRRQ):
+            return _ContainedRecvRRQ(self.context).handle(pkt, raddress, rport)
+        if isinstance(pkt, TftpPacketWRQ):
+            try:
+                return super().handle(pkt, raddress, rport)  # meets _refuse_upload: access violation
+            except TftpException as exc:
+                raise TftpException(f"write request refused (read-only server): {exc}") from None
+        return super().handle(pkt, raddress, rport)
+
+
+def _refuse_upload(path, context):
+    """tftpy's upload hook: returning None makes it answer with an access violation."""
+    return None
+
+
+class _Session(TftpContextServer):
+    def __init__(self, host: str, port: int, root: str, timeout: float, retries: int):
+        super().__init__(host, port, timeout, root, None, _refuse_upload, retries=retries, flock=False)
+        self.state = _ContainedStart(self)
+
+
+class TftpServer:
+    """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
+    and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it."""
+
+    def __init__(self, root: str | os.PathLike, host: str = "0.0.0.0", port: int = 69,
+                 timeout: float = 2.0, retries: int = 5,
+                 on_transfer: Callable[[Transfer], None] | None = None):
+        if logging.getLogger("tftpy").level == logging.NOTSET:
+            logging.getLogger("tftpy").setLevel(logging.WARNING)  # our one line per transfer is enough
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise ProvisionError(f"TFTP root {root} is not a directory")
+        self.host, self.timeout, self.retries = host, timeout, retries
+        self.on_transfer = on_transfer
+        self._requested_port = port
+        self._sock: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stop = threading.Event()
+        self._stop_deadline = 0.0
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._sock is None:
+            raise RuntimeError("TFTP server is not bound yet")
+        return self._sock.getsockname()[1]
+
+    def bind(self) -> TftpServer:
+        if self._sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((self.host, self._requested_port))
+            except OSError as exc:
+                sock.close()
+                raise ProvisionError(
+                    f"TFTP cannot bind {self.host}:{self._requested_port}: {exc.strerror}") from exc
+            sock.setblocking(False)
+            self._sock = sock
+            log.info("tftp: serving %s read-only on %s:%d", self.root, self.host, self.port)
+        return self
+
+    def start(self) -> TftpServer:
+        """Bind now (errors raise here) and serve in a daemon thread."""
+        self.bind()
+        self._thread = threading.Thread(target=self.serve_forever, name="tftp", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop taking requests, let running transfers finish for up to `grace` seconds, close."""
+        self._stop_deadline = time.monotonic() + grace
+        self._stop.set()
+        self._wake_w.send(b"x")
+        if self._thread is not None:
+            self._thread.join(grace + 2 * self.timeout)
+            self._thread = None
+
+    def serve_forever(self) -> None:
+        self.bind()
+        sessions: dict[tuple[str, int], _Session] = {}
+        try:
+            while not (self._stop.is_set() and
+                       (not sessions or time.monotonic() > self._stop_deadline)):
+                watched = [self._wake_r, *(s.sock for s in sessions.values())]
+                if not self._stop.is_set():
+                    watched.append(self._sock)
+                ready, _, _ = select.select(watched, [], [], min(0.5, self.timeout))
+                for sock in ready:
+                    if sock is self._wake_r:
+                        self._wake_r.recv(64)
+                    elif sock is self._sock:
+                        self._accept(sessions)
+                    else:
+                        self._cycle(sessions, next(k for k, s in sessions.items() if s.sock is sock))
+                self._check_timeouts(sessions)
+        finally:
+            for key in list(sessions):
+                self._finish(sessions, key, "server stopped")
+            self._sock.close()
+            self._wake_r.close()
+            self._wake_w.close()
+            log.info("tftp: stopped")
+
+    def _accept(self, sessions: dict) -> None:
+        try:
+            buffer, key = self._sock.recvfrom(_MAX_PACKET)
+        except BlockingIOError:
+            return
+        if key in sessions:
+            return  # a retransmitted request: the session answers it already
+        session = sessions[key] = _Session(key[0], key[1], self.root, self.timeout, self.retries)
+        try:
+            session.start(buffer)
+        except TftpTimeoutExpectACK:
+            session.timeout_expectACK = True
+        except Exception as exc:  # tftpy raises TftpException, bad packets can raise others
+            self._finish(sessions, key, str(exc))
+
+    def _cycle(self, sessions: dict, key: tuple[str, int]) -> None:
+        session = sessions[key]
+        session.timeout_expectACK = False
+        try:
+            session.cycle()
+        except TftpTimeoutExpectACK:
+            session.timeout_expectACK = True
+        except Exception as exc:
+            self._finish(sessions, key, str(exc))
+            return
+        if session.state is None:
+            self._finish(sessions, key, None)
+
+    def _check_timeouts(self, sessions: dict) -> None:
+        now = time.time()
+        for key, session in list(sessions.items()):
+            try:
+                session.checkTimeout(now)
+            except TftpTimeout:
+                session.retry_count += 1
+                if session.retry_count >= session.retries:
+                    self._finish(sessions, key, f"no answer after {session.retries} tries")
+                else:
+                    session.state.resendLast()
+
+    def _finish(self, sessions: dict, key: tuple[str, int], error: str | None) -> None:
+        session = sessions.pop(key)
+        session.end()
+        transfer = Transfer(
+            filename=session.file_to_transfer or "?", client=f"{key[0]}:{key[1]}",
+            bytes=session.metrics.bytes, seconds=session.metrics.end_time - session.metrics.start_time,
+            error=error)
+        log.info("tftp: %s %s to %s: %d bytes in %.3f s%s", "sent" if error is None else "FAILED",
+                 transfer.filename, transfer.client, transfer.bytes, transfer.seconds,
+                 "" if error is None else f" ({error})")
+        if self.on_transfer is not None:
+            self.on_transfer(transfer)
+
+
+def install_boot_files(tftp_root: str | os.PathLike, kernel: str | os.PathLike,
+                       initrd: str | os.PathLike, pxelinux_dir: Path = PXELINUX_DIR,
+                       modules_dir: Path = SYSLINUX_BIOS_DIR) -> list[Path]:
+    """Copy Debian's pxelinux.0 and syslinux BIOS modules plus the kernel and initrd (under their
+    own file names) into `tftp_root`; returns the installed paths. Every source is checked before
+    anything is copied: a missing one is a ProvisionError naming it (and the package it comes from)."""
+    sources = [(pxelinux_dir / name, "Debian package pxelinux") for name in PXELINUX_FILES]
+    sources += [(modules_dir / name, "Debian package syslinux-common") for name in SYSLINUX_MODULES]
+    sources += [(Path(kernel), "the inventory's boot.kernel"), (Path(initrd), "the inventory's boot.initrd")]
+    problems = [f"missing {path} ({origin})" for path, origin in sources if not path.is_file()]
+    if Path(kernel).name == Path(initrd).name:
+        problems.append(f"kernel {kernel} and initrd {initrd} share the file name {Path(kernel).name}")
+    if problems:
+        raise ProvisionError("cannot install boot files: " + "; ".join(problems))
+    root = Path(tftp_root)
+    root.mkdir(parents=True, exist_ok=True)
+    installed = []
+    for source, _ in sources:
+        target = root / source.name
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        installed.append(target)
+    return installed
