@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ProvisionError
+from provision.model import Boot
 from provision.services.tftp import PXELINUX_FILES, SYSLINUX_MODULES, TftpServer, install_boot_files
 from tests.conftest import require_tool, skip_or_fail
 
@@ -152,18 +153,20 @@ def test_install_boot_files(tmp_path):
     kernel.write_bytes(b"K" * 100)
     initrd.write_bytes(b"I" * 100)
     root = tmp_path / "tftpboot"
-    installed = install_boot_files(root, kernel, initrd)
-    names = {p.name for p in installed}
-    assert names == {*PXELINUX_FILES, *SYSLINUX_MODULES, "vmlinuz", "initrd.img"}
+    boot = Boot(kernel=str(kernel), initrd=str(initrd))
+    installed = install_boot_files(root, boot)
+    assert {str(p.relative_to(root)) for p in installed} == {
+        *PXELINUX_FILES, *SYSLINUX_MODULES, boot.kernel_tftp_path, boot.initrd_tftp_path}
     assert (root / "pxelinux.0").read_bytes() == Path("/usr/lib/PXELINUX/pxelinux.0").read_bytes()
-    assert (root / "vmlinuz").read_bytes() == b"K" * 100
+    assert (root / boot.kernel_tftp_path).read_bytes() == b"K" * 100
 
 
 def test_missing_boot_file_is_named(tmp_path):
     initrd = tmp_path / "initrd.img"
     initrd.write_bytes(b"I")
     with pytest.raises(ProvisionError, match=r"missing .*/nokernel \(the inventory's boot.kernel\)"):
-        install_boot_files(tmp_path / "root", tmp_path / "nokernel", initrd)
+        install_boot_files(tmp_path / "root", Boot(kernel=str(tmp_path / "nokernel"), initrd=str(initrd)))
     with pytest.raises(ProvisionError, match=r"missing /nonexistent/pxelinux.0 \(Debian package pxelinux\)"):
-        install_boot_files(tmp_path / "root", initrd, initrd, pxelinux_dir=Path("/nonexistent"))
+        install_boot_files(tmp_path / "root", Boot(kernel=str(initrd), initrd=str(initrd)),
+                           pxelinux_dir=Path("/nonexistent"))
     assert not (tmp_path / "root").exists()

@@ -30,6 +30,7 @@ from tftpy.TftpShared import TftpErrors, TftpException, TftpTimeout, TftpTimeout
 from tftpy.TftpStates import TftpStateServerRecvRRQ, TftpStateServerStart
 
 from provision.errors import ProvisionError
+from provision.model import Boot
 
 log = logging.getLogger("provision.tftp")
 
@@ -227,27 +228,28 @@ class TftpServer:
             self.on_transfer(transfer)
 
 
-def install_boot_files(tftp_root: str | os.PathLike, kernel: str | os.PathLike,
-                       initrd: str | os.PathLike, pxelinux_dir: Path = PXELINUX_DIR,
+def install_boot_files(tftp_root: str | os.PathLike, boot: Boot, pxelinux_dir: Path = PXELINUX_DIR,
                        modules_dir: Path = SYSLINUX_BIOS_DIR) -> list[Path]:
-    """Copy Debian's pxelinux.0 and syslinux BIOS modules plus the kernel and initrd (under their
-    own file names) into `tftp_root`; returns the installed paths. Every source is checked before
-    anything is copied: a missing one is a ProvisionError naming it (and the package it comes from)."""
-    sources = [(pxelinux_dir / name, "Debian package pxelinux") for name in PXELINUX_FILES]
-    sources += [(modules_dir / name, "Debian package syslinux-common") for name in SYSLINUX_MODULES]
-    sources += [(Path(kernel), "the inventory's boot.kernel"), (Path(initrd), "the inventory's boot.initrd")]
-    problems = [f"missing {path} ({origin})" for path, origin in sources if not path.is_file()]
-    if Path(kernel).name == Path(initrd).name:
-        problems.append(f"kernel {kernel} and initrd {initrd} share the file name {Path(kernel).name}")
+    """Copy Debian's pxelinux.0 and syslinux BIOS modules to the top of `tftp_root` and the inventory's
+    kernel and initrd to where its PXE configs name them (`boot.kernel_tftp_path`, ...); returns the
+    installed paths. Every source is checked first: a missing one is a ProvisionError naming it (and
+    where it should come from), and nothing is copied."""
+    sources = [(pxelinux_dir / name, name, "Debian package pxelinux") for name in PXELINUX_FILES]
+    sources += [(modules_dir / name, name, "Debian package syslinux-common") for name in SYSLINUX_MODULES]
+    sources += [(Path(boot.kernel), boot.kernel_tftp_path, "the inventory's boot.kernel"),
+                (Path(boot.initrd), boot.initrd_tftp_path, "the inventory's boot.initrd")]
+    problems = [f"missing {src} ({origin})" for src, _, origin in sources if not src.is_file()]
+    if boot.kernel_tftp_path == boot.initrd_tftp_path:
+        problems.append(f"boot.kernel {boot.kernel} and boot.initrd {boot.initrd} share a file name")
     if problems:
         raise ProvisionError("cannot install boot files: " + "; ".join(problems))
     root = Path(tftp_root)
-    root.mkdir(parents=True, exist_ok=True)
     installed = []
-    for source, _ in sources:
-        target = root / source.name
+    for src, relpath, _ in sources:
+        target = root / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(source, tmp)
+        shutil.copyfile(src, tmp)
         os.replace(tmp, target)
         installed.append(target)
     return installed
