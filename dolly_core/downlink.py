@@ -1,0 +1,266 @@
+"""The forwarding side of a ring member: streams the window to the successor, watches its
+heartbeats, and short-cuts past a dead successor (connect to the next node, ask which chunk it
+needs next, re-send from the window). Used by every client and by the server's head.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from dolly_core import link
+from dolly_core import protocol as p
+from dolly_core.ring import Ring, RunSetup
+from dolly_core.window import ChunkGone, Window, WindowClosed
+
+POLL = 0.5
+
+
+class SuccessorDead(Exception):
+    """The current successor stopped (reason in the message)."""
+
+
+class CutOut(Exception):
+    """Our successor told us that a node before us short-cut past us."""
+
+
+class Aborted(Exception):
+    """The run is over for everybody (the server is gone)."""
+
+
+class Downlink:
+    def __init__(self, setup: RunSetup, me: int, window: Window, secret: bytes | None, log,
+                 end_ready: threading.Event, end_body: Callable[[dict[int, str]], dict],
+                 upstream_ok: Callable[[], bool], rate: float = 0.0, connect_wait: float = 0.0):
+        self.setup = setup
+        self.ring: Ring = setup.ring
+        self.me = me
+        self.window = window
+        self.secret = secret
+        self.log = log
+        self.end_ready = end_ready
+        self.end_body = end_body
+        self.upstream_ok = upstream_ok
+        self.rate = rate
+        self.connect_wait = connect_wait
+        self.skipped: dict[int, str] = {}
+        self.progress: dict[int, list] = {}
+        self.sock: socket.socket | None = None
+        self.target = me + 1
+        self.flip_chunk = int(os.environ.get("DOLLY_FAULT_FLIP_CHUNK", "-1")) if me == 0 else -1
+        self._reset_monitor()
+
+    # ---- connection to one successor ------------------------------------------------------
+    def _reset_monitor(self) -> None:
+        self.last_heard = time.monotonic()
+        self.dead: str | None = None
+        self.rewind: int | None = None
+        self.end_ack = threading.Event()
+        self.cut_out: str | None = None
+        self.abort: str | None = None
+
+    def _connect(self, index: int, wait: float) -> int:
+        """Connect, authenticate, send the run, return the successor's next needed seq."""
+        host, port = self.ring.address(index)
+        deadline = time.monotonic() + wait
+        while True:
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(self.setup.timeout)
+            try:
+                sock.connect((host, port))
+                break
+            except OSError as exc:
+                sock.close()
+                if time.monotonic() >= deadline:
+                    raise SuccessorDead(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+                time.sleep(0.2)
+        try:
+            link.handshake_as_dialer(sock, self.secret)
+            body = self.setup.to_body(sender=self.me, target=index, dead=self.skipped)
+            sock.sendall(p.control(p.Kind.SETUP, body))
+            header, payload = link.read_frame(sock)
+            if header.kind is p.Kind.ABORT:
+                raise Aborted(p.parse_control(header, payload).get("reason", "aborted"))
+            if header.kind is not p.Kind.RESUME:
+                raise p.ProtocolError(f"expected RESUME, got {header.kind.name}")
+            next_seq = int(p.parse_control(header, payload)["next"])
+        except (link.PeerGone, socket.timeout, OSError, p.ProtocolError, KeyError, ValueError) as exc:
+            sock.close()
+            if isinstance(exc, p.AuthError):
+                raise
+            raise SuccessorDead(f"{host}:{port} failed the handshake: {exc}") from None
+        sock.settimeout(POLL)
+        self.sock = sock
+        self._reset_monitor()
+        threading.Thread(target=self._monitor, args=(sock,), name="downlink-monitor", daemon=True).start()
+        return next_seq
+
+    def _monitor(self, sock: socket.socket) -> None:
+        """Read what the successor sends back: heartbeats, re-send requests, END_ACK."""
+        while self.sock is sock:
+            try:
+                header, payload = link.read_frame(sock)
+                body = p.parse_control(header, payload)
+            except socket.timeout:
+                continue
+            except (link.PeerGone, p.ProtocolError, OSError) as exc:
+                if self.sock is sock:
+                    self.dead = str(exc)
+                return
+            self.last_heard = time.monotonic()
+            if header.kind is p.Kind.PING:
+                self.progress.update({int(k): v for k, v in body.get("p", {}).items()})
+            elif header.kind is p.Kind.RESEND:
+                self.log.warning("successor asks to re-send from chunk %s (checksum error)", body["next"])
+                self.rewind = int(body["next"])
+            elif header.kind is p.Kind.END_ACK:
+                self.end_ack.set()
+            elif header.kind is p.Kind.REPLACED:
+                self.cut_out = f"node {self.ring.name(int(body['by']))} short-cut past us"
+            elif header.kind is p.Kind.ABORT:
+                self.abort = body.get("reason", "aborted")
+
+    def _check(self) -> None:
+        self.upstream_ok()  # raises Aborted once our own side gave up
+        if self.abort:
+            raise Aborted(self.abort)
+        if self.cut_out:
+            raise CutOut(self.cut_out)
+        if self.dead:
+            raise SuccessorDead(self.dead)
+        silent = time.monotonic() - self.last_heard
+        if silent > self.setup.timeout:
+            raise SuccessorDead(f"no heartbeat for {silent:.1f} s (time-out {self.setup.timeout:g} s)")
+
+    def _send(self, parts: list) -> None:
+        views = [memoryview(x) for x in parts if len(x)]
+        while views:
+            try:
+                n = self.sock.sendmsg(views)
+            except socket.timeout:
+                self._check()
+                continue
+            except OSError as exc:
+                raise SuccessorDead(f"send failed: {exc.strerror or exc}") from None
+            while n:
+                if n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+
+    def _close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    # ---- streaming ------------------------------------------------------------------------
+    def _stream(self, next_seq: int) -> None:
+        total = self.setup.chunks
+        seq = next_seq
+        started, sent_bytes = time.monotonic(), 0
+        last_send = time.monotonic()
+        while seq < total:
+            if self.rewind is not None:
+                seq, self.rewind = self.rewind, None
+            self._check()
+            entry = self.window.get(seq, timeout=POLL)
+            if entry is None:
+                if time.monotonic() - last_send > POLL:
+                    self._send([p.control(p.Kind.PING, {})])
+                    last_send = time.monotonic()
+                continue
+            h = entry.header
+            payload = entry.payload
+            if seq == self.flip_chunk and payload is not None and len(payload):
+                self.flip_chunk = -1
+                payload = bytearray(payload)
+                payload[len(payload) // 2] ^= 0xFF
+                self.log.warning("fault injection: flipping a byte of chunk %d in flight", seq)
+            header = p.HEADER.pack(h.kind, h.flags, 0, h.file, h.seq, h.offset, h.length, h.crc)
+            self._send([header, payload] if payload is not None else [header])
+            last_send = time.monotonic()
+            seq += 1
+            self.window.advance("forward", seq)
+            if self.rate:
+                sent_bytes += h.length
+                ahead = sent_bytes / self.rate - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def _finish(self) -> None:
+        while not self.end_ready.wait(POLL):  # the END report waits for our verdict; keep alive
+            self._check()
+            self._send([p.control(p.Kind.PING, {})])
+        self._send([p.control(p.Kind.END, self.end_body(self.skipped))])
+        while not self.end_ack.wait(POLL):
+            self._check()
+
+    def run(self) -> None:
+        """Deliver everything and the END report to the next live node; raises Aborted/CutOut."""
+        wait = self.connect_wait
+        while True:
+            if self.target > self.ring.tail:
+                raise Aborted("the server's tail is unreachable: the server is gone")
+            try:
+                next_seq = self._connect(self.target, wait)
+                if next_seq < self.setup.chunks and not self.window.holds(next_seq):
+                    if self.target != self.ring.tail:
+                        raise SuccessorDead(f"needs chunk {next_seq}, which no longer is in our window")
+                    next_seq = self.window.first
+                if self.target != self.me + 1 or self.skipped:
+                    self.log.warning("short-cut: now sending to %s from chunk %d",
+                                     self.ring.name(self.target), next_seq)
+                if next_seq <= self.setup.chunks:
+                    self._stream(next_seq)
+                    self._finish()
+                else:
+                    while not self.end_ack.wait(POLL):
+                        self._check()
+                self._close()
+                return
+            except SuccessorDead as exc:
+                self._close()
+                if self.target == self.ring.tail:
+                    raise Aborted(f"the server's tail stopped: {exc}") from None
+                self._skip(str(exc))
+            except ChunkGone as exc:
+                self._close()
+                self._skip(str(exc))
+            except WindowClosed as exc:
+                self._close()
+                raise Aborted(str(exc)) from None
+            except p.AuthError as exc:
+                self._close()
+                if self.target == self.ring.tail:
+                    raise Aborted(f"the server's tail refused us: {exc}") from None
+                self._skip(f"authentication failed: {exc}")
+            wait = 0.0
+
+    def _skip(self, reason: str) -> None:
+        name = self.ring.name(self.target)
+        self.log.error("successor %s is dead: %s; short-cutting", name, reason)
+        self.skipped[self.target] = reason
+        self.progress.setdefault(self.target, [0, "dead"])[1] = "dead"
+        while not self.upstream_ok():  # a node cut off from its own upstream must not cut others
+            time.sleep(POLL)
+        self.target += 1
+
+    def send_abort(self, reason: str) -> None:
+        sock = self.sock
+        if sock is not None:
+            try:
+                sock.settimeout(1.0)
+                sock.sendall(p.control(p.Kind.ABORT, {"reason": reason}))
+            except OSError:
+                pass
+        self._close()

@@ -1,0 +1,210 @@
+"""A ring member (dollyC): receive into the window, write/cook to the local targets, forward to
+the successor, all concurrently; then verify and put its verdict into the END report.
+
+Verdict semantics: a file's sha256 is computed over exactly the bytes this node handed to its
+target, updated only after the write call for them succeeded (holes count as zeros), and the file is
+fsync'ed before the verdict is made; a failed write, fsync, decompressor or untar makes the verdict
+false. For a cooked (`>>`) file the sha256 is that of the received compressed stream (comparable with
+the server's sha256 of IN), and the verdict additionally needs the decompressor and untar to succeed.
+We hash while writing rather than re-reading so verification costs no second pass over the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from dolly_core.cook import PlainTarget, open_target
+from dolly_core.downlink import Aborted, CutOut, Downlink
+from dolly_core.ring import RunSetup
+from dolly_core.uplink import Uplink
+from dolly_core.window import Window, WindowClosed
+
+WINDOW_KEEP_BYTES = 96 << 20
+WINDOW_AHEAD_BYTES = 16 << 20
+
+
+def make_window(setup: RunSetup, consumers: tuple[str, ...] = ("write", "forward")) -> Window:
+    keep = max(4, -(-WINDOW_KEEP_BYTES // setup.chunk_size))
+    ahead = max(2, -(-WINDOW_AHEAD_BYTES // setup.chunk_size))
+    margins = {"forward": keep, "write": 0}
+    return Window(setup.chunk_size, keep, ahead, {c: margins[c] for c in consumers})
+
+
+def target_path(root: str | None, out: str) -> str:
+    if root is None:
+        return out
+    full = os.path.normpath(os.path.join(root, out.lstrip("/")))
+    if os.path.commonpath([full, os.path.normpath(root)]) != os.path.normpath(root):
+        raise OSError(f"{out!r} escapes the root directory {root!r}")
+    return full
+
+
+@dataclass
+class FileResult:
+    path: str
+    sha256: str
+    error: str | None
+
+
+class Writer:
+    """Consumes the window in order and writes every file; hashes what was written."""
+
+    def __init__(self, setup: RunSetup, window: Window, root: str | None, log):
+        self.setup, self.window, self.root, self.log = setup, window, root, log
+        self.results: list[FileResult] = []
+        self.written = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except WindowClosed:
+            pass
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        seq = 0
+        zero = memoryview(PlainTarget.ZERO)
+        for f in self.setup.files:
+            digest, error, target = hashlib.sha256(), None, None
+            try:
+                path = target_path(self.root, f.out)
+                target = open_target(path, f.source, f.size, f.cook)
+            except (OSError, ValueError) as exc:
+                error = f"cannot open {f.out}: {exc}"
+            for _ in range(self.setup.file_chunks(f)):
+                entry = self.window.get(seq)
+                seq += 1
+                if error is None:
+                    try:
+                        payload = entry.payload
+                        if payload is None:
+                            target.hole(entry.header.length)
+                            for start in range(0, entry.header.length, len(zero)):
+                                digest.update(zero[:min(len(zero), entry.header.length - start)])
+                        else:
+                            target.write(payload)
+                            digest.update(payload)
+                        self.written += entry.header.length
+                    except OSError as exc:
+                        error = f"writing {f.out}: {exc}"
+                        target.abandon()
+                self.window.advance("write", seq)
+            if error is None:
+                try:
+                    target.close()
+                except OSError as exc:
+                    error = f"finishing {f.out}: {exc}"
+            if error:
+                self.log.error("%s", error)
+            self.results.append(FileResult(f.out, digest.hexdigest(), error))
+
+
+class Node:
+    def __init__(self, listener, secret: bytes | None, root: str | None, log):
+        self.listener, self.secret, self.root, self.log = listener, secret, root, log
+        self.end_in: dict = {}
+        self.end_ready = threading.Event()
+        self.got_end = threading.Event()
+        self.verdict: dict | None = None
+        self.started = time.monotonic()
+        self.uplink = Uplink(listener, secret, log, window_for=make_window, on_end=self._on_end,
+                             progress=self._progress)
+        self.writer: Writer | None = None
+        self.downlink: Downlink | None = None
+
+    def _on_end(self, body: dict) -> None:
+        self.end_in = body
+        self.got_end.set()
+        threading.Thread(target=self._make_verdict, daemon=True).start()
+
+    def _make_verdict(self) -> None:
+        self.writer.done.wait()
+        server = self.end_in.get("server", {}).get("sha256", [])
+        files, errors = [], []
+        for i, r in enumerate(self.writer.results):
+            files.append({"path": r.path, "sha256": r.sha256})
+            if r.error:
+                errors.append(r.error)
+            elif i >= len(server) or server[i] != r.sha256:
+                errors.append(f"{r.path}: sha256 {r.sha256} differs from the server's")
+        self.verdict = {"ok": not errors, "error": "; ".join(errors) or None,
+                        "bytes": self.writer.written, "seconds": round(time.monotonic() - self.started, 3),
+                        "files": files}
+        if errors:
+            self.log.error("verification failed: %s", self.verdict["error"])
+        else:
+            self.log.info("verified %d file(s)", len(files))
+        self.end_ready.set()
+
+    def _end_body(self, skipped: dict[int, str]) -> dict:
+        body = dict(self.end_in)
+        verdicts = dict(body.get("verdicts", {}))
+        verdicts[str(self.uplink.me)] = self.verdict
+        me = self.uplink.setup.ring.name(self.uplink.me)
+        progress = self.downlink.progress if self.downlink else {}
+        for index, reason in skipped.items():
+            verdicts.setdefault(str(index), {"ok": False, "error": f"dead (seen by {me}): {reason}",
+                                             "bytes": progress.get(index, [0])[0], "seconds": None,
+                                             "files": []})
+        body["verdicts"] = verdicts
+        return body
+
+    def _progress(self) -> dict:
+        mine = {}
+        if self.uplink.me is not None:
+            state = "done" if self.end_ready.is_set() else "receiving"
+            if self.verdict is not None and not self.verdict["ok"]:
+                state = "failed"
+            mine[str(self.uplink.me)] = [self.uplink.bytes, state]
+        if self.downlink is not None:
+            theirs = {str(k): v for k, v in self.downlink.progress.items()}
+            return {**theirs, **mine}
+        return mine
+
+    def serve(self, wait: float | None) -> int:
+        """Serve one run; 0 only if this node verified every file and its verdict went on."""
+        self.uplink.start()
+        try:
+            setup = self.uplink.wait_for_run(None if wait is None else time.monotonic() + wait)
+        except TimeoutError:
+            why = f"; last rejected: {self.uplink.last_auth_error}" if self.uplink.last_auth_error else ""
+            self.log.error("no run started within %g s%s", wait, why)
+            return 1
+        self.started = time.monotonic()
+        me = self.uplink.me
+        self.log.info("joined run %s as %s (%d of %d), %d file(s), %d chunks", setup.run,
+                      setup.ring.name(me), me, len(setup.ring.clients), len(setup.files), setup.chunks)
+        self.writer = Writer(setup, self.uplink.window, self.root, self.log)
+        threading.Thread(target=self.writer.run, name="writer", daemon=True).start()
+        up_error: list[str] = []
+
+        def receive() -> None:
+            try:
+                self.uplink.run()
+            except Aborted as exc:
+                up_error.append(str(exc))
+        threading.Thread(target=receive, name="receiver", daemon=True).start()
+        self.downlink = Downlink(setup, me, self.uplink.window, self.secret, self.log, self.end_ready,
+                                 self._end_body, self.uplink.upstream_ok)
+        try:
+            self.downlink.run()
+        except Aborted as exc:
+            reason = up_error[0] if up_error else str(exc)
+            self.log.error("run aborted: %s", reason)
+            self.downlink.send_abort(reason)
+            self.uplink.abort_upstream(reason)
+            self.uplink.window.close(reason)
+            return 1
+        except CutOut as exc:
+            self.log.error("cut out of the ring: %s", exc)
+            return 1
+        self.uplink.ack_end()
+        ok = bool(self.verdict and self.verdict["ok"])
+        self.log.info("run finished: %s", "verified" if ok else "FAILED")
+        return 0 if ok else 1

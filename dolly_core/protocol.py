@@ -1,0 +1,179 @@
+"""Wire format of the ring: handshake with HMAC challenge/response, framed messages, chunk checksums.
+
+Pure byte building and parsing; no sockets (see link.py for those).
+
+Handshake on every TCP connection, before anything else (the dialer is always the upstream side):
+    listener -> dialer   HELLO  = MAGIC, has_secret (1 byte), nonce_l (32)
+    dialer   -> listener AUTH   = MAGIC, has_secret (1 byte), nonce_d (32), mac_d (32)
+    listener -> dialer   RESULT = status (1 byte), mac_l (32)
+mac_d = HMAC-SHA256(secret, "dolly-up" nonce_l nonce_d) proves the dialer, mac_l = HMAC(secret,
+"dolly-down" nonce_d nonce_l) proves the listener. Without a secret on both sides the macs are zero.
+A secret on one side only is a mismatch, reported on both sides.
+
+After the handshake both directions carry frames: a 32-byte header and `length` payload bytes.
+    header = type u8, flags u8, reserved u16, file u32, seq u64, offset u64, length u32, crc u32
+crc = CRC-32 of the payload, continued over the header with crc=0, so a flipped bit anywhere in a
+frame is caught before the chunk is written or forwarded. Offsets are 64-bit. A HOLE frame stands
+for `length` zero bytes and carries no payload (sparse images cost only their allocated parts).
+Control frames (SETUP, RESUME, PING, END, ...) carry JSON payloads.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = b"DOLLY\x01"
+NONCE_LEN = 32
+MAC_LEN = 32
+HELLO_LEN = len(MAGIC) + 1 + NONCE_LEN
+AUTH_LEN = len(MAGIC) + 1 + NONCE_LEN + MAC_LEN
+RESULT_LEN = 1 + MAC_LEN
+HEADER = struct.Struct("!BBHIQQII")
+HEADER_LEN = HEADER.size
+MAX_CONTROL_LEN = 16 << 20
+
+
+class ProtocolError(Exception):
+    """The peer sent something that is not this protocol (or not from a ring member)."""
+
+
+class AuthError(ProtocolError):
+    """The handshake failed: wrong secret, or a secret on one side only."""
+
+
+class Kind(enum.IntEnum):
+    CHUNK = 1      # file data; payload = bytes at (file, offset)
+    HOLE = 2       # `length` zero bytes at (file, offset); no payload
+    SETUP = 3      # dialer -> listener: the run (ring, files, settings) and who is sending
+    RESUME = 4     # listener -> dialer: {"next": seq} the first sequence number it still needs
+    PING = 5       # downstream -> upstream heartbeat with progress of itself and the nodes after it
+    END = 6        # after the last chunk: {"server": [...], "verdicts": [...]} grows along the ring
+    END_ACK = 7    # downstream -> upstream: END reached the server's tail
+    ABORT = 8      # {"reason": text}: the run cannot finish (server gone); travels both ways
+    RESEND = 9     # downstream -> upstream: {"next": seq} a chunk failed its checksum
+    REPLACED = 10  # downstream -> old upstream: {"by": index} you were short-cut out of the ring
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    SECRET_MISMATCH = 1  # one side has a secret, the other has none
+    BAD_MAC = 2          # both have secrets, they differ
+
+
+@dataclass(frozen=True)
+class Header:
+    kind: Kind
+    flags: int
+    file: int
+    seq: int
+    offset: int
+    length: int
+    crc: int
+
+
+def make_hello(nonce: bytes, has_secret: bool) -> bytes:
+    return MAGIC + bytes([has_secret]) + nonce
+
+
+def parse_hello(data: bytes) -> tuple[bool, bytes]:
+    if len(data) != HELLO_LEN or not data.startswith(MAGIC) or data[len(MAGIC)] > 1:
+        raise ProtocolError("not a dolly greeting")
+    return bool(data[len(MAGIC)]), data[len(MAGIC) + 1:]
+
+
+def _mac(secret: bytes | None, label: bytes, a: bytes, b: bytes) -> bytes:
+    if secret is None:
+        return bytes(MAC_LEN)
+    return hmac.new(secret, label + a + b, hashlib.sha256).digest()
+
+
+def make_auth(secret: bytes | None, nonce_l: bytes, nonce_d: bytes) -> bytes:
+    return MAGIC + bytes([secret is not None]) + nonce_d + _mac(secret, b"dolly-up", nonce_l, nonce_d)
+
+
+def check_auth(secret: bytes | None, nonce_l: bytes, data: bytes) -> tuple[Status, bytes]:
+    """Listener side: judge the dialer's AUTH; returns (status, nonce_d)."""
+    if len(data) != AUTH_LEN or not data.startswith(MAGIC) or data[len(MAGIC)] > 1:
+        raise ProtocolError("not a dolly authentication message")
+    has_secret = bool(data[len(MAGIC)])
+    nonce_d = data[len(MAGIC) + 1:len(MAGIC) + 1 + NONCE_LEN]
+    if has_secret != (secret is not None):
+        return Status.SECRET_MISMATCH, nonce_d
+    expected = _mac(secret, b"dolly-up", nonce_l, nonce_d)
+    if not hmac.compare_digest(expected, data[-MAC_LEN:]):
+        return Status.BAD_MAC, nonce_d
+    return Status.OK, nonce_d
+
+
+def make_result(status: Status, secret: bytes | None, nonce_l: bytes, nonce_d: bytes) -> bytes:
+    mac = _mac(secret, b"dolly-down", nonce_d, nonce_l) if status is Status.OK else bytes(MAC_LEN)
+    return bytes([status]) + mac
+
+
+def check_result(secret: bytes | None, nonce_l: bytes, nonce_d: bytes, data: bytes) -> None:
+    """Dialer side: raise AuthError unless the listener accepted us and proved the same secret."""
+    if len(data) != RESULT_LEN or data[0] not in set(Status):
+        raise ProtocolError("not a dolly handshake result")
+    status = Status(data[0])
+    if status is Status.SECRET_MISMATCH:
+        raise AuthError("shared secret mismatch: " + (
+            "we have a secret, the peer has none" if secret else "the peer has a secret, we have none"))
+    if status is Status.BAD_MAC:
+        raise AuthError("the peer rejected our shared secret (wrong secret)")
+    if not hmac.compare_digest(_mac(secret, b"dolly-down", nonce_d, nonce_l), data[1:]):
+        raise AuthError("the peer failed to prove the shared secret (wrong secret)")
+
+
+def frame_crc(header_fields: tuple, payload) -> int:
+    crc = zlib.crc32(payload) if payload is not None else 0
+    return zlib.crc32(HEADER.pack(*header_fields[:-1], 0), crc)
+
+
+def pack_header(kind: Kind, file: int, seq: int, offset: int, length: int,
+                payload=None, flags: int = 0) -> bytes:
+    fields = (kind, flags, 0, file, seq, offset, length, 0)
+    return HEADER.pack(*fields[:-1], frame_crc(fields, payload))
+
+
+def unpack_header(data) -> Header:
+    kind, flags, _, file, seq, offset, length, crc = HEADER.unpack(data)
+    try:
+        kind = Kind(kind)
+    except ValueError:
+        raise ProtocolError(f"unknown frame type {kind}") from None
+    return Header(kind, flags, file, seq, offset, length, crc)
+
+
+def payload_length(header: Header) -> int:
+    """Bytes that follow the header on the wire."""
+    return 0 if header.kind is Kind.HOLE else header.length
+
+
+def crc_ok(header: Header, payload) -> bool:
+    fields = (header.kind, header.flags, 0, header.file, header.seq, header.offset, header.length, 0)
+    return frame_crc(fields, payload) == header.crc
+
+
+def control(kind: Kind, body: dict, seq: int = 0) -> bytes:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    return pack_header(kind, 0, seq, 0, len(payload), payload) + payload
+
+
+def parse_control(header: Header, payload) -> dict:
+    if header.length > MAX_CONTROL_LEN:
+        raise ProtocolError(f"control frame of {header.length} bytes")
+    if not crc_ok(header, payload):
+        raise ProtocolError(f"{header.kind.name} frame failed its checksum")
+    try:
+        body = json.loads(bytes(payload))
+    except ValueError:
+        raise ProtocolError(f"{header.kind.name} frame is not JSON") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{header.kind.name} frame is not a JSON object")
+    return body

@@ -1,0 +1,225 @@
+"""The ring's head and tail (dollyS): resolve the ring, read the IN files into the window (hashing
+them, sending all-zero chunks as holes), stream them to the first client, receive everything back
+at the tail, and turn the END report that went around the ring into the final report."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+
+from dolly_core import protocol as p
+from dolly_core.config import DEFAULT_PORT, DollyConfig, Endpoint
+from dolly_core.cook import cook_plan
+from dolly_core.downlink import Aborted, Downlink
+from dolly_core.node import make_window
+from dolly_core.ring import FileSpec, Member, Ring, RunSetup
+from dolly_core.uplink import Uplink
+from dolly_core.window import Window, WindowClosed
+
+
+class SetupError(Exception):
+    """The run cannot start (unresolvable name, unreadable file, port in use); message says which."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    chunk_size: int = 4 << 20
+    timeout: float = 10.0
+    connect_wait: float = 60.0
+    rate: float = 0.0
+
+
+def resolve(endpoint: Endpoint, what: str) -> str:
+    try:
+        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise SetupError(f"cannot resolve {what} {endpoint.host!r}: {exc.strerror}") from None
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return infos[0][4][0]
+
+
+def file_size(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            if stat.S_ISBLK(mode):
+                return f.seek(0, os.SEEK_END)
+            if not stat.S_ISREG(mode):
+                raise SetupError(f"{path}: not a regular file or block device")
+            return os.fstat(f.fileno()).st_size
+    except OSError as exc:
+        raise SetupError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def plan_run(config: DollyConfig, settings: Settings) -> RunSetup:
+    files = []
+    for f in config.files:
+        if f.cook:
+            try:
+                cook_plan(f.source)
+            except ValueError as exc:
+                raise SetupError(str(exc)) from None
+        files.append(FileSpec(f.source, f.target, f.cook, file_size(f.source)))
+    server_ip = resolve(config.server, "server")
+    members = [Member(config.server.host, server_ip, 0)]
+    members += [Member(c.host if c.port == DEFAULT_PORT else str(c), resolve(c, "client"), c.port)
+                for c in config.clients]
+    members.append(Member(f"{config.server.host} (tail)", server_ip, config.server.port))
+    return RunSetup(uuid.uuid4().hex, Ring(tuple(members)), tuple(files), settings.chunk_size, settings.timeout)
+
+
+class Source:
+    """Reads every IN into the window in chunk order; hashes each file on the way."""
+
+    def __init__(self, setup: RunSetup, window: Window):
+        self.setup, self.window = setup, window
+        self.sha256: list[str] = []
+        self.error: str | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except WindowClosed:
+            pass
+        except OSError as exc:
+            self.error = f"reading the source: {exc}"
+            self.window.close(self.error)
+        finally:
+            self.done.set()
+
+    def _run(self) -> None:
+        seq, size = 0, self.setup.chunk_size
+        zero = bytes(size)
+        for index, f in enumerate(self.setup.files):
+            digest = hashlib.sha256()
+            with open(f.source, "rb", buffering=0) as src:
+                offset = 0
+                for _ in range(self.setup.file_chunks(f)):
+                    buf = self.window.acquire()
+                    view = memoryview(buf)
+                    length = min(size, f.size - offset)
+                    got = 0
+                    while got < length:
+                        n = src.readinto(view[got:length])
+                        if not n:
+                            raise OSError(f"{f.source} shrank while reading (at byte {offset + got})")
+                        got += n
+                    data = view[:length]
+                    digest.update(data)
+                    if length and data == zero[:length]:
+                        self.window.release(buf)
+                        self.window.reserve_hole()
+                        header = p.unpack_header(p.pack_header(p.Kind.HOLE, index, seq, offset, length))
+                        self.window.append(header, None)
+                    else:
+                        header = p.unpack_header(p.pack_header(p.Kind.CHUNK, index, seq, offset, length, data))
+                        self.window.append(header, buf)
+                    seq += 1
+                    offset += length
+            self.sha256.append(digest.hexdigest())
+
+
+class Server:
+    def __init__(self, config: DollyConfig, settings: Settings, secret: bytes | None, log):
+        self.config, self.settings, self.secret, self.log = config, settings, secret, log
+        self.setup = plan_run(config, settings)
+        self.end_report: dict | None = None
+        self.got_end = threading.Event()
+        self.abort: str | None = None
+        host, port = self.setup.ring.address(self.setup.ring.tail)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.listener = socket.socket(family, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.listener.bind((host, port))
+        except OSError as exc:
+            raise SetupError(f"cannot listen on {host}:{port} for the ring's tail: {exc.strerror}") from None
+        self.listener.listen(16)
+        self.window = make_window(self.setup, consumers=("forward",))
+        self.source = Source(self.setup, self.window)
+        self.tail = Uplink(self.listener, secret, log, window_for=lambda s: None, on_end=self._on_end,
+                           progress=dict, setup=self.setup, me=self.setup.ring.tail)
+        self.head = Downlink(self.setup, 0, self.window, secret, log, self.source.done, self._end_body,
+                             upstream_ok=lambda: True, rate=settings.rate,
+                             connect_wait=settings.connect_wait)
+        self.started = time.monotonic()
+        self.seconds = 0.0
+
+    def _end_body(self, skipped: dict[int, str]) -> dict:
+        if self.source.error:
+            raise Aborted(self.source.error)
+        verdicts = {str(i): {"ok": False, "error": f"dead (seen by the server): {why}", "bytes": 0,
+                             "seconds": None, "files": []} for i, why in skipped.items()}
+        return {"server": {"sha256": self.source.sha256}, "verdicts": verdicts}
+
+    def _on_end(self, body: dict) -> None:
+        self.end_report = body
+        self.seconds = time.monotonic() - self.started
+        self.got_end.set()
+
+    def progress(self) -> dict[int, list]:
+        return dict(self.head.progress)
+
+    def run(self, on_tick=None) -> dict:
+        """Run the ring; returns the report (see report())."""
+        self.started = time.monotonic()
+        threading.Thread(target=self.source.run, name="source", daemon=True).start()
+        self.tail.start()
+
+        def receive_tail() -> None:
+            try:
+                self.tail.run()
+            except Aborted:
+                pass
+        threading.Thread(target=receive_tail, name="tail", daemon=True).start()
+        head_done = threading.Event()
+
+        def stream() -> None:
+            try:
+                self.head.run()
+            except Aborted as exc:
+                self.abort = str(exc)
+            finally:
+                head_done.set()
+        threading.Thread(target=stream, name="head", daemon=True).start()
+        while not self.got_end.wait(0.25):
+            if on_tick:
+                on_tick(self)
+            if self.abort and not self.got_end.is_set():
+                break
+        if self.got_end.is_set():
+            self.tail.ack_end()
+            head_done.wait(self.setup.timeout + 2)  # let END_ACKs travel back so clients exit cleanly
+        if on_tick:
+            on_tick(self)
+        if self.abort and not self.got_end.is_set():
+            self.head.send_abort(self.abort)
+        self.window.close("run finished")
+        return self.report()
+
+    def report(self) -> dict:
+        verdicts = (self.end_report or {}).get("verdicts", {})
+        progress = self.head.progress
+        nodes = []
+        for index in self.setup.ring.clients:
+            member = self.setup.ring.members[index]
+            v = verdicts.get(str(index))
+            if v is None:
+                why = self.abort or "no verdict reached the server"
+                v = {"ok": False, "error": why, "bytes": progress.get(index, [0])[0], "seconds": None, "files": []}
+            nodes.append({"name": member.name, "address": f"{member.host}:{member.port}", "ok": bool(v["ok"]),
+                          "error": v.get("error"), "bytes": v.get("bytes", 0), "seconds": v.get("seconds"),
+                          "files": v.get("files", [])})
+        files = [{"path": f.source, "out": f.out, "cook": f.cook, "bytes": f.size, "sha256": sha}
+                 for f, sha in zip(self.setup.files, self.source.sha256)]
+        return {"ok": all(n["ok"] for n in nodes) and self.got_end.is_set(), "run": self.setup.run,
+                "seconds": round(self.seconds or time.monotonic() - self.started, 3),
+                "chunk_size": self.setup.chunk_size, "files": files, "nodes": nodes,
+                "error": None if self.got_end.is_set() else (self.abort or "the END report never came back")}

@@ -1,0 +1,267 @@
+"""The receiving side of a ring member: accepts authenticated upstream connections (the first one,
+and later short-cuts from nodes further back), tells each where to resume, receives chunks straight
+into the window, checks every checksum, and heartbeats back. Used by clients and the server's tail.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from dolly_core import link
+from dolly_core import protocol as p
+from dolly_core.downlink import Aborted
+from dolly_core.ring import RunSetup
+from dolly_core.window import Window, WindowClosed
+
+
+class Upstream:
+    def __init__(self, sock: socket.socket, sender: int, peer: str):
+        self.sock = sock
+        self.sender = sender
+        self.peer = peer
+        self.out = link.Sender(sock)
+
+
+class Uplink:
+    def __init__(self, listener: socket.socket, secret: bytes | None, log,
+                 window_for: Callable[[RunSetup], Window | None],
+                 on_end: Callable[[dict], None], progress: Callable[[], dict],
+                 setup: RunSetup | None = None, me: int | None = None):
+        self.listener = listener
+        self.secret = secret
+        self.log = log
+        self.window_for = window_for
+        self.on_end = on_end
+        self.progress = progress
+        self.setup = setup
+        self.me = me
+        self.window: Window | None = None
+        self.cond = threading.Condition()
+        self.current: Upstream | None = None
+        self.pending: Upstream | None = None
+        self.dead_reports: dict[int, str] = {}
+        self.gave_up: str | None = None
+        self.finished = False
+        self.got_end = False
+        self.next_seq = 0
+        self.bytes = 0
+        self.last_auth_error: str | None = None
+
+    # ---- admission --------------------------------------------------------------------------
+    def start(self) -> None:
+        threading.Thread(target=self._accept_loop, name="accept", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        while not self.finished:
+            try:
+                sock, addr = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._admit, args=(sock, f"{addr[0]}:{addr[1]}"),
+                             name="admit", daemon=True).start()
+
+    def _admit(self, sock: socket.socket, peer: str) -> None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            link.handshake_as_listener(sock, self.secret)
+            header, payload = link.read_frame(sock)
+            if header.kind is not p.Kind.SETUP:
+                raise p.ProtocolError(f"expected SETUP, got {header.kind.name}")
+            body = p.parse_control(header, payload)
+            setup, sender, target = RunSetup.from_body(body), int(body["sender"]), int(body["target"])
+        except p.AuthError as exc:
+            self.last_auth_error = f"{peer}: {exc}"
+            self.log.error("rejected connection from %s: %s", peer, exc)
+            sock.close()
+            return
+        except (link.PeerGone, p.ProtocolError, socket.timeout, OSError, KeyError, ValueError, TypeError) as exc:
+            self.log.warning("dropped connection from %s: %s", peer, exc or type(exc).__name__)
+            sock.close()
+            return
+        with self.cond:
+            refusal = self._refusal(setup, sender, target)
+            if refusal:
+                self.log.warning("refused %s (%s): %s", setup.ring.name(sender), peer, refusal)
+                link.Sender(sock).send_quietly(p.control(p.Kind.ABORT, {"reason": refusal}))
+                sock.close()
+                return
+            if self.setup is None:
+                self.setup, self.me = setup, target
+                self.window = self.window_for(setup)
+            self.dead_reports.update({int(k): v for k, v in body.get("dead", {}).items()})
+            old = self.current
+            if old is not None and old.sender != sender:
+                old.out.send_quietly(p.control(p.Kind.REPLACED, {"by": sender}))
+            if self.pending is not None:
+                self.pending.sock.close()
+            self.pending = Upstream(sock, sender, peer)
+            if old is not None:
+                try:
+                    old.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.cond.notify_all()
+
+    def _refusal(self, setup: RunSetup, sender: int, target: int) -> str | None:
+        if self.setup is None:
+            return None
+        if setup.run != self.setup.run:
+            return "busy with another run"
+        if target != self.me:
+            return f"this is {self.setup.ring.name(self.me)}, not {setup.ring.name(target)}"
+        if sender >= self.me:
+            return "a sender must come before us in the ring"
+        if self.current is not None and sender > self.current.sender:
+            return f"our upstream is {self.setup.ring.name(self.current.sender)}, which is alive"
+        return None
+
+    def _take_upstream(self, deadline: float | None) -> Upstream:
+        with self.cond:
+            while self.pending is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                self.cond.wait(remaining if remaining is not None else 1.0)
+            self.current, self.pending = self.pending, None
+            return self.current
+
+    def upstream_ok(self) -> bool:
+        """For the downlink: may we short-cut? (raises once we gave up on our upstream)."""
+        if self.gave_up:
+            raise Aborted(self.gave_up)
+        return self.current is not None or self.pending is not None or self.got_end
+
+    # ---- receiving --------------------------------------------------------------------------
+    def wait_for_run(self, deadline: float | None) -> RunSetup:
+        with self.cond:
+            while self.pending is None:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError
+                self.cond.wait(remaining if remaining is not None else 1.0)
+            return self.setup
+
+    def run(self) -> None:
+        """Receive until END arrived and was acknowledged; raises Aborted when the ring is broken."""
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
+        deadline = None
+        while not self.finished:
+            try:
+                up = self._take_upstream(deadline)
+            except TimeoutError:
+                self._give_up("our upstream stopped and no node took over within "
+                              f"{3 * self.setup.timeout + 2:g} s (is the server gone?)")
+            self.log.info("upstream is %s (%s)", self.setup.ring.name(up.sender), up.peer)
+            try:
+                resume = self.next_seq if not self.got_end else self.setup.chunks + 1
+                up.out.send(p.control(p.Kind.RESUME, {"next": resume}))
+                up.sock.settimeout(self.setup.timeout)
+                self._receive(up)
+            except (link.PeerGone, socket.timeout, OSError, p.ProtocolError) as exc:
+                with self.cond:
+                    lost = self.current is up
+                    if lost:
+                        self.current = None
+                up.sock.close()
+                if self.finished or not lost:
+                    continue
+                reason = "silent for too long" if isinstance(exc, socket.timeout) else str(exc)
+                if self.got_end:
+                    deadline = None  # everything is here; a late short-cut only needs its END_ACK
+                    continue
+                if up.sender == 0:
+                    self._give_up(f"lost the server ({reason}): the server is gone")
+                self.log.warning("upstream %s lost: %s; waiting for a short-cut",
+                                 self.setup.ring.name(up.sender), reason)
+                deadline = time.monotonic() + 3 * self.setup.timeout + 2
+            except WindowClosed as exc:
+                raise Aborted(str(exc)) from None
+
+    def _give_up(self, reason: str) -> None:
+        self.gave_up = reason
+        if self.window is not None:
+            self.window.close(reason)
+        raise Aborted(reason)
+
+    def _receive(self, up: Upstream) -> None:
+        sock = up.sock
+        hbuf = bytearray(p.HEADER_LEN)
+        hview = memoryview(hbuf)
+        scratch = memoryview(bytearray(self.setup.chunk_size))
+        discarding = False
+        while True:
+            link.recv_into_exact(sock, hview)
+            h = p.unpack_header(hbuf)
+            if h.kind in (p.Kind.CHUNK, p.Kind.HOLE):
+                size = p.payload_length(h)
+                if size > self.setup.chunk_size:
+                    raise p.ProtocolError(f"chunk of {size} bytes exceeds the chunk size")
+                if h.seq != self.next_seq:
+                    link.recv_into_exact(sock, scratch[:size])
+                    continue
+                if self.window is None or h.kind is p.Kind.HOLE:
+                    buf, view = None, scratch[:size]
+                    if self.window is not None:
+                        self.window.reserve_hole()
+                else:
+                    buf = self.window.acquire()
+                    view = memoryview(buf)[:size]
+                link.recv_into_exact(sock, view)
+                if not p.crc_ok(h, view if size else None):
+                    if buf is not None:
+                        self.window.release(buf)
+                    if not discarding:
+                        self.log.error("chunk %d from %s failed its checksum; asking for a re-send",
+                                       h.seq, self.setup.ring.name(up.sender))
+                        up.out.send(p.control(p.Kind.RESEND, {"next": self.next_seq}))
+                    discarding = True
+                    continue
+                discarding = False
+                if self.window is not None:
+                    self.window.append(h, buf)
+                self.next_seq += 1
+                self.bytes += h.length
+                continue
+            payload = link.recv_exact(sock, h.length) if h.length else b""
+            if h.kind is p.Kind.PING:
+                continue
+            body = p.parse_control(h, payload)
+            if h.kind is p.Kind.END:
+                if not self.got_end and self.next_seq == self.setup.chunks:
+                    self.got_end = True
+                    self.on_end(body)
+            elif h.kind is p.Kind.ABORT:
+                self._give_up(body.get("reason", "aborted by the ring"))
+            else:
+                raise p.ProtocolError(f"unexpected {h.kind.name} from upstream")
+
+    def _heartbeat(self) -> None:
+        period = min(0.5, self.setup.timeout / 4)
+        while not self.finished:
+            up = self.current
+            if up is not None:
+                up.out.send_quietly(p.control(p.Kind.PING, {"p": self.progress()}))
+            time.sleep(period)
+
+    def ack_end(self) -> None:
+        """The END report went on (or we are the tail): acknowledge to whoever is upstream now."""
+        self.finished = True
+        deadline = time.monotonic() + self.setup.timeout
+        while self.current is None and self.pending is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self.cond:
+            up = self.current or self.pending
+        if up is not None:
+            up.out.send_quietly(p.control(p.Kind.END_ACK, {}))
+            try:
+                up.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def abort_upstream(self, reason: str) -> None:
+        up = self.current
+        if up is not None:
+            up.out.send_quietly(p.control(p.Kind.ABORT, {"reason": reason}))

@@ -1,0 +1,124 @@
+"""The bounded chunk window a ring member keeps: filled in sequence order by one producer,
+consumed by the writer and the forwarder at their own pace, and kept `keep` chunks behind the
+forwarder so a short-cut to the node after next can be re-sent from memory.
+
+Buffers are preallocated bytearrays recycled in place: the receive path reads straight into them.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+
+from dolly_core.protocol import Header
+
+
+class WindowClosed(Exception):
+    """The run was aborted while waiting on the window."""
+
+
+class ChunkGone(Exception):
+    """A consumer asked for a chunk older than the window still holds."""
+
+
+@dataclass
+class Entry:
+    header: Header
+    buf: bytearray | None  # None for a HOLE
+
+    @property
+    def payload(self) -> memoryview | None:
+        return None if self.buf is None else memoryview(self.buf)[:self.header.length]
+
+
+class Window:
+    def __init__(self, chunk_size: int, keep: int, ahead: int, consumers: dict[str, int]):
+        """consumers: name -> chunks that must stay behind that consumer's position."""
+        self.chunk_size = chunk_size
+        self.capacity = keep + ahead
+        self.cond = threading.Condition()
+        self.entries: collections.deque[Entry] = collections.deque()
+        self.first = 0
+        self.end = 0
+        self.free: list[bytearray] = []
+        self.allocated = 0
+        self.margin = dict(consumers)
+        self.pos = {name: 0 for name in consumers}
+        self.error: str | None = None
+
+    def close(self, error: str) -> None:
+        with self.cond:
+            self.error = error
+            self.cond.notify_all()
+
+    def _evictable(self) -> bool:
+        return bool(self.entries) and all(
+            self.first < self.pos[name] - margin for name, margin in self.margin.items())
+
+    def _evict(self) -> None:
+        entry = self.entries.popleft()
+        self.first += 1
+        if entry.buf is not None:
+            self.free.append(entry.buf)
+
+    def acquire(self) -> bytearray:
+        """A buffer for the next chunk; blocks while the window is full (back-pressure)."""
+        with self.cond:
+            while True:
+                if self.error:
+                    raise WindowClosed(self.error)
+                if len(self.entries) >= self.capacity and self._evictable():
+                    self._evict()
+                if len(self.entries) < self.capacity:
+                    if self.free:
+                        return self.free.pop()
+                    if self.allocated < self.capacity:
+                        self.allocated += 1
+                        return bytearray(self.chunk_size)
+                    if self._evictable():
+                        self._evict()
+                        continue
+                self.cond.wait(0.5)
+
+    def release(self, buf: bytearray) -> None:
+        """Give back a buffer that was acquired but not appended (e.g. a chunk failing its checksum)."""
+        with self.cond:
+            self.free.append(buf)
+
+    def reserve_hole(self) -> None:
+        """Block until there is room for an entry without a buffer."""
+        with self.cond:
+            while len(self.entries) >= self.capacity and not self._evictable():
+                if self.error:
+                    raise WindowClosed(self.error)
+                self.cond.wait(0.5)
+            if len(self.entries) >= self.capacity:
+                self._evict()
+
+    def append(self, header: Header, buf: bytearray | None) -> None:
+        with self.cond:
+            self.entries.append(Entry(header, buf))
+            self.end += 1
+            self.cond.notify_all()
+
+    def get(self, seq: int, timeout: float | None = None) -> Entry | None:
+        """The entry with sequence number seq, waiting for it; None after `timeout` seconds."""
+        with self.cond:
+            while seq >= self.end:
+                if self.error:
+                    raise WindowClosed(self.error)
+                if not self.cond.wait(timeout):
+                    return None
+            if seq < self.first:
+                raise ChunkGone(f"chunk {seq} is no longer buffered (window starts at {self.first})")
+            return self.entries[seq - self.first]
+
+    def advance(self, consumer: str, pos: int) -> None:
+        with self.cond:
+            self.pos[consumer] = pos
+            self.cond.notify_all()
+
+    def holds(self, seq: int) -> bool:
+        with self.cond:
+            return self.first <= seq
