@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from provision.errors import ProvisionError
 
@@ -28,62 +29,73 @@ class WriteReport:
     removed: tuple[str, ...]
 
 
-def safe_relpath(relpath: str) -> PurePosixPath:
+def check_relpath(relpath: str) -> str:
     """A relative path that stays inside the output directory (no absolute paths, no `..`)."""
-    path = PurePosixPath(relpath)
-    if path.is_absolute() or not path.parts or ".." in path.parts:
+    if not relpath or relpath.startswith("/") or ".." in relpath.split("/"):
         raise ValueError(f"output path escapes the output directory: {relpath!r}")
-    return path
+    return relpath
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path | str, text: str) -> None:
     """Replace `path` with `text` so that a reader sees the old file or the new one, never a part."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    _replace(os.fspath(path), text.encode("utf-8"))
+
+
+def _replace(path: str, data: bytes) -> None:
+    head, tail = os.path.split(path)
+    temp = os.path.join(head, f".{tail}.{os.getpid()}{TEMP_SUFFIX}")
     try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
         raise
 
 
 def write_tree(out_dir: Path, files: Mapping[str, str], prune: Sequence[Prune] = ()) -> WriteReport:
     """Write every file under `out_dir` in the mapping's order; then remove stale files matched by `prune`."""
-    paths = {rel: out_dir / safe_relpath(rel) for rel in files}
+    root = os.fspath(out_dir)
+    for rel in files:
+        check_relpath(rel)
     written: list[str] = []
     unchanged = 0
-    made_dirs: set[Path] = set()
     try:
+        for directory in sorted({os.path.dirname(rel) for rel in files}):
+            os.makedirs(os.path.join(root, directory), exist_ok=True)
         for rel, text in files.items():
-            target = paths[rel]
-            if target.parent not in made_dirs:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                made_dirs.add(target.parent)
-            if _same_text(target, text):
+            path = os.path.join(root, rel)
+            data = text.encode("utf-8")
+            if _same_bytes(path, data):
                 unchanged += 1
                 continue
-            write_atomic(target, text)
+            _replace(path, data)
             written.append(rel)
         removed = [rel for rule in prune for rel in _stale(out_dir, rule, files)]
         for rel in removed:
-            (out_dir / rel).unlink(missing_ok=True)
+            os.unlink(os.path.join(root, rel))
     except OSError as exc:
         raise ProvisionError(f"cannot write the rendered files into {out_dir}: {exc}") from None
     return WriteReport(tuple(written), unchanged, tuple(removed))
 
 
-def _same_text(path: Path, text: str) -> bool:
+def _same_bytes(path: str, data: bytes) -> bool:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read() == text
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        with open(path, "rb") as handle:
+            return handle.read(len(data) + 1) == data
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return False
 
 
 def _stale(out_dir: Path, rule: Prune, keep: Mapping[str, str]) -> list[str]:
-    directory = out_dir / rule.directory
-    if not directory.is_dir():
+    directory = os.path.join(out_dir, rule.directory)
+    if not os.path.isdir(directory):
         return []
     stale = []
     for entry in os.scandir(directory):
