@@ -1,0 +1,152 @@
+"""HTTP for the nodes: their kickstarts, and the state reports their %post hook sends.
+
+    GET  /kickstart/<name>.ks          the rendered kickstart of an inventory node (else 404)
+    POST /api/nodes/<name>/state       JSON {"state": "ready|cloning|done|failed", "message": "..."}
+                                       -> 200 {"ok": true}; unknown node 404; bad body or state 400
+    GET  /api/nodes                    the current records, if a `states` callable was given
+
+    server = HttpServer("build/kickstart", nodes=inv.node_names, on_report=store.report,
+                        host=str(inv.server.ip), port=inv.server.http_port).start()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Collection
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from provision.errors import ProvisionError
+from provision.state import REPORTABLE, NodeState
+
+log = logging.getLogger("provision.http")
+
+MAX_BODY = 64 * 1024
+_KICKSTART = re.compile(r"^/kickstart/([A-Za-z0-9][A-Za-z0-9.-]*)\.ks$")
+_REPORT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/state$")
+
+Report = Callable[[str, NodeState, str], object]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "provision"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt, *args):  # one line per request through logging, not stderr
+        log.info("http: %s %s", self.client_address[0], fmt % args)
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: HTTPStatus, data: object) -> None:
+        self._send(status, json.dumps(data).encode() + b"\n", "application/json")
+
+    def _error(self, status: HTTPStatus, message: str) -> None:
+        log.warning("http: %s %s %s: %s", self.client_address[0], self.command, self.path, message)
+        self._json(status, {"ok": False, "error": message})
+
+    def do_GET(self):
+        path = self.path.split("?", 1)[0]
+        if m := _KICKSTART.match(path):
+            name = m.group(1)
+            file = self.server.kickstart_dir / f"{name}.ks"
+            if name not in self.server.nodes or not file.is_file():
+                return self._error(HTTPStatus.NOT_FOUND, f"no kickstart for node {name!r}")
+            return self._send(HTTPStatus.OK, file.read_bytes(), "text/plain; charset=utf-8")
+        if path == "/api/nodes" and self.server.states is not None:
+            return self._json(HTTPStatus.OK, {"nodes": self.server.states()})
+        self._error(HTTPStatus.NOT_FOUND, "not found")
+
+    do_HEAD = do_GET
+
+    def do_POST(self):
+        m = _REPORT.match(self.path)
+        if not m:
+            return self._error(HTTPStatus.NOT_FOUND, "not found")
+        name = m.group(1)
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            return self._error(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+        if not 0 <= length <= MAX_BODY:
+            return self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {MAX_BODY} bytes")
+        body = self.rfile.read(length)
+        if name not in self.server.nodes:
+            return self._error(HTTPStatus.NOT_FOUND, f"unknown node {name!r}: report refused")
+        try:
+            data = json.loads(body)
+            state, message = data["state"], data.get("message", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return self._error(HTTPStatus.BAD_REQUEST, 'body must be JSON {"state": ..., "message": ...}')
+        if state not in [str(s) for s in REPORTABLE]:
+            return self._error(HTTPStatus.BAD_REQUEST, f"bad state {state!r}: one of "
+                               + ", ".join(str(s) for s in REPORTABLE))
+        if not isinstance(message, str):
+            return self._error(HTTPStatus.BAD_REQUEST, "message must be a string")
+        try:
+            self.server.on_report(name, NodeState(state), message)
+        except Exception as exc:  # the store failed: tell the node, keep serving
+            log.exception("http: storing the report of %s failed", name)
+            return self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"report not stored: {exc}")
+        log.info("http: node %s reports %s: %s", name, state, message)
+        self._json(HTTPStatus.OK, {"ok": True})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    kickstart_dir: Path
+    nodes: frozenset[str]
+    on_report: Report
+    states: Callable[[], list] | None
+
+
+class HttpServer:
+    """Serves kickstarts from `kickstart_dir` for `nodes` and passes their reports to `on_report(name,
+    state, message)`. `start()` binds (port 0 = any free port, see `.port`) and serves in a thread."""
+
+    def __init__(self, kickstart_dir: str | os.PathLike, nodes: Collection[str], on_report: Report,
+                 host: str = "0.0.0.0", port: int = 8080, states: Callable[[], list] | None = None):
+        self.kickstart_dir = Path(kickstart_dir)
+        self.nodes = frozenset(nodes)
+        self.on_report, self.states = on_report, states
+        self.host, self._requested_port = host, port
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("HTTP server is not bound yet")
+        return self._httpd.server_address[1]
+
+    def start(self) -> HttpServer:
+        try:
+            httpd = _Server((self.host, self._requested_port), _Handler)
+        except OSError as exc:
+            raise ProvisionError(f"HTTP cannot bind {self.host}:{self._requested_port}: {exc.strerror}") from exc
+        httpd.kickstart_dir, httpd.nodes = self.kickstart_dir, self.nodes
+        httpd.on_report, httpd.states = self.on_report, self.states
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="http", daemon=True)
+        self._thread.start()
+        log.info("http: serving kickstarts and node reports on %s:%d", self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join(5)
+            self._httpd = self._thread = None
