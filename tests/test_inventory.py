@@ -1,0 +1,204 @@
+"""Inventory: the shipped inventories load; every kind of bad input is reported with file, line, field, value."""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, snapshot, write
+
+from provision.cli import main
+from provision.errors import ExitStatus, InputError
+from provision.inventory import load_inventory, resolve_inventory_path
+from provision.model import Bootloader, OsFamily
+
+
+def test_example_is_the_seed_cluster():
+    inv = load_inventory(EXAMPLE)
+    assert inv.server.name == "n000"
+    assert inv.node_names == tuple(f"n{i:03d}" for i in range(1, 21))
+    assert [(i.source, i.operator, i.target) for i in inv.images] == [
+        ("/dev/hda1", ">", "/dev/hda1"),
+        ("/data/file.gz", ">>", "/data/file"),
+        ("boot.tar.Z", ">>", "/boot"),
+    ]
+    assert inv.server.http_port == 8080 and inv.server.dolly_port == 9998
+    assert inv.node("n007").mac == "00:16:3e:10:00:07"
+
+
+def test_lab_inventory_stays_in_its_private_range():
+    inv = load_inventory(LAB)
+    assert inv.network.subnet == IPv4Network("10.77.0.0/24") and inv.network.subnet.is_private
+    assert (inv.server.name, inv.server.ip) == ("lab-srv", IPv4Address("10.77.0.1"))
+    assert inv.node_names == tuple(f"n{i:02d}" for i in range(1, 17))
+    assert all(int(n.mac[:2], 16) & 2 for n in inv.nodes)  # locally administered
+    assert all(n.bootloader is Bootloader.NONE for n in inv.nodes)
+    assert [(i.source, i.target, i.cook) for i in inv.images] == [
+        ("/var/lib/provision/lab/image.raw", "/dev/sda1", False)
+    ]
+    assert inv.boot.tftp_files == {
+        "boot/vmlinuz": __import__("pathlib").Path("/var/lib/provision/lab/boot/vmlinuz"),
+        "boot/initrd.img": __import__("pathlib").Path("/var/lib/provision/lab/boot/initrd.img"),
+    }
+
+
+def test_defaults_and_per_node_overrides(tmp_path):
+    extra = (
+        '  - {name: big, mac: "AA-BB-CC-DD-EE-00", ip: 10.9.0.200, bootloader: lilo, dolly_port: 9000,\n'
+        "     disk: {device: vda, partitions: [{mount: /, fstype: xfs, size: 100}]}}\n"
+        "  - {name: sexagesimal, mac: 10:20:30:40:50:60, ip: 10.9.0.201}\n"
+    )
+    inv = load_inventory(write(tmp_path, inventory_yaml(2, extra_nodes=extra)))
+    plain, big, sexa = inv.node("node001"), inv.node("big"), inv.node("sexagesimal")
+    assert (plain.bootloader, plain.os_family, plain.dolly_port, plain.interface) == (
+        Bootloader.GRUB2, OsFamily.REDHAT, 9998, "eth0")
+    assert plain.disk.device == "sda" and [p.mount for p in plain.disk.partitions] == ["/"]
+    assert plain.root_password_hash == HASH
+    assert (big.bootloader, big.dolly_port, big.disk.device, big.mac) == (
+        Bootloader.LILO, 9000, "vda", "aa:bb:cc:dd:ee:00")
+    assert big.root_password_hash == HASH  # not overridden: the default
+    assert sexa.mac == "10:20:30:40:50:60"  # YAML 1.1 would read a base-60 number
+    assert inv.node_names[-2:] == ("big", "sexagesimal")  # ring order = file order
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+BASE = inventory_yaml(3)
+
+# (id, changed inventory text, field path, value shown, text on the offending line)
+BAD = [
+    ("unknown-top-key", BASE + "colour: blue\n", "colour", "'colour'", "colour: blue"),
+    ("unknown-node-key", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3, macc: x}"),
+     "nodes[1].macc", "'macc'", "node002"),
+    ("malformed-mac", BASE.replace('"02:00:00:00:00:02"', '"02:00:00:00:0g:02"'),
+     "nodes[1].mac", "'02:00:00:00:0g:02'", "node002"),
+    ("multicast-mac", BASE.replace('"02:00:00:00:00:02"', '"01:00:5e:00:00:02"'),
+     "nodes[1].mac", "'01:00:5e:00:00:02'", "node002"),
+    ("malformed-ip", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.300}"), "nodes[1].ip", "'10.9.0.300'", "node002"),
+    ("ip-outside-subnet", BASE.replace("ip: 10.9.0.3}", "ip: 10.8.0.3}"), "nodes[1].ip", "'10.8.0.3'", "node002"),
+    ("broadcast-ip", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.255}"), "nodes[1].ip", "'10.9.0.255'", "node002"),
+    ("server-ip-reused", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.1}"), "nodes[1].ip", "'10.9.0.1'", "node002"),
+    ("server-name-reused", BASE.replace("name: node002", "name: SRV"), "nodes[1].name", "'srv'", "SRV"),
+    ("gateway-ip-reused", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.254}"),
+     "nodes[1].ip", "'10.9.0.254'", "node002"),
+    ("duplicate-name", BASE.replace("name: node003", "name: node001"), "nodes[2].name", "'node001'",
+     '"02:00:00:00:00:03"'),
+    ("duplicate-mac", BASE.replace('"02:00:00:00:00:03"', '"02:00:00:00:00:01"'),
+     "nodes[2].mac", "'02:00:00:00:00:01'", "node003"),
+    ("duplicate-ip", BASE.replace("ip: 10.9.0.4}", "ip: 10.9.0.2}"), "nodes[2].ip", "'10.9.0.2'", "node003"),
+    ("hostname-underscore", BASE.replace("name: node002", "name: node_2"), "nodes[1].name", "'node_2'", "node_2"),
+    ("hostname-leading-hyphen", BASE.replace("name: node002", "name: -node2"),
+     "nodes[1].name", "'-node2'", "-node2"),
+    ("hostname-label-too-long", BASE.replace("name: node002", "name: " + "a" * 64),
+     "nodes[1].name", "'" + "a" * 64 + "'", "a" * 64),
+    ("image-without-source", BASE.replace("{source: /srv/image.raw, target: /dev/sda1}", "{target: /dev/sda1}"),
+     "images[0].source", "missing required field", "target: /dev/sda1"),
+    ("image-without-target", BASE.replace("{source: /srv/image.raw, target: /dev/sda1}", "{source: /srv/x}"),
+     "images[0].target", "missing required field", "source: /srv/x"),
+    ("image-relative-target", BASE.replace("target: /dev/sda1", "target: dev/sda1"),
+     "images[0].target", "'dev/sda1'", "dev/sda1"),
+    ("gateway-outside-subnet", BASE.replace("gateway: 10.9.0.254", "gateway: 10.10.0.254"),
+     "network.gateway", "'10.10.0.254'", "gateway:"),
+    ("subnet-not-cidr", BASE.replace("subnet: 10.9.0.0/24", "subnet: 10.9.0.0"),
+     "network.subnet", "'10.9.0.0'", "subnet:"),
+    ("bad-port", BASE.replace("  ip: 10.9.0.1\n", "  ip: 10.9.0.1\n  http_port: 70000\n"),
+     "server.http_port", "70000", "http_port"),
+    ("bad-bootloader", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3, bootloader: grub}"),
+     "nodes[1].bootloader", "'grub'", "node002"),
+    ("disk-without-root", inventory_yaml(3, defaults="disk: {partitions: [{mount: /data, fstype: xfs, size: 5}]}"),
+     "defaults.disk.partitions", "no partition is mounted on /", "disk:"),
+    ("swap-with-ext4", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: ext4, size: 5},"
+                                                  " {mount: swap, fstype: ext4, size: 5}]}"),
+     "defaults.disk.partitions[1].fstype", "'ext4'", "disk:"),
+    ("key-given-twice", BASE.replace("  name: srv\n", "  name: srv\n  name: srv2\n"),
+     "server.name", "key given twice", "srv2"),
+    ("no-nodes", BASE.split("nodes:")[0] + "nodes: []\n", "nodes", "at least one node", "nodes:"),
+]
+
+
+@pytest.mark.parametrize("text, field, value, line_text", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_input_names_file_line_field_and_value(tmp_path, text, field, value, line_text):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as caught:
+        load_inventory(path)
+    message = str(caught.value)
+    expected_line = _line_of(text, line_text)
+    hits = [line for line in message.splitlines() if f" {field}: " in line]
+    assert hits, message
+    assert any(f"{path}:{expected_line}: {field}: " in line and value in line for line in hits), message
+    assert caught.value.exit_status == ExitStatus.BAD_INPUT
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    text = BASE.replace("  subnet: 10.9.0.0/24\n", "  subnet: [10.9.0.0/24\n")
+    with pytest.raises(InputError, match=rf"{tmp_path}/cluster.yaml:\d+: not valid YAML"):
+        load_inventory(write(tmp_path, text))
+
+
+def test_plaintext_password_is_refused_and_never_echoed(tmp_path):
+    text = BASE.replace(HASH, "hunter2secret")
+    with pytest.raises(InputError) as caught:
+        load_inventory(write(tmp_path, text))
+    message = str(caught.value)
+    assert f":{_line_of(text, 'hunter2secret')}: defaults.root_password_hash: must be a crypt(3) hash" in message
+    assert "hunter2secret" not in message and "<hidden, 13 characters>" in message
+
+
+@pytest.mark.parametrize("good", [
+    "$1$salt$" + "c" * 22, "$5$rounds=5000$salt$" + "d" * 43, "$y$j9T$salt12345678$" + "e" * 43,
+    "$2b$12$" + "f" * 53,
+])
+def test_crypt_hash_formats_accepted(tmp_path, good):
+    assert load_inventory(write(tmp_path, BASE.replace(HASH, good))).nodes[0].root_password_hash == good
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = (BASE.replace('"02:00:00:00:00:02"', '"nonsense"').replace("ip: 10.9.0.4}", "ip: 10.7.0.4}")
+            .replace("name: node001", "name: bad_name") + "colour: blue\n")
+    with pytest.raises(InputError) as caught:
+        load_inventory(write(tmp_path, text))
+    message = str(caught.value)
+    assert "4 problems" in message
+    for field in ("colour", "nodes[0].name", "nodes[1].mac", "nodes[2].ip"):
+        assert f" {field}: " in message
+
+
+def test_missing_file_is_bad_input(tmp_path):
+    with pytest.raises(InputError, match="cannot read the inventory"):
+        load_inventory(tmp_path / "nope.yaml")
+
+
+def test_unknown_node_name_is_bad_input():
+    inv = load_inventory(EXAMPLE)
+    with pytest.raises(InputError, match="no node named 'n999'"):
+        inv.node("n999")
+
+
+def test_resolve_inventory_path_order(tmp_path):
+    record = tmp_path / "last-install.json"
+    record.write_text(json.dumps({"inventory": "/recorded.yaml"}))
+    env = {"PROVISION_STATE_DIR": str(tmp_path)}
+    assert str(resolve_inventory_path("/arg.yaml", {**env, "PROVISION_INVENTORY": "/env.yaml"})) == "/arg.yaml"
+    assert str(resolve_inventory_path(None, {**env, "PROVISION_INVENTORY": "/env.yaml"})) == "/env.yaml"
+    assert str(resolve_inventory_path(None, env)) == "/recorded.yaml"
+    record.write_text("{not json")
+    with pytest.raises(InputError, match="unreadable last-install record"):
+        resolve_inventory_path(None, env)
+    record.unlink()
+    with pytest.raises(InputError, match="no inventory given"):
+        resolve_inventory_path(None, env)
+
+
+def test_cli_bad_inventory_exits_bad_input_and_leaves_out_dir_alone(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dhcpd.conf").write_text("old config\n")
+    before = snapshot(out)
+    path = write(tmp_path, BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.300}"))
+    status = main(["render", "--inventory", str(path), "--out", str(out)], env={})
+    assert status == ExitStatus.BAD_INPUT
+    assert "nodes[1].ip: malformed IPv4 address: '10.9.0.300'" in capsys.readouterr().err
+    assert snapshot(out) == before
