@@ -34,7 +34,7 @@ class Aborted(Exception):
 class Downlink:
     def __init__(self, setup: RunSetup, me: int, window: Window, secret: bytes | None, log,
                  end_ready: threading.Event, end_body: Callable[[dict[int, str]], dict],
-                 upstream_ok: Callable[[], bool], rate: float = 0.0, connect_wait: float = 0.0):
+                 upstream_ok: Callable[[], bool], rate: float = 0.0):
         self.setup = setup
         self.ring: Ring = setup.ring
         self.me = me
@@ -45,7 +45,6 @@ class Downlink:
         self.end_body = end_body
         self.upstream_ok = upstream_ok
         self.rate = rate
-        self.connect_wait = connect_wait
         self.skipped: dict[int, str] = {}
         self.progress: dict[int, list] = {}
         self.sock: socket.socket | None = None
@@ -197,17 +196,27 @@ class Downlink:
                 if ahead > 0:
                     time.sleep(ahead)
 
-    def _finish(self) -> None:
-        while not self.end_ready.wait(POLL):  # the END report waits for our verdict; keep alive
-            self._check()
-            self._send([p.control(p.Kind.PING, {})])
-        self._send([p.control(p.Kind.END, self.end_body(self.skipped))])
-        while not self.end_ack.wait(POLL):
-            self._check()
+    def _deliver(self, seq: int) -> None:
+        """Stream from seq, then END (once our verdict is ready), until the successor acknowledges."""
+        while True:
+            if seq <= self.setup.chunks:
+                self._stream(seq)
+                while not self.end_ready.wait(POLL):  # END waits for our verdict; keep the link alive
+                    self._check()
+                    self._send([p.control(p.Kind.PING, {})])
+                self._send([p.control(p.Kind.END, self.end_body(self.skipped))])
+            while not self.end_ack.wait(POLL):
+                self._check()
+                if self.rewind is not None:  # a chunk failed its checksum after we sent everything
+                    break
+                self._send([p.control(p.Kind.PING, {})])
+            else:
+                return
+            seq, self.rewind = self.rewind, None
 
     def run(self) -> None:
         """Deliver everything and the END report to the next live node; raises Aborted/CutOut."""
-        wait = self.connect_wait
+        wait = self.setup.wait  # the first successor may not be listening yet
         while True:
             if self.target > self.ring.tail:
                 raise Aborted("the server's tail is unreachable: the server is gone")
@@ -220,18 +229,13 @@ class Downlink:
                 if self.target != self.me + 1 or self.skipped:
                     self.log.warning("short-cut: now sending to %s from chunk %d",
                                      self.ring.name(self.target), next_seq)
-                if next_seq <= self.setup.chunks:
-                    self._stream(next_seq)
-                    self._finish()
-                else:
-                    while not self.end_ack.wait(POLL):
-                        self._check()
+                self._deliver(next_seq)
                 self._close()
                 return
             except SuccessorDead as exc:
                 self._close()
                 if self.target == self.ring.tail:
-                    raise Aborted(f"the server's tail stopped: {exc}") from None
+                    raise Aborted(f"the server is gone (its tail stopped: {exc})") from None
                 self._skip(str(exc))
             except ChunkGone as exc:
                 self._close()

@@ -49,6 +49,7 @@ class RunSetup:
     files: tuple[FileSpec, ...]
     chunk_size: int
     timeout: float
+    wait: float  # how long a member keeps trying to reach its first successor (it may start late)
 
     @property
     def chunks(self) -> int:
@@ -63,7 +64,7 @@ class RunSetup:
             "run": self.run, "sender": sender, "target": target, "dead": {str(k): v for k, v in dead.items()},
             "ring": [[m.name, m.host, m.port] for m in self.ring.members],
             "files": [[f.source, f.out, f.cook, f.size] for f in self.files],
-            "chunk_size": self.chunk_size, "timeout": self.timeout,
+            "chunk_size": self.chunk_size, "timeout": self.timeout, "wait": self.wait,
         }
 
     @classmethod
@@ -72,5 +73,5 @@ class RunSetup:
             run=str(body["run"]),
             ring=Ring(tuple(Member(str(n), str(h), int(p)) for n, h, p in body["ring"])),
             files=tuple(FileSpec(str(s), str(o), bool(c), int(z)) for s, o, c, z in body["files"]),
-            chunk_size=int(body["chunk_size"]), timeout=float(body["timeout"]),
+            chunk_size=int(body["chunk_size"]), timeout=float(body["timeout"]), wait=float(body["wait"]),
         )

@@ -71,7 +71,8 @@ def plan_run(config: DollyConfig, settings: Settings) -> RunSetup:
     members += [Member(c.host if c.port == DEFAULT_PORT else str(c), resolve(c, "client"), c.port)
                 for c in config.clients]
     members.append(Member(f"{config.server.host} (tail)", server_ip, config.server.port))
-    return RunSetup(uuid.uuid4().hex, Ring(tuple(members)), tuple(files), settings.chunk_size, settings.timeout)
+    return RunSetup(uuid.uuid4().hex, Ring(tuple(members)), tuple(files), settings.chunk_size, settings.timeout,
+                    settings.connect_wait)
 
 
 class Source:
@@ -147,8 +148,7 @@ class Server:
         self.tail = Uplink(self.listener, secret, log, window_for=lambda s: None, on_end=self._on_end,
                            progress=dict, setup=self.setup, me=self.setup.ring.tail)
         self.head = Downlink(self.setup, 0, self.window, secret, log, self.source.done, self._end_body,
-                             upstream_ok=lambda: True, rate=settings.rate,
-                             connect_wait=settings.connect_wait)
+                             upstream_ok=lambda: True, rate=settings.rate)
         self.started = time.monotonic()
         self.seconds = 0.0
 

@@ -153,7 +153,7 @@ class Uplink:
                 up = self._take_upstream(deadline)
             except TimeoutError:
                 self._give_up("our upstream stopped and no node took over within "
-                              f"{3 * self.setup.timeout + 2:g} s (is the server gone?)")
+                              f"{3 * self.setup.timeout + 2:g} s: the server is gone or the ring is broken")
             self.log.info("upstream is %s (%s)", self.setup.ring.name(up.sender), up.peer)
             try:
                 resume = self.next_seq if not self.got_end else self.setup.chunks + 1

@@ -1,0 +1,111 @@
+"""dolly_core's pure parts: the config grammar, the handshake and frame checksums."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from dolly_core import protocol as p
+from dolly_core.config import ConfigError, Endpoint, IOFile, parse_config
+from dolly_core.cook import CookError, cook_plan
+
+SEED = """\
+iofiles 3
+/dev/hda1 > /tmp/dev/hda1
+/data/file.gz >> /data/file
+boot.tar.Z >> /boot
+server n000.kek.jp
+firstclient n001
+lastclient n003
+client 3
+n001 n002
+n003
+endconfig
+"""
+
+
+def test_seed_config_with_client_keyword_and_names_on_several_lines():
+    config = parse_config(SEED)
+    assert config.files == (IOFile("/dev/hda1", "/tmp/dev/hda1", False), IOFile("/data/file.gz", "/data/file", True),
+                            IOFile("boot.tar.Z", "/boot", True))
+    assert config.server == Endpoint("n000.kek.jp", 9998)
+    assert [str(c) for c in config.clients] == ["n001:9998", "n002:9998", "n003:9998"]
+
+
+def test_host_port_and_ip_forms():
+    text = "iofiles 1\na > b\nserver 10.0.0.1:7000\nfirstclient 10.0.0.2\nlastclient h:9\nclients 2\n10.0.0.2\nh:9\nendconfig\n"
+    config = parse_config(text)
+    assert config.server == Endpoint("10.0.0.1", 7000)
+    assert config.clients == (Endpoint("10.0.0.2", 9998), Endpoint("h", 9))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("iofile 1\n", "dolly.conf:1: expected 'iofiles N', found 'iofile 1'"),
+    ("iofiles 1\na -> b\n", "dolly.conf:2: expected 'IN > OUT' or 'IN >> OUT', found 'a -> b'"),
+    ("iofiles x\n", "dolly.conf:1: expected a positive number of iofiles, found 'x'"),
+    ("iofiles 1\na > b\nfirstclient n1\n", "dolly.conf:3: expected 'server NAME'"),
+    ("iofiles 1\na > b\nserver s\nfirstclient n1\nlastclient n2\nclients 2\nn1\nendconfig\n",
+     "dolly.conf:8: expected 2 client names before 'endconfig' (found 1)"),
+    ("iofiles 1\na > b\nserver s\nfirstclient n1\nlastclient n2\nclients 1\nn1 n2\nendconfig\n",
+     "dolly.conf:7: expected exactly 1 client names ('clients 1'), found 'n2'"),
+    ("iofiles 1\na > b\nserver s\nfirstclient n2\nlastclient n1\nclients 1\nn1\nendconfig\n",
+     "dolly.conf:4: expected 'firstclient n1' (the first name of the client list)"),
+    ("iofiles 1\na > b\nserver s\nfirstclient n1\nlastclient n1\nclients 1\nn1\n",
+     "dolly.conf: at end of file: expected 'endconfig'"),
+    ("iofiles 1\na > b\nserver s:99999\n", "dolly.conf:3: bad port '99999'"),
+    ("iofiles 1\na > b\nserver s\nfirstclient n1\nlastclient n1\nclients 2\nn1 n1\nendconfig\n",
+     "client 'n1' appears twice"),
+])
+def test_bad_lines_name_the_line_and_the_expectation(text, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "dolly.conf")
+    assert message in str(err.value)
+
+
+def test_cook_plan_by_suffix():
+    assert cook_plan("x.gz") == (["gzip", "-dc"], False)
+    assert cook_plan("boot.tar.Z") == (["gzip", "-dc"], True)
+    assert cook_plan("a.tgz")[1] and cook_plan("a.tar.zst") == (["zstd", "-dcq"], True)
+    assert cook_plan("plain.tar") == (None, True)
+    with pytest.raises(CookError, match="unknown suffix"):
+        cook_plan("image.raw")
+
+
+def handshake(secret_l, secret_d):
+    nonce_l, nonce_d = os.urandom(32), os.urandom(32)
+    has, got_nonce = p.parse_hello(p.make_hello(nonce_l, secret_l is not None))
+    status, _ = p.check_auth(secret_l, got_nonce, p.make_auth(secret_d, got_nonce, nonce_d))
+    p.check_result(secret_d, nonce_l, nonce_d, p.make_result(status, secret_l, nonce_l, nonce_d))
+    return status
+
+
+def test_handshake_accepts_equal_secrets_and_no_secrets():
+    assert handshake(b"s3cret", b"s3cret") is p.Status.OK
+    assert handshake(None, None) is p.Status.OK
+
+
+@pytest.mark.parametrize("listener, dialer, message", [
+    (b"a", b"b", "rejected our shared secret"),
+    (b"a", None, "the peer has a secret, we have none"),
+    (None, b"a", "we have a secret, the peer has none"),
+])
+def test_handshake_mismatch_is_an_error(listener, dialer, message):
+    with pytest.raises(p.AuthError, match=message):
+        handshake(listener, dialer)
+
+
+def test_garbage_greeting_is_a_protocol_error():
+    with pytest.raises(p.ProtocolError):
+        p.parse_hello(b"GET / HTTP/1.1\r\n\r\n" + bytes(21))
+
+
+def test_frame_checksum_catches_flips_in_payload_and_header():
+    payload = bytearray(os.urandom(1000))
+    header = p.unpack_header(p.pack_header(p.Kind.CHUNK, 2, 7, 5 << 32, len(payload), payload))
+    assert header.offset == 5 << 32 and p.crc_ok(header, payload)
+    payload[500] ^= 1
+    assert not p.crc_ok(header, payload)
+    payload[500] ^= 1
+    moved = p.Header(header.kind, header.flags, header.file, header.seq, header.offset + 1, header.length, header.crc)
+    assert not p.crc_ok(moved, payload)

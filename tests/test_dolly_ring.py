@@ -1,0 +1,268 @@
+"""The ring with real dollyS/dollyC processes on loopback (clients on distinct 127.0.0.x addresses)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHUNK = 256 << 10
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def dolly(tool: str, *args, env=None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dolly_core.cli", tool, *map(str, args)], cwd=REPO,
+                            env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True, **kw)
+
+
+class Ring:
+    """n clients on 127.0.0.2.., one server on 127.0.0.1, each client with its own root dir."""
+
+    def __init__(self, tmp: Path, n: int, files: list[tuple[Path, str, str]], env=None):
+        self.tmp, self.env = tmp, env or {}
+        self.addrs = [f"127.0.0.{i + 2}:{free_port(f'127.0.0.{i + 2}')}" for i in range(n)]
+        self.roots = [tmp / f"node{i + 1}" for i in range(n)]
+        server = f"127.0.0.1:{free_port('127.0.0.1')}"
+        lines = [f"iofiles {len(files)}", *(f"{src} {op} {out}" for src, op, out in files), f"server {server}",
+                 f"firstclient {self.addrs[0]}", f"lastclient {self.addrs[-1]}", f"clients {n}", *self.addrs,
+                 "endconfig"]
+        self.config = tmp / "dolly.conf"
+        self.config.write_text("\n".join(lines) + "\n")
+        self.report_path = tmp / "report.json"
+        self.clients: list[subprocess.Popen] = []
+
+    def start_clients(self, *extra, env=None) -> None:
+        self.clients = [dolly("client", "-v", "--listen", a, "--root", r, *extra, env={**self.env, **(env or {})})
+                        for a, r in zip(self.addrs, self.roots)]
+
+    def start_server(self, *extra, env=None) -> subprocess.Popen:
+        return dolly("server", "-v", "-f", self.config, "--chunk-size", CHUNK, "--json", self.report_path,
+                     "--timeout", 2, *extra, env={**self.env, **(env or {})})
+
+    def run(self, *extra, env=None) -> tuple[int, str]:
+        server = self.start_server(*extra, env=env)
+        _, err = server.communicate(timeout=90)
+        return server.returncode, err
+
+    def finish_clients(self) -> list[tuple[int, str]]:
+        return [(c.wait(timeout=60), c.stderr.read()) for c in self.clients]
+
+    def report(self) -> dict:
+        return json.loads(self.report_path.read_text())
+
+    def stop(self) -> None:
+        for c in self.clients:
+            if c.poll() is None:
+                c.kill()
+                c.wait()
+
+
+@pytest.fixture
+def rings():
+    made: list[Ring] = []
+
+    def make(*args, **kw) -> Ring:
+        made.append(Ring(*args, **kw))
+        return made[-1]
+    yield make
+    for r in made:
+        r.stop()
+
+
+def make_image(path: Path, size: int) -> Path:
+    """Random data with a zero run in the middle (sent as a hole)."""
+    zeros = min(size // 4, 1 << 20)
+    path.write_bytes(os.urandom((size - zeros) // 2) + bytes(zeros) + os.urandom(size - zeros - (size - zeros) // 2))
+    return path
+
+
+def test_one_client(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 3_000_001)
+    ring = rings(tmp_path, 1, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    rc, err = ring.run()
+    assert rc == 0, err
+    assert ring.finish_clients()[0][0] == 0
+    assert sha(ring.roots[0] / "disk.img") == sha(image)
+    report = ring.report()
+    assert report["files"][0]["sha256"] == sha(image) and report["seconds"] > 0
+    node = report["nodes"][0]
+    assert node["ok"] and node["error"] is None and node["bytes"] == 3_000_001
+    assert node["files"] == [{"path": "/disk.img", "sha256": sha(image)}]
+
+
+def test_eight_clients_several_files_and_cooking(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 5_000_000)
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    text = os.urandom(300_000).hex().encode()
+    (tmp_path / "data.gz").write_bytes(gzip.compress(text))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in (("etc/hostname", b"golden\n"), ("boot/vmlinuz", os.urandom(700_000))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (tmp_path / "boot.tar.gz").write_bytes(buf.getvalue())
+    files = [(image, ">", "/dev/sda"), (empty, ">", "/empty"), (tmp_path / "data.gz", ">>", "/data/file"),
+             (tmp_path / "boot.tar.gz", ">>", "/sysroot")]
+    ring = rings(tmp_path, 8, files)
+    ring.start_clients()
+    rc, err = ring.run()
+    assert rc == 0, err
+    assert [r for r, _ in ring.finish_clients()] == [0] * 8
+    for root in ring.roots:
+        assert sha(root / "dev/sda") == sha(image)
+        assert (root / "empty").read_bytes() == b""
+        assert (root / "data/file").read_bytes() == text
+        assert (root / "sysroot/etc/hostname").read_bytes() == b"golden\n"
+        assert (root / "sysroot/boot/vmlinuz").stat().st_size == 700_000
+    report = ring.report()
+    assert [n["name"] for n in report["nodes"]] == ring.addrs
+    assert all(n["ok"] for n in report["nodes"])
+    gz_sha = sha(tmp_path / "data.gz")  # a cooked file's sha256 is that of the compressed stream
+    assert report["nodes"][7]["files"][2] == {"path": "/data/file", "sha256": gz_sha}
+
+
+def test_tar_path_escape_is_refused(tmp_path, rings):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../../escaped")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"bad"))
+    (tmp_path / "evil.tar.gz").write_bytes(buf.getvalue())
+    ring = rings(tmp_path, 1, [(tmp_path / "evil.tar.gz", ">>", "/root")])
+    ring.start_clients()
+    rc, _ = ring.run()
+    assert rc == 1
+    assert not (tmp_path / "escaped").exists() and not (ring.roots[0] / "escaped").exists()
+    assert "untar" in ring.report()["nodes"][0]["error"]
+    assert ring.finish_clients()[0][0] == 1
+
+
+def wait_for_bytes(path: Path, size: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.stat().st_size >= size):
+        assert proc.poll() is None and time.monotonic() < deadline, "the transfer never got going"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("victims", [[0], [2], [3], [1, 2]], ids=["first", "middle", "last", "two-adjacent"])
+def test_killed_clients_are_short_cut(tmp_path, rings, victims):
+    image = make_image(tmp_path / "disk.img", 12 << 20)
+    ring = rings(tmp_path, 4, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    server = ring.start_server("--rate", 6e6)
+    for v in victims:
+        wait_for_bytes(ring.roots[v] / "disk.img", 2 << 20, server)
+        ring.clients[v].send_signal(signal.SIGKILL)
+    _, err = server.communicate(timeout=90)
+    assert server.returncode == 1, err
+    results = ring.finish_clients()
+    report = ring.report()
+    for i, node in enumerate(report["nodes"]):
+        if i in victims:
+            assert not node["ok"] and "dead" in node["error"], node
+            assert node["name"] in err
+        else:
+            assert node["ok"], node
+            assert results[i][0] == 0, results[i][1]
+            assert sha(ring.roots[i] / "disk.img") == sha(image)
+
+
+def test_server_death_makes_every_client_fail(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 8 << 20)
+    ring = rings(tmp_path, 3, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    server = ring.start_server("--rate", 4e6)
+    wait_for_bytes(ring.roots[2] / "disk.img", 1 << 20, server)
+    server.kill()
+    server.wait()
+    for rc, err in ring.finish_clients():
+        assert rc == 1
+        assert "server is gone" in err, err
+
+
+def test_garbage_on_a_client_port_is_dropped(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 1_000_000)
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    host, port = ring.addrs[1].split(":")
+    for _ in range(30):
+        try:
+            with socket.create_connection((host, int(port)), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(200))
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    rc, err = ring.run()
+    assert rc == 0, err
+    results = ring.finish_clients()
+    assert results[1][0] == 0 and "dropped connection from 127.0.0.1" in results[1][1]
+    assert sha(ring.roots[1] / "disk.img") == sha(image)
+
+
+@pytest.mark.parametrize("server_secret, client_secret", [("alpha", "beta"), ("alpha", ""), ("", "beta")])
+def test_secret_mismatch_is_an_error_on_both_sides(tmp_path, rings, server_secret, client_secret):
+    image = make_image(tmp_path / "disk.img", 100_000)
+    ring = rings(tmp_path, 1, [(image, ">", "/disk.img")])
+    ring.start_clients("--wait", 3, env={"DOLLY_SECRET": client_secret})
+    rc, err = ring.run(env={"DOLLY_SECRET": server_secret})
+    assert rc == 1
+    node = ring.report()["nodes"][0]
+    assert not node["ok"] and "authentication failed" in node["error"] and "secret" in node["error"]
+    [(client_rc, client_err)] = ring.finish_clients()
+    assert client_rc == 1 and "rejected connection" in client_err and "no run started" in client_err
+    assert not (ring.roots[0] / "disk.img").exists()
+
+
+def test_shared_secret_from_file_and_env(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 200_000)
+    (tmp_path / "secret").write_text("s3cret\n")
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    ring.start_clients(env={"DOLLY_SECRET": "s3cret"})
+    rc, err = ring.run("--secret-file", tmp_path / "secret")
+    assert rc == 0, err
+    assert [r for r, _ in ring.finish_clients()] == [0, 0]
+
+
+def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 3_000_000)
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    rc, err = ring.run(env={"DOLLY_FAULT_FLIP_CHUNK": "3"})
+    assert rc == 0, (err, ring.finish_clients())
+    assert "flipping a byte of chunk 3" in err
+    results = ring.finish_clients()
+    assert "chunk 3 from 127.0.0.1 failed its checksum" in results[0][1]
+    assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
+
+
+def test_bad_config_line_exits_3_naming_the_line(tmp_path):
+    config = tmp_path / "dolly.conf"
+    config.write_text("iofiles 1\n/x -> /y\n")
+    proc = dolly("server", "-f", config)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3
+    assert f"{config}:2: expected 'IN > OUT' or 'IN >> OUT', found '/x -> /y'" in err
