@@ -56,7 +56,7 @@ class Downlink:
     def _reset_monitor(self) -> None:
         self.last_heard = time.monotonic()
         self.dead: str | None = None
-        self.rewind: int | None = None
+        self.rewind: tuple[int, int] | None = None
         self.end_ack = threading.Event()
         self.cut_out: str | None = None
         self.abort: str | None = None
@@ -86,7 +86,8 @@ class Downlink:
                 raise Aborted(p.parse_control(header, payload).get("reason", "aborted"))
             if header.kind is not p.Kind.RESUME:
                 raise p.ProtocolError(f"expected RESUME, got {header.kind.name}")
-            next_seq = int(p.parse_control(header, payload)["next"])
+            body = p.parse_control(header, payload)
+            resume = int(body["next"]), int(body.get("at", 0))
         except (link.PeerGone, socket.timeout, OSError, p.ProtocolError, KeyError, ValueError) as exc:
             sock.close()
             if isinstance(exc, p.AuthError):
@@ -96,7 +97,7 @@ class Downlink:
         self.sock = sock
         self._reset_monitor()
         threading.Thread(target=self._monitor, args=(sock,), name="downlink-monitor", daemon=True).start()
-        return next_seq
+        return resume
 
     def _monitor(self, sock: socket.socket) -> None:
         """Read what the successor sends back: heartbeats, re-send requests, END_ACK."""
@@ -115,7 +116,7 @@ class Downlink:
                 self.progress.update({int(k): v for k, v in body.get("p", {}).items()})
             elif header.kind is p.Kind.RESEND:
                 self.log.warning("successor asks to re-send from chunk %s (checksum error)", body["next"])
-                self.rewind = int(body["next"])
+                self.rewind = (int(body["next"]), int(body.get("at", 0)))
             elif header.kind is p.Kind.END_ACK:
                 self.end_ack.set()
             elif header.kind is p.Kind.REPLACED:
@@ -163,44 +164,51 @@ class Downlink:
             sock.close()
 
     # ---- streaming ------------------------------------------------------------------------
-    def _stream(self, next_seq: int) -> None:
+    def _stream(self, seq: int, at: int) -> None:
+        """Send chunks from byte `at` of chunk `seq` on, piece by piece as they are verified."""
         total = self.setup.chunks
-        seq = next_seq
         started, sent_bytes = time.monotonic(), 0
         last_send = time.monotonic()
+        k = at // p.PIECE
         while seq < total:
             if self.rewind is not None:
-                seq, self.rewind = self.rewind, None
+                (seq, at), self.rewind = self.rewind, None
+                k = at // p.PIECE
             self._check()
             entry = self.window.get(seq, timeout=POLL)
-            if entry is None:
+            piece = entry and self.window.piece(entry, k, timeout=POLL)
+            if not piece:
                 if time.monotonic() - last_send > POLL:
                     self._send([p.control(p.Kind.PING, {})])
                     last_send = time.monotonic()
                 continue
-            h = entry.header
-            payload = entry.payload
-            if seq == self.flip_chunk and payload is not None and len(payload):
-                self.flip_chunk = -1
-                payload = bytearray(payload)
-                payload[len(payload) // 2] ^= 0xFF
-                self.log.warning("fault injection: flipping a byte of chunk %d in flight", seq)
-            header = p.HEADER.pack(h.kind, h.flags, 0, h.file, h.seq, h.offset, h.length, h.crc)
-            self._send([header, payload] if payload is not None else [header])
+            header, start, length = piece
+            if entry.buf is None:
+                self._send([header])
+            else:
+                payload = memoryview(entry.buf)[start:start + length]
+                if seq == self.flip_chunk and length:
+                    self.flip_chunk = -1
+                    payload = bytearray(payload)
+                    payload[length // 2] ^= 0xFF
+                    self.log.warning("fault injection: flipping a byte of chunk %d in flight", seq)
+                self._send([header, payload])
             last_send = time.monotonic()
-            seq += 1
-            self.window.advance("forward", seq)
+            k += 1
+            if start + length >= entry.header.length:
+                seq, k = seq + 1, 0
+                self.window.advance("forward", seq)
             if self.rate:
-                sent_bytes += h.length
+                sent_bytes += length
                 ahead = sent_bytes / self.rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
 
-    def _deliver(self, seq: int) -> None:
+    def _deliver(self, seq: int, at: int) -> None:
         """Stream from seq, then END (once our verdict is ready), until the successor acknowledges."""
         while True:
             if seq <= self.setup.chunks:
-                self._stream(seq)
+                self._stream(seq, at)
                 while not self.end_ready.wait(POLL):  # END waits for our verdict; keep the link alive
                     self._check()
                     self._send([p.control(p.Kind.PING, {})])
@@ -212,7 +220,7 @@ class Downlink:
                 self._send([p.control(p.Kind.PING, {})])
             else:
                 return
-            seq, self.rewind = self.rewind, None
+            (seq, at), self.rewind = self.rewind, None
 
     def run(self) -> None:
         """Deliver everything and the END report to the next live node; raises Aborted/CutOut."""
@@ -221,15 +229,15 @@ class Downlink:
             if self.target > self.ring.tail:
                 raise Aborted("the server's tail is unreachable: the server is gone")
             try:
-                next_seq = self._connect(self.target, wait)
+                next_seq, at = self._connect(self.target, wait)
                 if next_seq < self.setup.chunks and not self.window.holds(next_seq):
                     if self.target != self.ring.tail:
                         raise SuccessorDead(f"needs chunk {next_seq}, which no longer is in our window")
-                    next_seq = self.window.first
+                    next_seq, at = self.window.first, 0
                 if self.target != self.me + 1 or self.skipped:
                     self.log.warning("short-cut: now sending to %s from chunk %d",
                                      self.ring.name(self.target), next_seq)
-                self._deliver(next_seq)
+                self._deliver(next_seq, at)
                 self._close()
                 return
             except SuccessorDead as exc:

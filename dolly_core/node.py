@@ -79,6 +79,7 @@ class Writer:
                 error = f"cannot open {f.out}: {exc}"
             for _ in range(self.setup.file_chunks(f)):
                 entry = self.window.get(seq)
+                self.window.wait_done(entry)
                 seq += 1
                 if error is None:
                     try:

@@ -11,6 +11,10 @@ mac_d = HMAC-SHA256(secret, "dolly-up" nonce_l nonce_d) proves the dialer, mac_l
 A secret on one side only is a mismatch, reported on both sides.
 
 After the handshake both directions carry frames: a 32-byte header and `length` payload bytes.
+A chunk (the unit of the window, of writes and of re-sends; --chunk-size) travels as pieces of
+PIECE bytes, each a CHUNK frame with its own file offset and checksum, so a node forwards a piece as
+soon as it has checked it instead of waiting for the whole chunk (store-and-forward of 4 MiB would
+add a chunk time per hop).
     header = type u8, flags u8, reserved u16, file u32, seq u64, offset u64, length u32, crc u32
 crc = CRC-32 of the payload, continued over the header with crc=0, so a flipped bit anywhere in a
 frame is caught before the chunk is written or forwarded. Offsets are 64-bit. A HOLE frame stands
@@ -37,6 +41,7 @@ RESULT_LEN = 1 + MAC_LEN
 HEADER = struct.Struct("!BBHIQQII")
 HEADER_LEN = HEADER.size
 MAX_CONTROL_LEN = 16 << 20
+PIECE = 128 << 10  # chunks travel as pieces of this size, each checked and forwarded on arrival
 
 
 class ProtocolError(Exception):
@@ -51,12 +56,12 @@ class Kind(enum.IntEnum):
     CHUNK = 1      # file data; payload = bytes at (file, offset)
     HOLE = 2       # `length` zero bytes at (file, offset); no payload
     SETUP = 3      # dialer -> listener: the run (ring, files, settings) and who is sending
-    RESUME = 4     # listener -> dialer: {"next": seq} the first sequence number it still needs
+    RESUME = 4     # listener -> dialer: {"next": seq, "at": byte in that chunk} where to go on
     PING = 5       # downstream -> upstream heartbeat with progress of itself and the nodes after it
     END = 6        # after the last chunk: {"server": [...], "verdicts": [...]} grows along the ring
     END_ACK = 7    # downstream -> upstream: END reached the server's tail
     ABORT = 8      # {"reason": text}: the run cannot finish (server gone); travels both ways
-    RESEND = 9     # downstream -> upstream: {"next": seq} a chunk failed its checksum
+    RESEND = 9     # downstream -> upstream: {"next": seq, "at": byte} a piece failed its checksum
     REPLACED = 10  # downstream -> old upstream: {"by": index} you were short-cut out of the ring
 
 

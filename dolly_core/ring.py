@@ -5,6 +5,7 @@ are the clients in config order, N+1 is the server's tail (where the last client
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,16 @@ class RunSetup:
     @property
     def chunks(self) -> int:
         """Chunks in the whole run (every file has at least one, so empty files get created too)."""
-        return sum(self.file_chunks(f) for f in self.files)
+        return len(self.plan)
 
     def file_chunks(self, f: FileSpec) -> int:
         return max(1, -(-f.size // self.chunk_size))
+
+    @cached_property
+    def plan(self) -> tuple[tuple[int, int, int], ...]:
+        """(file index, offset, length) of every chunk, by sequence number."""
+        return tuple((i, k * self.chunk_size, min(self.chunk_size, f.size - k * self.chunk_size))
+                     for i, f in enumerate(self.files) for k in range(self.file_chunks(f)))
 
     def to_body(self, sender: int, target: int, dead: dict[int, str]) -> dict:
         return {

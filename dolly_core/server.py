@@ -20,7 +20,7 @@ from dolly_core.downlink import Aborted, Downlink
 from dolly_core.node import make_window
 from dolly_core.ring import FileSpec, Member, Ring, RunSetup
 from dolly_core.uplink import Uplink
-from dolly_core.window import Window, WindowClosed
+from dolly_core.window import Entry, Window, WindowClosed
 
 
 class SetupError(Exception):
@@ -117,11 +117,15 @@ class Source:
                     if length and data == zero[:length]:
                         self.window.release(buf)
                         self.window.reserve_hole()
-                        header = p.unpack_header(p.pack_header(p.Kind.HOLE, index, seq, offset, length))
-                        self.window.append(header, None)
+                        entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
+                        wire = p.pack_header(p.Kind.HOLE, index, seq, offset, length)
+                        self.window.add_piece(entry, wire, 0, length)
                     else:
-                        header = p.unpack_header(p.pack_header(p.Kind.CHUNK, index, seq, offset, length, data))
-                        self.window.append(header, buf)
+                        entry = self.window.append(Entry(p.Header(p.Kind.CHUNK, 0, index, seq, offset, length, 0), buf))
+                        for start in range(0, max(length, 1), p.PIECE):
+                            piece = data[start:start + p.PIECE]
+                            wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
+                            self.window.add_piece(entry, wire, start, len(piece))
                     seq += 1
                     offset += length
             self.sha256.append(digest.hexdigest())

@@ -14,7 +14,7 @@ from dolly_core import link
 from dolly_core import protocol as p
 from dolly_core.downlink import Aborted
 from dolly_core.ring import RunSetup
-from dolly_core.window import Window, WindowClosed
+from dolly_core.window import Entry, Window, WindowClosed
 
 
 class Upstream:
@@ -47,6 +47,8 @@ class Uplink:
         self.finished = False
         self.got_end = False
         self.next_seq = 0
+        self.filled = 0  # verified bytes of chunk next_seq
+        self.entry: Entry | None = None
         self.bytes = 0
         self.last_auth_error: str | None = None
 
@@ -157,7 +159,7 @@ class Uplink:
             self.log.info("upstream is %s (%s)", self.setup.ring.name(up.sender), up.peer)
             try:
                 resume = self.next_seq if not self.got_end else self.setup.chunks + 1
-                up.out.send(p.control(p.Kind.RESUME, {"next": resume}))
+                up.out.send(p.control(p.Kind.RESUME, {"next": resume, "at": self.filled}))
                 up.sock.settimeout(self.setup.timeout)
                 self._receive(up)
             except (link.PeerGone, socket.timeout, OSError, p.ProtocolError) as exc:
@@ -191,39 +193,53 @@ class Uplink:
         hbuf = bytearray(p.HEADER_LEN)
         hview = memoryview(hbuf)
         scratch = memoryview(bytearray(self.setup.chunk_size))
+        plan = self.setup.plan
         discarding = False
         while True:
             link.recv_into_exact(sock, hview)
             h = p.unpack_header(hbuf)
             if h.kind in (p.Kind.CHUNK, p.Kind.HOLE):
                 size = p.payload_length(h)
-                if size > self.setup.chunk_size:
-                    raise p.ProtocolError(f"chunk of {size} bytes exceeds the chunk size")
-                if h.seq != self.next_seq:
-                    link.recv_into_exact(sock, scratch[:size])
+                if size > p.PIECE or h.seq >= len(plan):
+                    raise p.ProtocolError(f"bad piece: chunk {h.seq}, {size} bytes")
+                if self.window is None and h.seq > self.next_seq and self.filled == 0:
+                    self.next_seq = h.seq  # the tail keeps no data: it may skip what nobody holds any more
+                file, offset, length = plan[h.seq]
+                if h.seq != self.next_seq or h.offset != offset + self.filled or h.file != file:
+                    link.recv_into_exact(sock, scratch[:size])  # in flight before our RESEND/RESUME
                     continue
-                if self.window is None or h.kind is p.Kind.HOLE:
-                    buf, view = None, scratch[:size]
-                    if self.window is not None:
+                entry = self.entry
+                if entry is None:
+                    kind = p.Kind.HOLE if h.kind is p.Kind.HOLE else p.Kind.CHUNK
+                    header = p.Header(kind, 0, file, h.seq, offset, length, 0)
+                    buf = None
+                    if self.window is not None and kind is p.Kind.CHUNK:
+                        buf = self.window.acquire()
+                    elif self.window is not None:
                         self.window.reserve_hole()
-                else:
-                    buf = self.window.acquire()
-                    view = memoryview(buf)[:size]
+                    entry = self.entry = Entry(header, buf)
+                    if self.window is not None:
+                        self.window.append(entry)
+                start = self.filled
+                view = memoryview(entry.buf)[start:start + size] if entry.buf is not None else scratch[:size]
                 link.recv_into_exact(sock, view)
-                if not p.crc_ok(h, view if size else None):
-                    if buf is not None:
-                        self.window.release(buf)
+                if not p.crc_ok(h, view if size else None) or (h.kind is p.Kind.HOLE and h.length != length):
                     if not discarding:
                         self.log.error("chunk %d from %s failed its checksum; asking for a re-send",
                                        h.seq, self.setup.ring.name(up.sender))
-                        up.out.send(p.control(p.Kind.RESEND, {"next": self.next_seq}))
+                        up.out.send(p.control(p.Kind.RESEND, {"next": self.next_seq, "at": self.filled}))
                     discarding = True
                     continue
                 discarding = False
+                got = h.length
                 if self.window is not None:
-                    self.window.append(h, buf)
-                self.next_seq += 1
-                self.bytes += h.length
+                    self.window.add_piece(entry, bytes(hbuf), start, got)
+                self.filled += got
+                self.bytes += got
+                if self.filled >= length:
+                    self.next_seq += 1
+                    self.filled = 0
+                    self.entry = None
                 continue
             payload = link.recv_exact(sock, h.length) if h.length else b""
             if h.kind is p.Kind.PING:

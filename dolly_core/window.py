@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dolly_core.protocol import Header
 
@@ -24,8 +24,14 @@ class ChunkGone(Exception):
 
 @dataclass
 class Entry:
+    """One chunk: `header` describes the whole chunk; it arrives as pieces (wire frames, each with
+    its own checksum) that are forwarded as soon as they are verified (cut-through), while the
+    writer waits for the whole chunk."""
+
     header: Header
     buf: bytearray | None  # None for a HOLE
+    pieces: list[tuple[bytes, int, int]] = field(default_factory=list)  # (wire header, start, length)
+    done: bool = False
 
     @property
     def payload(self) -> memoryview | None:
@@ -96,11 +102,35 @@ class Window:
             if len(self.entries) >= self.capacity:
                 self._evict()
 
-    def append(self, header: Header, buf: bytearray | None) -> None:
+    def append(self, entry: Entry) -> Entry:
         with self.cond:
-            self.entries.append(Entry(header, buf))
+            self.entries.append(entry)
             self.end += 1
             self.cond.notify_all()
+        return entry
+
+    def add_piece(self, entry: Entry, wire_header: bytes, start: int, length: int) -> None:
+        with self.cond:
+            entry.pieces.append((wire_header, start, length))
+            entry.done = start + length >= entry.header.length
+            self.cond.notify_all()
+
+    def piece(self, entry: Entry, k: int, timeout: float) -> tuple[bytes, int, int] | None:
+        """The k-th verified piece of entry, waiting up to `timeout` for it."""
+        with self.cond:
+            while len(entry.pieces) <= k:
+                if self.error:
+                    raise WindowClosed(self.error)
+                if not self.cond.wait(timeout):
+                    return None
+            return entry.pieces[k]
+
+    def wait_done(self, entry: Entry) -> None:
+        with self.cond:
+            while not entry.done:
+                if self.error:
+                    raise WindowClosed(self.error)
+                self.cond.wait(1.0)
 
     def get(self, seq: int, timeout: float | None = None) -> Entry | None:
         """The entry with sequence number seq, waiting for it; None after `timeout` seconds."""

@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Ring cloner benchmark on a simulated switched network (root; provision.netns).
+
+A bridge, the server and N nodes in network namespaces, every link shaped with tc in both
+directions. In one run on one rig: the raw single-TCP-stream rate of one link, the dolly ring for
+N = 1, 2, 4, 8, 16, a star baseline (the server streams to all N at once), and the kill case (one
+node SIGKILLed mid-run). Prints a table and saves bench/results/ring_bench.{json,png}.
+
+    sudo .venv/bin/python bench/ring_bench.py [--rate 100mbit|1gbit] [--size-mib 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from provision.netns import Network, parse_rate, teardown_prefix  # noqa: E402
+
+PREFIX = "rb"
+PY = sys.executable
+PORT = 9998
+WORK = Path("/dev/shm/rb-work")
+
+# A plain TCP receiver: accepts `count` streams, reads each to EOF, prints seconds from the first
+# accepted byte to the last byte of the last stream.
+RECEIVER = r"""
+import socket, sys, time, threading
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((host, port)); s.listen(64)
+print("ready", flush=True)
+buf = memoryview(bytearray(4 << 20)); t0 = None; total = 0
+for _ in range(count):
+    c, _ = s.accept()
+    while True:
+        n = c.recv_into(buf)
+        if t0 is None: t0 = time.monotonic()
+        if not n: break
+        total += n
+print(time.monotonic() - t0, total, flush=True)
+"""
+
+# A plain TCP sender: streams the file (from memory) to every address at once, one thread each.
+SENDER = r"""
+import socket, sys, threading, time
+data = memoryview(open(sys.argv[1], "rb").read())
+def send(addr):
+    host, port = addr.rsplit(":", 1)
+    for _ in range(100):
+        try:
+            s = socket.create_connection((host, int(port))); break
+        except OSError: time.sleep(0.05)
+    s.sendall(data); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()
+t0 = time.monotonic()
+threads = [threading.Thread(target=send, args=(a,)) for a in sys.argv[2:]]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(time.monotonic() - t0, flush=True)
+"""
+
+
+def addr(i: int) -> str:
+    return f"10.77.0.{10 + i}"
+
+
+class Rig:
+    def __init__(self, rate: str, nodes: int):
+        teardown_prefix(PREFIX)
+        self.net = Network(PREFIX, rate=rate)
+        self.server = self.net.add_host("srv", address="10.77.0.1/24")
+        self.nodes = [self.net.add_host(f"n{i}", address=f"{addr(i)}/24") for i in range(1, nodes + 1)]
+
+    def popen(self, host, argv, **kw):
+        kw.setdefault("stdout", subprocess.PIPE)
+        kw.setdefault("stderr", subprocess.PIPE)
+        kw.setdefault("text", True)
+        return self.net.popen(host, argv, cwd=REPO, **kw)
+
+    def teardown(self) -> None:
+        self.net.teardown()
+
+
+def raw_link(rig: Rig, image: Path) -> float:
+    """Seconds for one plain TCP stream of the image over one link (server -> n1)."""
+    rx = rig.popen(rig.nodes[0], [PY, "-c", RECEIVER, addr(1), str(PORT + 1), "1"])
+    assert rx.stdout.readline().strip() == "ready"
+    tx = rig.popen(rig.server, [PY, "-c", SENDER, str(image), f"{addr(1)}:{PORT + 1}"])
+    tx.communicate(timeout=600)
+    out, err = rx.communicate(timeout=600)
+    seconds, total = out.split()
+    assert int(total) == image.stat().st_size, err
+    return float(seconds)
+
+
+def star(rig: Rig, image: Path, n: int) -> float:
+    rxs = [rig.popen(rig.nodes[i], [PY, "-c", RECEIVER, addr(i + 1), str(PORT + 1), "1"]) for i in range(n)]
+    for rx in rxs:
+        assert rx.stdout.readline().strip() == "ready"
+    tx = rig.popen(rig.server, [PY, "-c", SENDER, str(image), *(f"{addr(i + 1)}:{PORT + 1}" for i in range(n))])
+    out, err = tx.communicate(timeout=3600)
+    for rx in rxs:
+        rx.communicate(timeout=60)
+    return float(out.split()[0])
+
+
+def write_config(path: Path, image: Path, n: int) -> None:
+    names = [addr(i) for i in range(1, n + 1)]
+    path.write_text("\n".join(["iofiles 1", f"{image} > /disk.img", "server 10.77.0.1",
+                               f"firstclient {names[0]}", f"lastclient {names[-1]}", f"clients {n}",
+                               *names, "endconfig"]) + "\n")
+
+
+def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: int | None = None) -> dict:
+    roots = [WORK / f"node{i}" for i in range(1, n + 1)]
+    for r in roots:
+        shutil.rmtree(r, ignore_errors=True)
+    config, report = WORK / "dolly.conf", WORK / "report.json"
+    write_config(config, image, n)
+    clients = [rig.popen(rig.nodes[i], [PY, "-m", "dolly_core.cli", "client", "-q", "--listen",
+                                        f"{addr(i + 1)}:{PORT}", "--root", str(roots[i])],
+                         stdout=subprocess.DEVNULL) for i in range(n)]
+    time.sleep(0.5)
+    server = rig.popen(rig.server, [PY, "-m", "dolly_core.cli", "server", "-q", "-f", str(config),
+                                    "--chunk-size", str(chunk), "--timeout", str(timeout), "--json", str(report)],
+                       stdout=subprocess.DEVNULL)
+    if kill is not None:
+        victim = roots[kill] / "disk.img"
+        size = image.stat().st_size
+        while not (victim.exists() and victim.stat().st_size > size * 0.3):
+            time.sleep(0.05)
+        clients[kill].send_signal(signal.SIGKILL)
+    _, err = server.communicate(timeout=3600)
+    for c in clients:
+        c.wait(timeout=120)
+    result = json.loads(report.read_text())
+    survivors = [node for i, node in enumerate(result["nodes"]) if i != kill]
+    assert all(node["ok"] for node in survivors), (err, result)
+    for r in roots:
+        shutil.rmtree(r, ignore_errors=True)
+    return result
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ns = [row["n"] for row in results["ring"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ns, [row["seconds"] for row in results["ring"]], "o-", label="dolly_core ring")
+    ax.plot(ns, [row["star_seconds"] for row in results["ring"]], "s--", label="star (server -> all)")
+    ax.axhline(results["raw_seconds"], color="grey", linestyle=":", label="raw TCP, one link")
+    ax.set_xlabel("nodes")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"{results['size_mib']} MiB image, {results['rate']} links")
+    ax.set_xticks(ns)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", default="100mbit", help="link rate, tc syntax (default 100mbit)")
+    parser.add_argument("--size-mib", type=int, default=100, help="image size (default 100 MiB)")
+    parser.add_argument("--nodes", default="1,2,4,8,16", help="ring sizes (default 1,2,4,8,16)")
+    parser.add_argument("--chunk-size", type=int, default=4 << 20)
+    parser.add_argument("--timeout", type=float, default=3.0, help="dollyS --timeout (default 3)")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("ring_bench needs root (network namespaces, tc)")
+    parse_rate(args.rate)
+    sizes = [int(x) for x in args.nodes.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    image = WORK / "image.bin"
+    with open(image, "wb") as f:
+        for _ in range(args.size_mib):
+            f.write(os.urandom(1 << 20))
+    size = image.stat().st_size
+    rig = Rig(args.rate, max(sizes))
+    try:
+        raw = raw_link(rig, image)
+        print(f"raw TCP stream on one {args.rate} link: {raw:.2f} s = {size / raw / 1e6:.2f} MB/s", flush=True)
+        rows = []
+        for n in sizes:
+            result = ring(rig, image, n, args.chunk_size, args.timeout)
+            star_s = star(rig, image, n)
+            rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s})
+            print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s", flush=True)
+        kill_n = max(sizes)
+        killed = ring(rig, image, kill_n, args.chunk_size, args.timeout, kill=kill_n // 2)
+        print(f"N={kill_n} with node {kill_n // 2 + 1} killed: {killed['seconds']:.2f} s", flush=True)
+    finally:
+        rig.teardown()
+        shutil.rmtree(WORK, ignore_errors=True)
+    t1 = rows[0]["seconds"]
+    for row in rows:
+        row["mb_per_s"] = size / row["seconds"] / 1e6
+        row["fraction_of_raw"] = raw / row["seconds"]
+        row["t_over_t1"] = row["seconds"] / t1
+        row["star_fraction_of_raw"] = raw / row["star_seconds"]
+    base = next(r["seconds"] for r in rows if r["n"] == kill_n)
+    results = {"rate": args.rate, "size_mib": args.size_mib, "chunk_size": args.chunk_size,
+               "raw_seconds": raw, "raw_mb_per_s": size / raw / 1e6, "ring": rows,
+               "kill": {"n": kill_n, "seconds": killed["seconds"], "extra_seconds": killed["seconds"] - base,
+                        "timeout": args.timeout, "dead": [x["name"] for x in killed["nodes"] if not x["ok"]]}}
+    print(f"\n{'N':>3} {'seconds':>8} {'MB/s/node':>10} {'of raw':>7} {'T(N)/T(1)':>10} {'star s':>8} {'star/raw':>9}")
+    for r in rows:
+        print(f"{r['n']:>3} {r['seconds']:>8.2f} {r['mb_per_s']:>10.2f} {r['fraction_of_raw']:>7.3f} "
+              f"{r['t_over_t1']:>10.3f} {r['star_seconds']:>8.2f} {r['star_fraction_of_raw']:>9.3f}")
+    k = results["kill"]
+    print(f"kill: N={k['n']}, {k['seconds']:.2f} s vs {base:.2f} s -> extra {k['extra_seconds']:.2f} s "
+          f"(target <= timeout {k['timeout']:g} + 2 s); dead: {', '.join(k['dead'])}")
+    (out / "ring_bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "ring_bench.png")
+    print(f"saved {out / 'ring_bench.json'} and {out / 'ring_bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
