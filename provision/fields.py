@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
+from provision.model import IPv4
 from provision.yaml_lines import YamlDocument
 from provision.yaml_lines import Path as FieldPath
 
@@ -118,10 +119,10 @@ class Fields:
             return None
         return enum_type(value)
 
-    def ipv4(self, path: FieldPath, value: Any) -> IPv4Address | None:
+    def ipv4(self, path: FieldPath, value: Any) -> IPv4 | None:
         if isinstance(value, str):
             try:
-                return IPv4Address(value)
+                return IPv4(value)
             except ValueError:
                 pass
         self.problem(path, "malformed IPv4 address", value)

@@ -14,6 +14,19 @@ HTTP_PORT = 8080
 BOOT_TFTP_DIR = "boot"  # kernel and initrd live in <tftp root>/boot/
 
 
+class IPv4(IPv4Address):
+    """An IPv4Address that formats itself once (a render prints each address many times)."""
+
+    __slots__ = ("_text",)
+
+    def __str__(self) -> str:
+        try:
+            return self._text
+        except AttributeError:
+            self._text = text = super().__str__()
+            return text
+
+
 class OsFamily(enum.StrEnum):
     """Decides the format of the network config that %post writes onto the clone."""
 

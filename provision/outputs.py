@@ -67,12 +67,15 @@ def write_tree(out_dir: Path, files: Mapping[str, str], prune: Sequence[Prune] =
     written: list[str] = []
     unchanged = 0
     try:
+        existing: set[str] = set()  # compare only with files that exist (one listing, not a failed open each)
         for directory in sorted({os.path.dirname(rel) for rel in files}):
-            os.makedirs(os.path.join(root, directory), exist_ok=True)
+            path = os.path.join(root, directory)
+            os.makedirs(path, exist_ok=True)
+            existing.update(os.path.join(directory, name) for name in os.listdir(path))
         for rel, text in files.items():
             path = os.path.join(root, rel)
             data = text.encode("utf-8")
-            if _same_bytes(path, data):
+            if rel in existing and _same_bytes(path, data):
                 unchanged += 1
                 continue
             _replace(path, data)
