@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -98,8 +98,8 @@ class _Parser:
         network = self.network(top.get("network"))
         boot = self.boot(top.get("boot"))
         images = self.images(top.get("images"))
-        kickstart = self.kickstart(top.get("kickstart", {}))
-        defaults = self.settings(("defaults",), top.get("defaults", {}), None)
+        kickstart = self.kickstart({} if top.get("kickstart") is None else top["kickstart"])
+        defaults = self.settings(("defaults",), {} if top.get("defaults") is None else top["defaults"], None)
         nodes = self.nodes(top.get("nodes"), defaults)
         if network is not None:
             self.check_addresses(network, server)
@@ -108,13 +108,18 @@ class _Parser:
             return None
         return Inventory(self.path, cluster, server, network, boot, images, kickstart, tuple(nodes))
 
+    def checked(self, m: dict, path: tuple, key: str, check: Callable, *args: Any) -> Any:
+        """check(path.key, value, *args) if the key has a value, else None (mapping() reports missing ones)."""
+        value = m.get(key)
+        return None if value is None else check(path + (key,), value, *args)
+
     def server(self, data: Any) -> Server | None:
         p = ("server",)
         m = self.f.mapping(p, data, ("name", "ip", "http_port", "dolly_port"), ("name", "ip"))
         if m is None:
             return None
-        name = self.f.hostname(p + ("name",), m["name"]) if m.get("name") is not None else None
-        ip = self.f.ipv4(p + ("ip",), m["ip"]) if m.get("ip") is not None else None
+        name = self.checked(m, p, "name", self.f.hostname)
+        ip = self.checked(m, p, "ip", self.f.ipv4)
         http_port = self.f.port(p + ("http_port",), m.get("http_port", HTTP_PORT))
         dolly_port = self.f.port(p + ("dolly_port",), m.get("dolly_port", DOLLY_PORT))
         if None in (name, ip, http_port, dolly_port):
@@ -126,26 +131,36 @@ class _Parser:
         m = self.f.mapping(p, data, ("subnet", "gateway", "dns", "domain"), ("subnet",))
         if m is None:
             return None
-        subnet = self.f.subnet(p + ("subnet",), m["subnet"]) if m.get("subnet") is not None else None
-        gateway = self.f.ipv4(p + ("gateway",), m["gateway"]) if m.get("gateway") is not None else None
-        dns_value = m.get("dns") or []
-        dns_list = [dns_value] if isinstance(dns_value, str) else self.f.sequence(p + ("dns",), dns_value) or []
-        dns = tuple(self.f.ipv4(p + ("dns", i) if not isinstance(dns_value, str) else p + ("dns",), v)
-                    for i, v in enumerate(dns_list))
-        domain = self.f.hostname(p + ("domain",), m["domain"]) if m.get("domain") is not None else None
+        subnet = self.checked(m, p, "subnet", self.f.subnet)
+        gateway = self.checked(m, p, "gateway", self.f.ipv4)
+        dns = self.dns(p + ("dns",), m.get("dns"))
+        domain = self.checked(m, p, "domain", self.f.hostname)
         if subnet is not None and gateway is not None and gateway not in subnet:
             self.f.problem(p + ("gateway",), f"gateway is outside the subnet {subnet}", str(gateway))
-        if subnet is None or None in dns:
+        if subnet is None or dns is None:
             return None
         return Network(subnet, gateway, dns, domain)
+
+    def dns(self, path: tuple, value: Any) -> tuple[IPv4Address, ...] | None:
+        """One address or a list of them."""
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            found = self.f.ipv4(path, value)
+            return None if found is None else (found,)
+        items = self.f.sequence(path, value)
+        if items is None:
+            return None
+        addresses = tuple(self.f.ipv4(path + (i,), item) for i, item in enumerate(items))
+        return None if None in addresses else addresses
 
     def boot(self, data: Any) -> Boot | None:
         p = ("boot",)
         m = self.f.mapping(p, data, ("kernel", "initrd", "append"), ("kernel", "initrd"))
         if m is None:
             return None
-        kernel = self.f.text(p + ("kernel",), m["kernel"], _WORD, "path") if m.get("kernel") is not None else None
-        initrd = self.f.text(p + ("initrd",), m["initrd"], _WORD, "path") if m.get("initrd") is not None else None
+        kernel = self.checked(m, p, "kernel", self.f.text, _WORD, "path")
+        initrd = self.checked(m, p, "initrd", self.f.text, _WORD, "path")
         append = self._append(p + ("append",), m.get("append", ""))
         if kernel and initrd and Path(kernel).name == Path(initrd).name:
             self.f.problem(p + ("initrd",), "kernel and initrd need different file names", initrd)
@@ -167,8 +182,8 @@ class _Parser:
             m = self.f.mapping(p, item, ("source", "target", "cook"), ("source", "target"))
             if m is None:
                 continue
-            source = self.f.text(p + ("source",), m["source"], _WORD, "path") if m.get("source") is not None else None
-            target = self.f.text(p + ("target",), m["target"], _MOUNT, "absolute path") if m.get("target") is not None else None
+            source = self.checked(m, p, "source", self.f.text, _WORD, "path")
+            target = self.checked(m, p, "target", self.f.text, _MOUNT, "absolute path")
             cook = self.f.boolean(p + ("cook",), m.get("cook", False))
             if None not in (source, target, cook):
                 images.append(Image(source, target, cook))
@@ -220,7 +235,7 @@ class _Parser:
         if m is None:
             return None
         device = self.f.text(path + ("device",), m.get("device", "sda"), _DEVICE, "disk device name (like sda)")
-        items = self.f.sequence(path + ("partitions",), m["partitions"]) if m.get("partitions") is not None else None
+        items = self.checked(m, path, "partitions", self.f.sequence)
         if items is None:
             return None
         parts = [self.partition(path + ("partitions", i), item) for i, item in enumerate(items)]
@@ -283,9 +298,9 @@ class _Parser:
             if m is None:
                 nodes.append(None)
                 continue
-            name = f.hostname(p + ("name",), m["name"]) if m.get("name") is not None else None
-            mac = f.mac(p + ("mac",), m["mac"]) if m.get("mac") is not None else None
-            ip = f.ipv4(p + ("ip",), m["ip"]) if m.get("ip") is not None else None
+            name = self.checked(m, p, "name", f.hostname)
+            mac = self.checked(m, p, "mac", f.mac)
+            ip = self.checked(m, p, "ip", f.ipv4)
             self.identities.append((i, name, mac, ip))
             settings = self.settings(p, m, base) if len(m) > 3 else base
             if None in (name, mac, ip, settings) or defaults is None:
