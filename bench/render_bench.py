@@ -57,11 +57,11 @@ def main() -> int:
         inv_path.write_text(inventory_text(args.nodes))
         out = args.keep or Path(tmp) / "out"
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         inv = load_inventory(inv_path)
         loaded = time.perf_counter()
         report = render_to(out, inv)  # cold: compile templates, render, dhcpd -t, write every file
-        written = time.perf_counter()
+        written, cpu_written = time.perf_counter(), time.process_time()
         files = render_files(inv)  # warm, in memory only
         rendered = time.perf_counter()
         again = render_to(out, inv)  # a re-render (what a flip does): nothing changed, nothing rewritten
@@ -76,6 +76,8 @@ def main() -> int:
     print(f"re-render, nothing changed:         {second - rendered:6.2f} s  ({again.files.unchanged} unchanged)")
     print(f"TOTAL load + validate + render + write: {total:.2f} s = {args.nodes / total:,.0f} nodes/s"
           f"  (target: 10,000 nodes < 3 s)")
+    print(f"      of which this process's CPU time: {cpu_written - cpu_start:.2f} s (the rest: waiting for the disk,"
+          f" dhcpd -t, other processes)")
     return 0
 
 

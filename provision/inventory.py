@@ -12,6 +12,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
 from provision.fields import Fields
 from provision.model import (
@@ -67,14 +68,15 @@ def load_inventory(path: str | Path) -> Inventory:
 
 def parse_inventory(text: str, path: Path) -> Inventory:
     """Validate inventory YAML text; `path` names the file in messages."""
-    try:
-        doc = load_yaml(text)
-    except YamlSyntaxError as exc:
-        raise InputError(f"{path}:{exc.line}: not valid YAML: {exc}") from None
-    fields = Fields(doc)
-    for dup in doc.duplicates:
-        fields.problem(dup.path, "key given twice")
-    inventory = _Parser(fields, path).inventory(doc.data)
+    with cycle_collector_paused():
+        try:
+            doc = load_yaml(text)
+        except YamlSyntaxError as exc:
+            raise InputError(f"{path}:{exc.line}: not valid YAML: {exc}") from None
+        fields = Fields(doc)
+        for dup in doc.duplicates:
+            fields.problem(dup.path, "key given twice")
+        inventory = _Parser(fields, path).inventory(doc.data)
     if fields.problems:
         count = len(fields.problems)
         lines = "\n".join("  " + p.render(path) for p in sorted(fields.problems, key=lambda p: p.line))

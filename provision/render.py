@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 
 from provision.bootmode import BootMode, modes_for
+from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
 from provision.model import DOLLY_PORT, Inventory, Node
 from provision.outputs import Prune, WriteReport, write_tree
@@ -123,6 +124,13 @@ def render_files(
     boot_modes: Mapping[str, BootMode] | None = None,
 ) -> dict[str, str]:
     """Every output file, relative path -> text. Per-node files first, dhcpd.conf last (see render_to)."""
+    with cycle_collector_paused():
+        return _render_files(inv, site_templates, boot_modes)
+
+
+def _render_files(
+    inv: Inventory, site_templates: Path | str | None, boot_modes: Mapping[str, BootMode] | None
+) -> dict[str, str]:
     env = environment(Path(site_templates).resolve() if site_templates is not None else None)
     modes = modes_for(inv, boot_modes)
     pxelinux = {mode: template(env, f"pxelinux/{mode}.cfg.j2") for mode in BootMode}
