@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from provision.model import IPv4
-from provision.yaml_lines import YamlDocument
-from provision.yaml_lines import Path as FieldPath
+from provision.yaml_lines import FieldPath, YamlDocument
 
 _MISSING = object()
 _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")

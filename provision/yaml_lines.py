@@ -12,7 +12,7 @@ try:  # libyaml's parser is several times faster; the pure-Python one gives the 
 except AttributeError:  # pragma: no cover - depends on how PyYAML was built
     _Loader = yaml.SafeLoader
 
-Path = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
@@ -29,7 +29,7 @@ class YamlSyntaxError(Exception):
 
 @dataclass(frozen=True)
 class DuplicateKey:
-    path: Path
+    path: FieldPath
     line: int
 
 
@@ -38,11 +38,11 @@ class YamlDocument:
     """Parsed data plus, for each field path, its line and the raw text of a plain scalar."""
 
     data: Any
-    lines: dict[Path, int]
-    raw: dict[Path, str]
+    lines: dict[FieldPath, int]
+    raw: dict[FieldPath, str]
     duplicates: list[DuplicateKey]
 
-    def line(self, path: Path) -> int:
+    def line(self, path: FieldPath) -> int:
         """The line of `path`, else of its nearest ancestor that has one."""
         while path:
             if path in self.lines:
@@ -76,14 +76,14 @@ class _Builder:
         self.loader = loader
         self.doc = doc
 
-    def build(self, node: yaml.Node, path: Path) -> Any:
+    def build(self, node: yaml.Node, path: FieldPath) -> Any:
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return self._sequence(node, path)
         return self._scalar(node, path)
 
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict:
+    def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
         if any(k.tag == _MERGE for k, _ in node.value):
             self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
         result: dict = {}
@@ -99,7 +99,7 @@ class _Builder:
             result[key] = self.build(value_node, child)
         return result
 
-    def _sequence(self, node: yaml.SequenceNode, path: Path) -> list:
+    def _sequence(self, node: yaml.SequenceNode, path: FieldPath) -> list:
         items = []
         for index, item in enumerate(node.value):
             child = path + (index,)
@@ -107,7 +107,7 @@ class _Builder:
             items.append(self.build(item, child))
         return items
 
-    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+    def _scalar(self, node: yaml.ScalarNode, path: FieldPath) -> Any:
         if node.style is None:  # plain scalar: keep the text for fields that want a string
             self.doc.raw[path] = node.value
             # YAML 1.1 reads 10:20:30 as a base-60 number; in an inventory it is a MAC or time.
