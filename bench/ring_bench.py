@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provision.netns import Network, parse_rate, teardown_prefix  # noqa: E402
+from provision.netns import Network, Shaping, parse_rate, teardown_prefix  # noqa: E402
 
 PREFIX = "rb"
 PY = sys.executable
@@ -72,11 +72,17 @@ def addr(i: int) -> str:
 
 
 class Rig:
+    """Every link shaped in both directions; the token bucket's burst holds one 64 KiB GSO segment
+    (tbf would otherwise split each segment in software and burn the CPU all 17 processes share)."""
+
     def __init__(self, rate: str, nodes: int):
         teardown_prefix(PREFIX)
-        self.net = Network(PREFIX, rate=rate)
+        self.net = Network(PREFIX)
+        shaping = Shaping(rate, burst_bytes=max(parse_rate(rate) // 8 // 250, 128 << 10))
         self.server = self.net.add_host("srv", address="10.77.0.1/24")
         self.nodes = [self.net.add_host(f"n{i}", address=f"{addr(i)}/24") for i in range(1, nodes + 1)]
+        for host in [self.server, *self.nodes]:
+            self.net.shape(host, shaping)
 
     def popen(self, host, argv, **kw):
         kw.setdefault("stdout", subprocess.PIPE)
@@ -175,6 +181,7 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, default=4 << 20)
     parser.add_argument("--timeout", type=float, default=3.0, help="dollyS --timeout (default 3)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    parser.add_argument("--no-star", action="store_true", help="skip the star baseline (quick runs)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("ring_bench needs root (network namespaces, tc)")
@@ -195,7 +202,7 @@ def main() -> int:
         rows = []
         for n in sizes:
             result = ring(rig, image, n, args.chunk_size, args.timeout)
-            star_s = star(rig, image, n)
+            star_s = float("nan") if args.no_star else star(rig, image, n)
             rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s})
             print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s", flush=True)
         kill_n = max(sizes)

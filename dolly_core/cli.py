@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 
 from dolly_core.config import DEFAULT_PORT, ConfigError, parse_config, parse_endpoint
 from dolly_core.node import Node
-from dolly_core.progress import Progress
 from dolly_core.server import Server, Settings, SetupError
 
 OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
@@ -100,6 +99,7 @@ def server_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     total = sum(f.size for f in server.setup.files)
     view = None
     if not args.quiet and (sys.stderr.isatty() or args.verbose):
+        from dolly_core.progress import Progress  # rich is imported only when something is shown
         view = Progress(names, total, live=sys.stderr.isatty(), log=log)
     log.info("sending %d file(s), %d bytes, to %d node(s)", len(server.setup.files), total, len(names))
     try:
