@@ -54,9 +54,9 @@ def parse_lease_file(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
 
 
-def obtain_lease(ns: str, iface: str, work_dir: Path, tries: int = 5, timeout: float = 30.0) -> Lease:
-    """Run udhcpc in namespace `ns` on `iface` until it has a lease (or fail with its output); return
-    the lease after checking that its address is really set on the interface."""
+def obtain_lease(ns: str | None, iface: str, work_dir: Path, tries: int = 5, timeout: float = 30.0) -> Lease:
+    """Run udhcpc in namespace `ns` (None: this process's own) on `iface` until it has a lease (or fail
+    with its output); return the lease after checking that its address is really set on the interface."""
     script = install_script(work_dir)
     lease_file = work_dir / "lease.env"
     lease_file.unlink(missing_ok=True)
@@ -64,20 +64,20 @@ def obtain_lease(ns: str, iface: str, work_dir: Path, tries: int = 5, timeout: f
             "-t", str(tries), "-T", "1", "-A", "1", "-V", PXE_VENDOR_CLASS, "-x", PXE_ARCH_OPTION]
     env = {**os.environ, "PROVISION_LEASE_FILE": str(lease_file)}
     try:
-        proc = subprocess.run(ns_argv(ns, argv), capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(ns_argv(ns, argv) if ns else argv, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        raise ProvisionError(f"{ns}: udhcpc got no lease within {timeout:.0f} s") from None
+        raise ProvisionError(f"{ns or iface}: udhcpc got no lease within {timeout:.0f} s") from None
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0 or not lease_file.is_file():
-        raise ProvisionError(f"{ns}: udhcpc got no lease (exit {proc.returncode}): {output}")
+        raise ProvisionError(f"{ns or iface}: udhcpc got no lease (exit {proc.returncode}): {output}")
     values = parse_lease_file(lease_file.read_text())
     lease = Lease(
         ip=ipaddress.IPv4Interface(f"{values['ip']}/{values.get('mask') or 24}"),
         router=values.get("router") or None, server_id=values.get("serverid") or None,
         next_server=values.get("siaddr") or None, boot_file=values.get("boot_file") or None,
         hostname=values.get("hostname") or None, domain=values.get("domain") or None)
-    shown = subprocess.run(["ip", "-n", ns, "-4", "-o", "addr", "show", "dev", iface],
+    shown = subprocess.run(["ip", *(["-n", ns] if ns else []), "-4", "-o", "addr", "show", "dev", iface],
                            capture_output=True, text=True).stdout
     if f" {lease.ip.with_prefixlen} " not in shown:
-        raise ProvisionError(f"{ns}: udhcpc reported lease {lease.ip} but {iface} does not have it: {shown.strip()}")
+        raise ProvisionError(f"{ns or iface}: udhcpc reported lease {lease.ip} but {iface} does not have it: {shown.strip()}")
     return lease

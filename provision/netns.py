@@ -16,7 +16,9 @@ switch egress on the switch port), so every host sees a full-duplex link of the 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import signal
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -106,7 +108,7 @@ def teardown_prefix(prefix: str) -> list[str]:
     removed = []
     for ns in list_namespaces():
         if ns.startswith(f"{prefix}-"):
-            _kill_processes_in(ns)
+            kill_processes(ns)
             _run(["ip", "netns", "delete", ns], check=False)
             removed.append(ns)
     if NETNS_ETC.is_dir():
@@ -115,11 +117,15 @@ def teardown_prefix(prefix: str) -> list[str]:
     return removed
 
 
-def _kill_processes_in(ns: str) -> None:
-    """Stop processes still running in `ns`, so deleting it really frees the network."""
-    pids = _run(["ip", "netns", "pids", ns], check=False).stdout.split()
+def kill_processes(ns: str) -> list[int]:
+    """SIGKILL every process running in namespace `ns` (`ip netns pids`); returns their pids."""
+    pids = [int(p) for p in _run(["ip", "netns", "pids", ns], check=False).stdout.split()]
     for pid in pids:
-        _run(["kill", "-KILL", pid], check=False)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
 
 
 class Network:

@@ -4,6 +4,6 @@ Each module here defines NAME, HELP, add_arguments(parser) and run(args, env) ->
 Register a new one by adding it to ALL (the order is the order of `provision --help`).
 """
 
-from provision.commands import render
+from provision.commands import lab, render
 
-ALL = [render]
+ALL = [render, lab]

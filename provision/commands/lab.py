@@ -1,0 +1,99 @@
+"""`provision lab`: the simulated cluster of network namespaces (up, down, status, boot, off, exec)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from collections.abc import Mapping
+
+from provision import lab
+from provision.errors import ExitStatus, InputError, ProvisionError
+from provision.inventory import load_inventory, resolve_inventory_path
+from provision.netns import ns_argv
+
+NAME = "lab"
+HELP = "the simulated cluster: a bridge, the server and up to 16 nodes as network namespaces (root)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        # also accepted after the action; SUPPRESS keeps a value given before it
+        p.add_argument("--inventory", metavar="FILE", default=argparse.SUPPRESS, help="inventory YAML")
+        return p
+
+    up = action("up", "build the lab (after clearing a leftover one) for the inventory's first N nodes")
+    up.add_argument("--nodes", type=int, metavar="N", help=f"how many nodes (default all, at most {lab.MAX_NODES})")
+    up.add_argument("--rate", default=lab.DEFAULT_RATE, metavar="RATE",
+                    help=f"tc rate of every link, both directions (default {lab.DEFAULT_RATE}; 'none' = unshaped)")
+    up.add_argument("--image-mib", type=int, default=lab.DEFAULT_IMAGE_MIB, metavar="MIB",
+                    help=f"size of the random image made if the inventory's image source is missing "
+                         f"(default {lab.DEFAULT_IMAGE_MIB})")
+    action("down", "remove everything `lab up` made (also a lab left over by a crash)")
+    status = action("status", "show the lab's nodes, namespaces, disks and addresses")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    boot = action("boot", "power on nodes: each plays PXE firmware + installer in its namespace")
+    boot.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all lab nodes)")
+    boot.add_argument("--wait", action="store_true", help="wait until they end; non-zero if any failed")
+    boot.add_argument("--dhcp-wait", type=float, default=300.0, metavar="S",
+                      help="seconds a node keeps asking for a DHCP lease (default 300)")
+    off = action("off", "power off nodes (kill their processes, link down)")
+    off.add_argument("nodes", nargs="+", metavar="NODE")
+    run_in = action("exec", "run a command in the namespace of a node or of the server")
+    run_in.add_argument("where", metavar="NODE|server")
+    run_in.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.lab_command == "up":
+        inv = load_inventory(resolve_inventory_path(args.inventory, env))
+        rate = None if args.rate == "none" else args.rate
+        built = lab.lab_up(inv, nodes=args.nodes, rate=rate, env=env, image_mib=args.image_mib)
+        print(f"lab up: {len(built.nodes)} nodes + server {built.server_name} ({built.server_address} in "
+              f"{built.server_ns}), links {built.rate or 'unshaped'}; disks under {lab.lab_dir(env) / 'disks'}")
+        return ExitStatus.SUCCESS
+    if args.lab_command == "down":
+        removed = lab.lab_down(env)
+        print(f"lab down: removed {len(removed)} namespaces")
+        return ExitStatus.SUCCESS
+    if args.lab_command == "status":
+        return _status(env, args.json)
+    current = lab.load_lab(env)
+    if current is None:
+        raise ProvisionError("no lab is up (provision lab up --inventory FILE)")
+    if args.lab_command == "boot":
+        procs = lab.boot_nodes(current, args.nodes, dhcp_wait=args.dhcp_wait)
+        print("lab boot: " + ", ".join(f"{name} (pid {p.pid})" for name, p in procs.items()))
+        if not args.wait:
+            return ExitStatus.SUCCESS
+        failed = [name for name, p in procs.items() if p.wait() != 0]
+        print("lab boot: all nodes on local boot" if not failed else f"lab boot: FAILED: {', '.join(failed)}")
+        return ExitStatus.ERROR if failed else ExitStatus.SUCCESS
+    if args.lab_command == "off":
+        lab.power_off(current, args.nodes)
+        return ExitStatus.SUCCESS
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise InputError("lab exec: no command given (provision lab exec NODE -- COMMAND ...)")
+    return subprocess.run(ns_argv(current.namespace_of(args.where), command)).returncode
+
+
+def _status(env: Mapping[str, str], as_json: bool) -> ExitStatus:
+    status = lab.lab_status(env)
+    if as_json:
+        print(json.dumps(status, indent=2))
+    elif not status["nodes"]:
+        print("no lab is up")
+    else:
+        server = status["server"]
+        print(f"lab {'up' if status['up'] else 'BROKEN'}: server {server['name']} {server['address']} "
+              f"in {server['namespace']}, links {status['rate'] or 'unshaped'}")
+        print(f"{'node':8} {'namespace':12} {'address':18} {'boot result':24} disk")
+        for n in status["nodes"]:
+            result = n["boot_result"]
+            outcome = "-" if result is None else ("local boot" if result["ok"] else "FAILED")
+            print(f"{n['name']:8} {n['namespace']:12} {n['address'] or '-':18} {outcome:24} {n['disk']}")
+    return ExitStatus.SUCCESS if status["up"] else ExitStatus.ERROR

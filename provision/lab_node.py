@@ -1,0 +1,272 @@
+"""A lab node's PXE firmware and installer, played with real clients inside the node's namespace.
+
+    ip netns exec pv-n01 python -m provision.lab_node --name n01 --mac 02:77:00:00:00:01 \
+        --disk /var/lib/provision/lab/disks/n01 --work /var/lib/provision/lab/nodes/n01
+
+(`provision lab boot` starts it like that.) What it does, as the real machine would:
+1. firmware: DHCP with busybox udhcpc (retrying until a server answers), the address checked on eth0;
+   TFTP (tftp-hpa) of the lease's boot file from its next-server, then of ldlinux.c32, then the PXE
+   config in pxelinux's search order (01-<mac>, hex IP prefixes, default);
+2. install entry: fetch the KERNEL and INITRD it names over TFTP, the kickstart named by `inst.ks=` in
+   APPEND over HTTP, take its %post script(s) with pykickstart and run them with SYSIMAGE=<disk> and
+   the venv's bin on PATH (so `dollyC` is found); a failing %post with --erroronfail stops here;
+3. "reboot": drop the address, DHCP and PXE again, and expect LOCALBOOT.
+The outcome goes to <work>/result.json; exit status 0 only if the node ended on local boot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from provision.dhcp_client import Lease, obtain_lease
+from provision.errors import ProvisionError
+
+IFACE = "eth0"
+
+
+@dataclass(frozen=True)
+class PxeEntry:
+    """The entry a pxelinux config boots by default."""
+
+    label: str
+    localboot: bool
+    kernel: str | None = None
+    initrd: str | None = None
+    append: str = ""
+
+
+def parse_pxelinux(text: str) -> PxeEntry:
+    """The DEFAULT label (else the first) of a pxelinux config: KERNEL/LINUX, INITRD (or initrd= in
+    APPEND), APPEND, LOCALBOOT. Keywords are case-insensitive, as in pxelinux."""
+    default, labels, current = None, {}, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, value = line.partition(" ")
+        keyword, value = keyword.upper(), value.strip()
+        if keyword == "DEFAULT":
+            default = value.split()[0] if value else None
+        elif keyword == "LABEL":
+            current = labels.setdefault(value, {"label": value})
+        elif current is not None and keyword in ("KERNEL", "LINUX", "INITRD", "APPEND", "LOCALBOOT"):
+            current[{"LINUX": "KERNEL"}.get(keyword, keyword)] = value
+    if not labels:
+        raise ProvisionError("PXE config has no LABEL")
+    if default is not None and default not in labels:
+        raise ProvisionError(f"PXE config: DEFAULT {default} names no LABEL")
+    chosen = labels[default] if default is not None else next(iter(labels.values()))
+    append = chosen.get("APPEND", "")
+    initrd = chosen.get("INITRD") or next(
+        (a.split("=", 1)[1] for a in append.split() if a.startswith("initrd=")), None)
+    entry = PxeEntry(label=chosen["label"], localboot="LOCALBOOT" in chosen, kernel=chosen.get("KERNEL"),
+                     initrd=initrd, append=append)
+    if not entry.localboot and not entry.kernel:
+        raise ProvisionError(f"PXE config: LABEL {entry.label} has neither KERNEL nor LOCALBOOT")
+    return entry
+
+
+def pxelinux_search_order(mac: str, ip: ipaddress.IPv4Address) -> list[str]:
+    """Config names pxelinux tries (after the UUID, which a lab node lacks): 01-<mac>, the address in
+    upper-case hex shortened one digit at a time, then `default`."""
+    hex_ip = f"{int(ip):08X}"
+    return ([f"pxelinux.cfg/01-{mac.lower().replace(':', '-')}"]
+            + [f"pxelinux.cfg/{hex_ip[:n]}" for n in range(8, 0, -1)] + ["pxelinux.cfg/default"])
+
+
+def kickstart_url(append: str) -> str | None:
+    """The URL of `inst.ks=` (or the older `ks=`) on a kernel command line."""
+    for arg in append.split():
+        key, _, value = arg.partition("=")
+        if key in ("inst.ks", "ks") and value.startswith(("http://", "https://")):
+            return value
+    return None
+
+
+@dataclass(frozen=True)
+class PostScript:
+    script: str
+    interpreter: str
+    in_chroot: bool
+    error_on_fail: bool
+
+
+def post_scripts(kickstart: str) -> list[PostScript]:
+    """The %post sections of a kickstart, as pykickstart (RHEL 9 syntax) parses them."""
+    try:
+        from pykickstart.constants import KS_SCRIPT_POST
+        from pykickstart.parser import KickstartParser
+        from pykickstart.version import RHEL9, makeVersion
+    except ImportError:
+        raise ProvisionError("pykickstart is not installed (pip install pykickstart): the lab installer "
+                             "needs it to read %post") from None
+    handler = makeVersion(RHEL9)
+    KickstartParser(handler).readKickstartFromString(kickstart)
+    return [PostScript(s.script, s.interp or "/bin/sh", s.inChroot, s.errorOnFail)
+            for s in handler.scripts if s.type == KS_SCRIPT_POST]
+
+
+@dataclass
+class BootResult:
+    name: str
+    ok: bool = False
+    first_entry: str | None = None  # install or local
+    after_reboot: str | None = None
+    address: str | None = None
+    post_exit: int | None = None
+    error: str | None = None
+    steps: list[dict] = field(default_factory=list)
+
+
+class LabNode:
+    def __init__(self, name: str, mac: str, disk: Path, work: Path, dhcp_wait: float, log):
+        self.name, self.mac, self.disk, self.work = name, mac.lower(), disk, work
+        self.dhcp_wait, self.log = dhcp_wait, log
+        self.result = BootResult(name)
+        self.tftp = shutil.which("tftp")
+        if self.tftp is None:
+            raise ProvisionError("tftp not found (Debian package tftp-hpa): the lab firmware's TFTP client")
+
+    def say(self, message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {self.name}: {message}", file=self.log, flush=True)
+
+    def step(self, name: str, started: float, detail: str) -> None:
+        self.result.steps.append({"step": name, "seconds": round(time.monotonic() - started, 3),
+                                  "detail": detail})
+        self.say(f"{name}: {detail}")
+
+    def dhcp(self) -> Lease:
+        started, deadline = time.monotonic(), time.monotonic() + self.dhcp_wait
+        subprocess.run(["ip", "-4", "addr", "flush", "dev", IFACE], check=True)
+        while True:
+            try:
+                lease = obtain_lease(None, IFACE, self.work / "dhcp")  # we run inside the node's namespace
+                break
+            except ProvisionError as exc:
+                if time.monotonic() > deadline:
+                    raise ProvisionError(f"DHCP: no lease within {self.dhcp_wait:.0f} s ({exc})") from None
+        if not lease.next_server or not lease.boot_file:
+            raise ProvisionError(f"DHCP lease {lease.ip} names no next-server/boot file: cannot PXE boot")
+        self.result.address = str(lease.ip)
+        self.step("dhcp", started, f"{lease.ip} from {lease.server_id}, next-server {lease.next_server}, "
+                                   f"file {lease.boot_file}")
+        return lease
+
+    def tftp_get(self, server: str, remote: str) -> Path | None:
+        """Fetch with tftp-hpa; None if the server says the file is not there. (tftp-hpa exits 0 even
+        on errors, so its output and the file decide.)"""
+        local = self.work / "tftp" / remote.replace("/", "_")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.unlink(missing_ok=True)
+        proc = subprocess.run([self.tftp, server, "-m", "binary", "-c", "get", remote, str(local)],
+                              capture_output=True, text=True, timeout=120)
+        out = (proc.stdout + proc.stderr).strip()
+        if "File not found" in out:
+            local.unlink(missing_ok=True)
+            return None
+        if proc.returncode != 0 or out or not local.is_file():
+            raise ProvisionError(f"TFTP {server}:{remote} failed: {out or f'exit {proc.returncode}'}")
+        return local
+
+    def pxe(self, lease: Lease) -> PxeEntry:
+        started = time.monotonic()
+        server = lease.next_server
+        for required in (lease.boot_file, "ldlinux.c32"):
+            if self.tftp_get(server, required) is None:
+                raise ProvisionError(f"TFTP {server}: {required} not found")
+        for name in pxelinux_search_order(self.mac, lease.ip.ip):
+            config = self.tftp_get(server, name)
+            if config is not None:
+                entry = parse_pxelinux(config.read_text())
+                mode = "local" if entry.localboot else "install"
+                self.step("pxe", started, f"{lease.boot_file}, ldlinux.c32, {name}: {mode} (LABEL {entry.label})")
+                return entry
+        raise ProvisionError(f"TFTP {server}: no PXE config for {self.mac}")
+
+    def install(self, lease: Lease, entry: PxeEntry) -> int:
+        started = time.monotonic()
+        for file in (entry.kernel, entry.initrd):
+            if file and self.tftp_get(lease.next_server, file) is None:
+                raise ProvisionError(f"TFTP {lease.next_server}: {file} (named by the PXE config) not found")
+        self.step("kernel", started, f"{entry.kernel} and {entry.initrd} fetched")
+        url = kickstart_url(entry.append)
+        if url is None:
+            raise ProvisionError(f"PXE APPEND has no inst.ks= URL: {entry.append!r}")
+        started = time.monotonic()
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            kickstart = resp.read().decode()
+        (self.work / "kickstart.ks").write_text(kickstart)
+        scripts = post_scripts(kickstart)
+        self.step("kickstart", started, f"{url}: {len(scripts)} %post script(s)")
+        self.disk.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SYSIMAGE": str(self.disk),
+               "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+        for i, script in enumerate(scripts, 1):
+            if script.in_chroot:
+                raise ProvisionError(f"%post #{i} runs in the chroot, but a lab disk holds no OS: use --nochroot")
+            started = time.monotonic()
+            path = self.work / f"post-{i}.sh"
+            path.write_text(script.script)
+            self.say(f"%post #{i} ({script.interpreter}) starts")
+            rc = subprocess.run([script.interpreter, str(path)], env=env, cwd=self.work,
+                                stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT).returncode
+            self.result.post_exit = rc
+            self.step("post", started, f"%post #{i} exit {rc}")
+            if rc != 0 and script.error_on_fail:
+                return rc
+        return 0
+
+    def boot(self) -> BootResult:
+        try:
+            lease = self.dhcp()
+            entry = self.pxe(lease)
+            self.result.first_entry = "local" if entry.localboot else "install"
+            if not entry.localboot:
+                if (rc := self.install(lease, entry)) != 0:
+                    raise ProvisionError(f"%post failed with exit {rc} (--erroronfail): installer stops")
+                self.say("reboot")
+                lease = self.dhcp()
+                entry = self.pxe(lease)
+                self.result.after_reboot = "local" if entry.localboot else "install"
+                if not entry.localboot:
+                    raise ProvisionError("after the install the PXE config still says install "
+                                         "(not flipped to local boot): the node would reinstall")
+            self.result.ok = True
+            self.say("boots from its local disk")
+        except (ProvisionError, OSError, subprocess.SubprocessError) as exc:
+            self.result.error = str(exc)
+            self.say(f"FAILED: {exc}")
+        return self.result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m provision.lab_node", description=__doc__.split("\n")[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--mac", required=True)
+    parser.add_argument("--disk", required=True, type=Path, help="the node's disk directory (SYSIMAGE)")
+    parser.add_argument("--work", required=True, type=Path, help="directory for downloads, log, result.json")
+    parser.add_argument("--dhcp-wait", type=float, default=300.0,
+                        help="seconds the firmware keeps asking for a lease (default 300)")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    node = LabNode(args.name, args.mac, args.disk, args.work, args.dhcp_wait, sys.stdout)
+    result = node.boot()
+    tmp = args.work / ".result.json.tmp"
+    tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    tmp.replace(args.work / "result.json")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
