@@ -31,7 +31,7 @@ from provision.inventory import state_dir
 from provision.model import Inventory
 from provision.state import write_json_atomic
 
-PREFIX = "pv"
+PREFIX = "pv"  # namespaces pv-sw, pv-<server>, pv-<node>; $PROVISION_LAB_PREFIX overrides (test rigs: pvt-...)
 MAX_NODES = 16
 DEFAULT_RATE = "100mbit"
 DEFAULT_IMAGE_MIB = 32
@@ -77,6 +77,10 @@ class Lab:
     def from_json(cls, data: Mapping) -> Lab:
         return cls(**{**data, "nodes": tuple(LabNode(**n) for n in data["nodes"]),
                       "created_files": tuple(data["created_files"])})
+
+
+def lab_prefix(env: Mapping[str, str] = os.environ) -> str:
+    return env.get("PROVISION_LAB_PREFIX") or PREFIX
 
 
 def lab_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -159,15 +163,16 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
     base = lab_dir(env)
     created = prepare_lab_files(inv, image_mib)
     server_address = f"{inv.server.ip}/{inv.network.prefixlen}"
+    prefix = lab_prefix(env)
     lab_nodes = tuple(
-        LabNode(name=n.name, ns=f"{PREFIX}-{n.name}", mac=n.mac, ip=str(n.ip),
+        LabNode(name=n.name, ns=f"{prefix}-{n.name}", mac=n.mac, ip=str(n.ip),
                 disk=str(base / "disks" / n.name), work=str(base / "nodes" / n.name))
         for n in inv.nodes[:count])
-    lab = Lab(inventory=str(Path(inv.path).resolve()), prefix=PREFIX, switch_ns=f"{PREFIX}-sw",
-              server_ns=f"{PREFIX}-{inv.server.name}", server_name=inv.server.name,
+    lab = Lab(inventory=str(Path(inv.path).resolve()), prefix=prefix, switch_ns=f"{prefix}-sw",
+              server_ns=f"{prefix}-{inv.server.name}", server_name=inv.server.name,
               server_address=server_address, rate=rate, nodes=lab_nodes, created_files=tuple(created))
     write_json_atomic(lab_file(env), lab.to_json())  # recorded first: a failed `up` is cleared by `down`
-    net = netns.Network(PREFIX, rate=rate)
+    net = netns.Network(prefix, rate=rate)
     try:
         net.add_host(inv.server.name, address=server_address)
         for node in lab_nodes:
@@ -185,13 +190,14 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
 
 
 def lab_down(env: Mapping[str, str] = os.environ) -> list[str]:
-    """Remove every `pv-` namespace (killing what runs in them), the lab's disks and work files and the
-    files lab_up created; returns the namespaces removed. Works without a lab record (after a crash)."""
+    """Remove every namespace of the lab's prefix (killing what runs in them), the lab's disks and work
+    files and the files lab_up created; returns the namespaces removed. Works without a lab record
+    (after a crash): then the prefix is $PROVISION_LAB_PREFIX or `pv`."""
     try:
         lab = load_lab(env)
     except ProvisionError:
         lab = None
-    removed = netns.teardown_prefix(PREFIX)
+    removed = netns.teardown_prefix(lab.prefix if lab is not None else lab_prefix(env))
     base = lab_dir(env)
     for sub in ("disks", "nodes"):
         shutil.rmtree(base / sub, ignore_errors=True)
