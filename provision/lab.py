@@ -242,7 +242,8 @@ def _select(lab: Lab, names: Sequence[str]) -> list[LabNode]:
     return [lab.node(n) for n in names] if names else list(lab.nodes)
 
 
-def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0) -> dict[str, subprocess.Popen]:
+def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
+               reboot_seconds: float = 3.0) -> dict[str, subprocess.Popen]:
     """Power on lab nodes (all if `names` is empty): each runs provision.lab_node inside its namespace,
     output to <work>/boot.log. Returns the processes (they outlive this one if it exits)."""
     package_root = str(Path(__file__).resolve().parent.parent)
@@ -255,7 +256,7 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0) ->
         (work / "result.json").unlink(missing_ok=True)
         argv = netns.ns_argv(node.ns, [sys.executable, "-m", "provision.lab_node", "--name", node.name,
                                        "--mac", node.mac, "--disk", node.disk, "--work", node.work,
-                                       "--dhcp-wait", str(dhcp_wait)])
+                                       "--dhcp-wait", str(dhcp_wait), "--reboot-seconds", str(reboot_seconds)])
         with open(work / "boot.log", "ab") as log:
             procs[node.name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -130,9 +130,10 @@ class BootResult:
 
 
 class LabNode:
-    def __init__(self, name: str, mac: str, disk: Path, work: Path, dhcp_wait: float, log):
+    def __init__(self, name: str, mac: str, disk: Path, work: Path, dhcp_wait: float, log,
+                 reboot_seconds: float = 3.0):
         self.name, self.mac, self.disk, self.work = name, mac.lower(), disk, work
-        self.dhcp_wait, self.log = dhcp_wait, log
+        self.dhcp_wait, self.log, self.reboot_seconds = dhcp_wait, log, reboot_seconds
         self.result = BootResult(name)
         self.tftp = shutil.which("tftp")
         if self.tftp is None:
@@ -235,7 +236,8 @@ class LabNode:
             if not entry.localboot:
                 if (rc := self.install(lease, entry)) != 0:
                     raise ProvisionError(f"%post failed with exit {rc} (--erroronfail): installer stops")
-                self.say("reboot")
+                self.say(f"reboot ({self.reboot_seconds:g} s until the firmware runs again)")
+                time.sleep(self.reboot_seconds)
                 lease = self.dhcp()
                 entry = self.pxe(lease)
                 self.result.after_reboot = "local" if entry.localboot else "install"
@@ -258,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", required=True, type=Path, help="directory for downloads, log, result.json")
     parser.add_argument("--dhcp-wait", type=float, default=300.0,
                         help="seconds the firmware keeps asking for a lease (default 300)")
+    parser.add_argument("--reboot-seconds", type=float, default=3.0,
+                        help="time a reboot takes before the firmware asks DHCP again (default 3)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    node = LabNode(args.name, args.mac, args.disk, args.work, args.dhcp_wait, sys.stdout)
+    node = LabNode(args.name, args.mac, args.disk, args.work, args.dhcp_wait, sys.stdout, args.reboot_seconds)
     result = node.boot()
     tmp = args.work / ".result.json.tmp"
     tmp.write_text(json.dumps(asdict(result), indent=2) + "\n")

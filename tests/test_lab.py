@@ -70,6 +70,14 @@ def test_lab_up_status_down(lab_env, tmp_path, capsys):
     assert status["nodes"][0]["disk"] == str(tmp_path / "state" / "lab" / "disks" / "n01")
     assert Path(status["nodes"][0]["disk"]).is_dir()
 
+    # power: a booted node asks for DHCP (no server yet) until `off` kills it and takes its link down
+    procs = lab.boot_nodes(lab.load_lab(env), ["n02"], dhcp_wait=60)
+    assert procs["n02"].poll() is None
+    lab.power_off(lab.load_lab(env), ["n02"])
+    assert procs["n02"].wait(timeout=10) != 0
+    assert "state DOWN" in subprocess.run(["ip", "-n", f"{prefix}-n02", "link", "show", "eth0"],
+                                          capture_output=True, text=True).stdout
+
     # a second `up` clears the first (as after a crash) and builds a fresh lab
     assert provision_main(["lab", "up", "--inventory", str(inventory), "--nodes", "1", "--image-mib", "1"], env) == 0
     assert f"{prefix}-n02" not in netns.list_namespaces()
@@ -99,7 +107,7 @@ def test_nodes_install_through_real_services_and_boot_locally(lab_env, tmp_path)
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=serve_err, text=True, cwd=REPO)
     try:
         assert server.stdout.readline().strip() == "SERVING", (tmp_path / "serve.log").read_text()
-        nodes = lab.boot_nodes(built, dhcp_wait=30)
+        nodes = lab.boot_nodes(built, dhcp_wait=30, reboot_seconds=0.5)
         codes = {name: proc.wait(timeout=120) for name, proc in nodes.items()}
     finally:
         server.stdin.close()

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     boot.add_argument("--wait", action="store_true", help="wait until they end; non-zero if any failed")
     boot.add_argument("--dhcp-wait", type=float, default=300.0, metavar="S",
                       help="seconds a node keeps asking for a DHCP lease (default 300)")
+    boot.add_argument("--reboot-seconds", type=float, default=3.0, metavar="S",
+                      help="time a node's reboot takes after its install (default 3)")
     off = action("off", "power off nodes (kill their processes, link down)")
     off.add_argument("nodes", nargs="+", metavar="NODE")
     run_in = action("exec", "run a command in the namespace of a node or of the server")
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if current is None:
         raise ProvisionError("no lab is up (provision lab up --inventory FILE)")
     if args.lab_command == "boot":
-        procs = lab.boot_nodes(current, args.nodes, dhcp_wait=args.dhcp_wait)
+        procs = lab.boot_nodes(current, args.nodes, dhcp_wait=args.dhcp_wait, reboot_seconds=args.reboot_seconds)
         print("lab boot: " + ", ".join(f"{name} (pid {p.pid})" for name, p in procs.items()))
         if not args.wait:
             return ExitStatus.SUCCESS
