@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -159,16 +159,25 @@ def _render_files(
     return files
 
 
-def dolly_ring(inv: Inventory) -> dict[str, Any]:
-    """Names for dolly.conf in ring order; NAME:PORT where a port differs from dolly's default."""
+def dolly_ring(inv: Inventory, nodes: Sequence[Node] | None = None, by_address: bool = False) -> dict[str, Any]:
+    """Ring members for dolly.conf in ring order (all nodes unless `nodes` is given), by name or, with
+    `by_address`, by IP (so nothing needs to resolve names); NAME:PORT where a port is not dolly's default."""
 
-    def entry(name: str, port: int) -> str:
-        return name if port == DOLLY_PORT else f"{name}:{port}"
+    def entry(name: str, ip: Any, port: int) -> str:
+        host = str(ip) if by_address else name
+        return host if port == DOLLY_PORT else f"{host}:{port}"
 
     return {
-        "server": entry(inv.server.name, inv.server.dolly_port),
-        "clients": [entry(node.name, node.dolly_port) for node in inv.nodes],
+        "server": entry(inv.server.name, inv.server.ip, inv.server.dolly_port),
+        "clients": [entry(node.name, node.ip, node.dolly_port) for node in (inv.nodes if nodes is None else nodes)],
     }
+
+
+def render_ring_config(inv: Inventory, nodes: Sequence[Node], site_templates: Path | str | None = None) -> str:
+    """dolly.conf for a run over `nodes` only (the ones that are ready), by address."""
+    env = environment(Path(site_templates).resolve() if site_templates is not None else None)
+    context = {"inv": inv, "default_dolly_port": DOLLY_PORT, **dolly_ring(inv, nodes, by_address=True)}
+    return render_template(template(env, "dolly.conf.j2"), context)
 
 
 @dataclass(frozen=True)

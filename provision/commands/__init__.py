@@ -1,9 +1,9 @@
 """Subcommands of `provision`.
 
-Each module here defines NAME, HELP, add_arguments(parser) and run(args, env) -> ExitStatus.
-Register a new one by adding it to ALL (the order is the order of `provision --help`).
+Each entry of ALL has NAME, HELP, add_arguments(parser) and run(args, env) -> ExitStatus: a module, or a
+commands.command.Command value where one module defines several. The order is that of `provision --help`.
 """
 
-from provision.commands import lab, render
+from provision.commands import flip, install, lab, remote, render, status
 
-ALL = [render, lab]
+ALL = [render, install, status, flip.to_local, flip.to_install, remote.run, remote.verify, lab]

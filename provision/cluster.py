@@ -1,0 +1,73 @@
+"""Where one cluster's files live under the state directory, and what the last install recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision.inventory import LAST_INSTALL_FILE, state_dir
+from provision.model import Inventory
+from provision.services.dhcpd import DhcpdProcess
+from provision.state import StateStore, write_json_atomic
+
+
+@dataclass(frozen=True)
+class ClusterFiles:
+    """<state dir>/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
+    config, leases, pid, log), dolly/ (the ring config of a run and its report), install.json."""
+
+    state: Path
+    cluster: str
+
+    @classmethod
+    def of(cls, inv: Inventory, env: Mapping[str, str] = os.environ) -> ClusterFiles:
+        return cls(state_dir(env), inv.cluster)
+
+    @property
+    def root(self) -> Path:
+        return self.state / self.cluster
+
+    @property
+    def rendered(self) -> Path:
+        return self.root / "rendered"
+
+    @property
+    def tftp_root(self) -> Path:
+        return self.rendered / "tftpboot"
+
+    @property
+    def kickstarts(self) -> Path:
+        return self.rendered / "kickstart"
+
+    @property
+    def dolly(self) -> Path:
+        return self.root / "dolly"
+
+    @property
+    def install_record(self) -> Path:
+        return self.root / "install.json"
+
+    def dhcpd(self) -> DhcpdProcess:
+        run_dir = self.root / "dhcpd"
+        return DhcpdProcess(run_dir / "dhcpd.conf", run_dir)
+
+    def store(self) -> StateStore:
+        return StateStore(self.state / f"nodes-{self.cluster}.json")
+
+    def record_install(self, inv: Inventory, site_templates: Path | None) -> None:
+        """Remember the inventory (for commands run without --inventory) and the site templates."""
+        record = {"inventory": str(Path(inv.path).resolve()),
+                  "templates": str(site_templates.resolve()) if site_templates else None}
+        write_json_atomic(self.install_record, record)
+        write_json_atomic(self.state / LAST_INSTALL_FILE, record)
+
+    def recorded_templates(self) -> Path | None:
+        """The site template directory the last install of this cluster used, if any."""
+        try:
+            templates = json.loads(self.install_record.read_text(encoding="utf-8")).get("templates")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return Path(templates) if templates else None

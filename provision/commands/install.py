@@ -1,0 +1,52 @@
+"""`provision install`: render, serve, wait for ready nodes, clone through the ring, flip, report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+from provision.errors import ExitStatus
+from provision.inventory import load_inventory, resolve_inventory_path
+from provision.table import print_table
+from provision.workflow import Install, InstallOptions
+
+NAME = "install"
+HELP = "install the cluster: serve PXE/DHCP/kickstarts, clone through the ring, flip nodes to local boot"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--templates", metavar="SITE_DIR", type=Path,
+                        help="site template directory, searched before the shipped templates")
+    parser.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                        help="longest wait for nodes to report ready (default 600)")
+    parser.add_argument("--enough", type=int, metavar="N",
+                        help="start cloning as soon as N nodes are ready (default: all)")
+    parser.add_argument("--no-probe", dest="probe", action="store_false",
+                        help="do not ARP-probe nodes that did not report ready")
+    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="ring time-out: a node silent this long is short-cut (default 10)")
+    parser.add_argument("--chunk-size", type=int, metavar="BYTES", help="ring chunk size (dollyS default)")
+    parser.add_argument("--finish-wait", type=float, default=600.0, metavar="SECONDS",
+                        help="longest wait for nodes to report done after the clone (default 600)")
+    parser.add_argument("--linger", type=float, default=5.0, metavar="SECONDS",
+                        help="keep serving this long at the end, for rebooting nodes (default 5)")
+    parser.add_argument("--tftp-port", type=int, default=69, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request and ring step")
+
+
+def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    inv = load_inventory(resolve_inventory_path(args.inventory, env))
+    options = InstallOptions(site_templates=args.templates, wait=args.wait, enough=args.enough,
+                             probe=args.probe, dolly_timeout=args.timeout, chunk_size=args.chunk_size,
+                             finish_wait=args.finish_wait, linger=args.linger, tftp_port=args.tftp_port,
+                             verbose=args.verbose)
+    result = Install(inv, options, env, show=lambda line: print(f"provision: {line}", flush=True)).run()
+    print_table(result.records, title=f"cluster {inv.cluster}")
+    failed = [r.name for r in result.records if not r.state == "done"]
+    print(f"{len(result.records) - len(failed)} of {len(result.records)} node(s) done"
+          + (f"; not done: {' '.join(failed)}" if failed else ""))
+    return ExitStatus.SUCCESS if result.ok else ExitStatus.ERROR

@@ -1,0 +1,71 @@
+"""Switch nodes between install and local boot: change the mode, re-render, check, swap, reload dhcpd.
+
+The rendered PXE configs and dhcpd.conf are a function of (inventory, boot modes); a flip never edits a
+written file. Order: render everything with the new modes (dhcpd -t checks it) -> make it the live dhcpd
+config and restart our dhcpd if it runs -> record the modes. A failure before the swap changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision.bootmode import BootMode
+from provision.cluster import ClusterFiles
+from provision.errors import InputError
+from provision.model import Inventory
+from provision.render import DHCPD_CONF, render_to
+from provision.services.dhcpd import install as install_dhcpd_config
+
+
+@dataclass(frozen=True)
+class FlipResult:
+    mode: BootMode
+    changed: tuple[str, ...]     # nodes whose mode changed
+    unchanged: tuple[str, ...]   # nodes that had this mode already
+    dhcpd_reloaded: bool
+
+
+def current_modes(inv: Inventory, files: ClusterFiles) -> dict[str, BootMode]:
+    """Every inventory node's recorded boot mode (install when nothing is recorded)."""
+    records = files.store().load()
+    return {name: records[name].boot if name in records else BootMode.INSTALL for name in inv.node_names}
+
+
+def select_nodes(inv: Inventory, names: Iterable[str], all_nodes: bool) -> list[str]:
+    """Validate node names against the inventory (all of them at once); --all means every node."""
+    names = list(names)
+    if all_nodes == bool(names):
+        raise InputError("name the nodes to flip, or give --all (not both)")
+    if all_nodes:
+        return list(inv.node_names)
+    unknown = [n for n in names if n not in inv.node_names]
+    if unknown:
+        raise InputError(f"{inv.path}: unknown node(s): {', '.join(unknown)} (nothing was changed)")
+    return list(dict.fromkeys(names))
+
+
+def apply_modes(inv: Inventory, files: ClusterFiles, modes: dict[str, BootMode],
+                site_templates: Path | None) -> bool:
+    """Render with `modes` into the cluster's rendered dir and make its dhcpd.conf live; restart our dhcpd
+    if it runs. Returns whether dhcpd was restarted."""
+    render_to(files.rendered, inv, site_templates=site_templates, boot_modes=modes)
+    dhcpd = files.dhcpd()
+    if dhcpd.running():
+        return dhcpd.install_and_reload(files.rendered / DHCPD_CONF)
+    install_dhcpd_config(files.rendered / DHCPD_CONF, dhcpd.config)
+    return False
+
+
+def flip(inv: Inventory, files: ClusterFiles, names: Iterable[str], mode: BootMode,
+         site_templates: Path | None = None) -> FlipResult:
+    """Set `names` to `mode` (idempotent). Site templates default to those of the last install."""
+    names = list(names)
+    modes = current_modes(inv, files)
+    changed = tuple(n for n in names if modes[n] is not mode)
+    unchanged = tuple(n for n in names if modes[n] is mode)
+    modes.update(dict.fromkeys(names, mode))
+    reloaded = apply_modes(inv, files, modes, site_templates or files.recorded_templates())
+    files.store().set_boot(names, mode)
+    return FlipResult(mode, changed, unchanged, reloaded)

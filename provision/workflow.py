@@ -1,0 +1,278 @@
+"""`provision install`: from "reset pushed" to "every node cloned, personalised and on local boot".
+
+render -> boot files -> dhcpd -> TFTP + HTTP -> wait for nodes to report ready (ARP probe as a fallback)
+-> dollyS over the ready nodes in inventory order -> as each node reports done, flip it to local boot
+-> final table. Node state lives in the state store, so `provision status` follows from another terminal
+and a rerun after a crash of provision itself does not clone finished nodes again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision.bootmode import BootMode
+from provision.cluster import ClusterFiles
+from provision.errors import ProvisionError
+from provision.flip import apply_modes, current_modes
+from provision.model import Inventory, Node
+from provision.probe import answering_arp
+from provision.render import render_ring_config
+from provision.services.http import HttpServer
+from provision.services.tftp import TftpServer, install_boot_files
+from provision.state import NodeRecord, NodeState
+
+log = logging.getLogger("provision.install")
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    site_templates: Path | None = None
+    wait: float = 600.0              # longest wait for nodes to report ready
+    enough: int | None = None        # start the ring once this many are ready (default: all pending)
+    probe: bool = True               # ARP-probe nodes that did not report (the seed's "ping" fallback)
+    dolly_timeout: float = 10.0      # dollyS --timeout: when a silent node counts as dead
+    chunk_size: int | None = None
+    finish_wait: float = 600.0       # after the ring: longest wait for the nodes' `done` reports
+    linger: float = 5.0              # keep serving so rebooting nodes find their local-boot config
+    tftp_port: int = 69
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    records: tuple[NodeRecord, ...]  # every inventory node, in ring order
+
+    @property
+    def ok(self) -> bool:
+        return all(r.state is NodeState.DONE for r in self.records)
+
+
+class Flipper:
+    """Flips nodes to local boot from one thread, in batches (one render and one dhcpd restart for all
+    nodes that finished meanwhile). A node's `done` report returns only after its flip, so the node
+    reboots into local boot, never into a second install."""
+
+    def __init__(self, apply: Callable[[list[str]], None], on_error: Callable[[str, str], None]):
+        self._apply, self._on_error = apply, on_error
+        self._queue: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="flipper", daemon=True)
+        self._thread.start()
+
+    def flip(self, name: str, timeout: float = 60.0) -> bool:
+        done = threading.Event()
+        self._queue.put((name, done))
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        self._queue.put(("", threading.Event()))
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            names = [name for name, _ in batch if name]
+            if names:
+                try:
+                    self._apply(names)
+                except ProvisionError as exc:
+                    for name in names:
+                        self._on_error(name, f"flip to local boot failed: {exc}")
+            for _, event in batch:
+                event.set()
+            if len(names) < len(batch):
+                return
+
+
+class Install:
+    """One run of `provision install` for one inventory."""
+
+    def __init__(self, inv: Inventory, options: InstallOptions, env: Mapping[str, str] = os.environ,
+                 show: Callable[[str], None] = print):
+        self.inv, self.options, self.env, self.show = inv, options, env, show
+        self.files = ClusterFiles.of(inv, env)
+        self.store = self.files.store()
+        self.changed = threading.Event()  # set on every node report: wakes the waiting loops
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    def run(self) -> InstallResult:
+        self.files.record_install(self.inv, self.options.site_templates)
+        pending = self.prepare_state()
+        modes = current_modes(self.inv, self.files)
+        apply_modes(self.inv, self.files, modes, self.options.site_templates)
+        install_boot_files(self.files.tftp_root, self.inv.boot)
+        dhcpd = self.files.dhcpd()
+        if not dhcpd.running():
+            dhcpd.start()
+        self.show(f"dhcpd serving {self.inv.network.subnet} (pid {dhcpd.pid()}); "
+                  f"{len(pending)} node(s) to install, {len(self.inv.nodes) - len(pending)} done before")
+        tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
+        flipper = Flipper(self.flip_to_local, self.fail)
+        http = HttpServer(self.files.kickstarts, nodes=self.inv.node_names,
+                          on_report=lambda n, s, m: self.on_report(flipper, n, s, m),
+                          host=str(self.inv.server.ip), port=self.inv.server.http_port,
+                          states=lambda: [r.to_json() for r in self.records()])
+        tftp.start()
+        try:
+            http.start()
+            try:
+                if pending:
+                    ready = self.wait_ready(pending)
+                    if ready:
+                        self.clone(ready)
+                    self.wait_finished(pending)
+                    time.sleep(self.options.linger)
+            finally:
+                http.stop()
+        finally:
+            tftp.stop()
+            flipper.close()
+        return InstallResult(tuple(self.records()))
+
+    def prepare_state(self) -> list[Node]:
+        """Nodes to install: every node not done before (those restart as `waiting` on install boot)."""
+        records = self.store.ensure(self.inv.node_names)
+        pending = [n for n in self.inv.nodes if records[n.name].state is not NodeState.DONE]
+        for node in pending:
+            self.store.update(node.name, state=NodeState.WAITING, boot=BootMode.INSTALL, error=None,
+                              message=None, bytes=None, seconds=None)
+        return pending
+
+    def wait_ready(self, pending: list[Node]) -> list[Node]:
+        """Wait until every pending node (or `enough` of them) reported ready, or until `wait` runs out;
+        then ARP-probe the silent ones. Nodes that are not ready by then are failed."""
+        enough = self.options.enough or len(pending)
+        deadline = time.monotonic() + self.options.wait
+        self.show(f"waiting up to {self.options.wait:.0f} s for {enough} of {len(pending)} node(s) to report ready")
+        while True:
+            ready = self._in_state(pending, NodeState.READY)
+            if len(ready) >= enough or time.monotonic() >= deadline:
+                break
+            self.changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            self.changed.clear()
+        silent = [n for n in pending if self.record(n.name).state is NodeState.WAITING]
+        if silent and len(ready) < enough and self.options.probe:
+            alive = answering_arp([str(n.ip) for n in silent])
+            for node in silent:
+                if str(node.ip) in alive:
+                    self.store.update(node.name, state=NodeState.READY,
+                                      message="answers ARP but sent no ready report")
+            ready = self._in_state(pending, NodeState.READY)
+        for node in pending:
+            if self.record(node.name).state is NodeState.WAITING:
+                self.fail(node.name, f"not ready within {self.options.wait:.0f} s (no report, no ARP answer)")
+        self.show(f"{len(ready)} node(s) ready: {' '.join(n.name for n in ready) or '-'}")
+        return ready
+
+    def clone(self, ready: list[Node]) -> None:
+        """Run dollyS over the ready nodes, in inventory order; record its verdict per node."""
+        self.files.dolly.mkdir(parents=True, exist_ok=True)
+        config = self.files.dolly / "ring.conf"
+        report = self.files.dolly / "report.json"
+        config.write_text(render_ring_config(self.inv, ready, self.options.site_templates), encoding="utf-8")
+        report.unlink(missing_ok=True)
+        argv = [dolly_server(), "-f", str(config), "--json", str(report),
+                "--timeout", str(self.options.dolly_timeout)]
+        if self.options.chunk_size:
+            argv += ["--chunk-size", str(self.options.chunk_size)]
+        if self.options.verbose:
+            argv.append("-v")
+        self.show(f"cloning {', '.join(str(i.source) for i in self.inv.images)} through a ring of "
+                  f"{len(ready)} node(s): {' -> '.join([self.inv.server.name, *(n.name for n in ready)])}")
+        with open(self.files.dolly / "dollyS.log", "wb") as log_file:
+            status = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **self.env}).returncode
+        verdicts = read_ring_report(report, len(ready))
+        for node, verdict in zip(ready, verdicts):
+            if verdict is None:
+                self.fail(node.name, f"dollyS exited with status {status} and reported nothing on this node "
+                                     f"(see {self.files.dolly / 'dollyS.log'})")
+            elif not verdict.get("ok"):
+                self.fail(node.name, f"clone failed: {verdict.get('error') or 'not verified'}")
+            else:
+                self.store.update(node.name, bytes=verdict.get("bytes"), seconds=verdict.get("seconds"))
+
+    def wait_finished(self, pending: list[Node]) -> None:
+        """Wait for every pending node that is not failed to report done (and be flipped)."""
+        deadline = time.monotonic() + self.options.finish_wait
+        while time.monotonic() < deadline:
+            open_nodes = [n for n in pending if self.record(n.name).state not in (NodeState.DONE, NodeState.FAILED)]
+            if not open_nodes:
+                return
+            self.changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            self.changed.clear()
+        for node in pending:
+            if self.record(node.name).state not in (NodeState.DONE, NodeState.FAILED):
+                self.fail(node.name, f"no done report within {self.options.finish_wait:.0f} s after the clone")
+
+    # -- reports and flips -------------------------------------------------------------------------
+
+    def on_report(self, flipper: Flipper, name: str, state: NodeState, message: str) -> None:
+        """A node's report (HTTP thread). `done` is recorded once the node is flipped to local boot."""
+        if state is NodeState.DONE:
+            self.store.update(name, message=message)
+            if not flipper.flip(name):
+                self.fail(name, "flip to local boot did not finish in time")
+        else:
+            self.store.report(name, state, message)
+            self.show(f"{name}: {state}{f' ({message})' if message else ''}")
+        self.changed.set()
+
+    def flip_to_local(self, names: list[str]) -> None:
+        modes = current_modes(self.inv, self.files)
+        modes.update(dict.fromkeys(names, BootMode.LOCAL))
+        apply_modes(self.inv, self.files, modes, self.options.site_templates)
+        self.store.set_boot(names, BootMode.LOCAL)
+        for name in names:
+            self.store.update(name, state=NodeState.DONE, error=None)
+        self.show(f"{', '.join(names)}: done, switched to local boot")
+
+    def fail(self, name: str, error: str) -> None:
+        self.store.update(name, state=NodeState.FAILED, error=error)
+        self.show(f"{name}: FAILED: {error}")
+        self.changed.set()
+
+    # -- reading state -----------------------------------------------------------------------------
+
+    def record(self, name: str) -> NodeRecord:
+        return self.store.load().get(name, NodeRecord(name))
+
+    def records(self) -> list[NodeRecord]:
+        stored = self.store.load()
+        return [stored.get(name, NodeRecord(name)) for name in self.inv.node_names]
+
+    def _in_state(self, nodes: list[Node], state: NodeState) -> list[Node]:
+        stored = self.store.load()
+        return [n for n in nodes if n.name in stored and stored[n.name].state is state]
+
+
+def dolly_server() -> str:
+    """dollyS next to this Python (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / "dollyS"
+    found = str(beside) if beside.exists() else shutil.which("dollyS")
+    if found is None:
+        raise ProvisionError("dollyS not found (it is installed with this package)")
+    return found
+
+
+def read_ring_report(path: Path, members: int) -> list[dict | None]:
+    """dollyS's JSON verdicts in ring order (its `nodes` list follows the ring config); None for each
+    member when there is no usable report."""
+    try:
+        nodes = json.loads(path.read_text(encoding="utf-8"))["nodes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [None] * members
+    return [*nodes[:members], *[None] * (members - len(nodes))]
