@@ -41,8 +41,10 @@ test: deps
 test-fast: deps
 	$(PY) -m pytest -m "not vm" $(PYTEST_ARGS)
 
+# The whole workflow on a simulated cluster of network namespaces (root): lab up (4 nodes), provision install
+# in the lab's server namespace, the nodes PXE-boot and install with real clients, summary, lab down.
 demo: deps
-	$(PY) -m provision render --inventory inventory/example.yaml --out build/demo
+	$(PY) -m provision lab demo --inventory inventory/lab.yaml --nodes 4
 
 bench: deps
 	$(PY) bench/render_bench.py

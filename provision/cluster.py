@@ -16,7 +16,7 @@ from provision.state import StateStore, write_json_atomic
 
 @dataclass(frozen=True)
 class ClusterFiles:
-    """<state dir>/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
+    """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
     config, leases, pid, log), dolly/ (the ring config of a run and its report), install.json."""
 
     state: Path
@@ -28,7 +28,7 @@ class ClusterFiles:
 
     @property
     def root(self) -> Path:
-        return self.state / self.cluster
+        return self.state / "clusters" / self.cluster
 
     @property
     def rendered(self) -> Path:
@@ -55,7 +55,7 @@ class ClusterFiles:
         return DhcpdProcess(run_dir / "dhcpd.conf", run_dir)
 
     def store(self) -> StateStore:
-        return StateStore(self.state / f"nodes-{self.cluster}.json")
+        return StateStore(self.root / "nodes.json")
 
     def record_install(self, inv: Inventory, site_templates: Path | None) -> None:
         """Remember the inventory (for commands run without --inventory) and the site templates."""

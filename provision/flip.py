@@ -35,7 +35,7 @@ def current_modes(inv: Inventory, files: ClusterFiles) -> dict[str, BootMode]:
 
 def select_nodes(inv: Inventory, names: Iterable[str], all_nodes: bool) -> list[str]:
     """Validate node names against the inventory (all of them at once); --all means every node."""
-    names = list(names)
+    names = [n for n in names if n]
     if all_nodes == bool(names):
         raise InputError("name the nodes to flip, or give --all (not both)")
     if all_nodes:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from provision import netns
+from provision.cluster import ClusterFiles
 from provision.errors import InputError, ProvisionError
 from provision.inventory import state_dir
 from provision.model import Inventory
@@ -172,6 +173,8 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
               server_ns=f"{prefix}-{inv.server.name}", server_name=inv.server.name,
               server_address=server_address, rate=rate, nodes=lab_nodes, created_files=tuple(created))
     write_json_atomic(lab_file(env), lab.to_json())  # recorded first: a failed `up` is cleared by `down`
+    # New lab machines have blank disks: whatever an earlier lab installed is gone, so are their records.
+    ClusterFiles.of(inv, env).store().reset([n.name for n in lab_nodes])
     net = netns.Network(prefix, rate=rate)
     try:
         net.add_host(inv.server.name, address=server_address)
@@ -246,8 +249,6 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
                reboot_seconds: float = 3.0) -> dict[str, subprocess.Popen]:
     """Power on lab nodes (all if `names` is empty): each runs provision.lab_node inside its namespace,
     output to <work>/boot.log. Returns the processes (they outlive this one if it exits)."""
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     procs = {}
     for node in _select(lab, names):
         subprocess.run(["ip", "-n", node.ns, "link", "set", netns.HOST_IFACE, "up"], check=True)

@@ -20,7 +20,6 @@ import argparse
 import ipaddress
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys

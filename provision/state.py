@@ -22,7 +22,6 @@ from pathlib import Path
 
 from provision.bootmode import BootMode
 from provision.errors import ProvisionError
-from provision.inventory import state_dir  # $PROVISION_STATE_DIR, else /var/lib/provision
 
 FORMAT_VERSION = 1
 
@@ -85,15 +84,11 @@ def write_json_atomic(path: Path, data: object) -> None:
 
 
 class StateStore:
-    """The node records of one cluster, kept in `path` (e.g. <state dir>/nodes-<cluster>.json)."""
+    """The node records of one cluster, kept in `path` (provision.cluster.ClusterFiles.store)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-
-    @classmethod
-    def for_cluster(cls, cluster: str, env: Mapping[str, str] = os.environ) -> StateStore:
-        return cls(state_dir(env) / f"nodes-{cluster}.json")
 
     def load(self) -> dict[str, NodeRecord]:
         """All records by name, in the order they were first written; {} when there is no file."""
@@ -125,6 +120,12 @@ class StateStore:
             for name in names:
                 records.setdefault(name, NodeRecord(name, updated=now_iso()))
             return dict(records)
+
+    def reset(self, names: Iterable[str]) -> None:
+        """Forget what is known of these nodes: back to `waiting` on install boot."""
+        with self._locked() as records:
+            for name in names:
+                records[name] = NodeRecord(name, updated=now_iso())
 
     def update(self, name: str, **changes) -> NodeRecord:
         """Change fields of one node's record (created if missing); `updated` is set to now."""

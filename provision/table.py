@@ -26,4 +26,4 @@ def node_table(records: Sequence[NodeRecord], title: str | None = None) -> Table
 
 
 def print_table(records: Sequence[NodeRecord], title: str | None = None) -> None:
-    Console(soft_wrap=False).print(node_table(records, title))
+    Console(width=max(Console().width, 120)).print(node_table(records, title))

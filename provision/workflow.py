@@ -38,6 +38,7 @@ log = logging.getLogger("provision.install")
 @dataclass(frozen=True)
 class InstallOptions:
     site_templates: Path | None = None
+    nodes: tuple[str, ...] = ()      # install only these nodes (default: every node of the inventory)
     wait: float = 600.0              # longest wait for nodes to report ready
     enough: int | None = None        # start the ring once this many are ready (default: all pending)
     probe: bool = True               # ARP-probe nodes that did not report (the seed's "ping" fallback)
@@ -117,8 +118,9 @@ class Install:
         dhcpd = self.files.dhcpd()
         if not dhcpd.running():
             dhcpd.start()
+        selected = len(self.options.nodes or self.inv.nodes)
         self.show(f"dhcpd serving {self.inv.network.subnet} (pid {dhcpd.pid()}); "
-                  f"{len(pending)} node(s) to install, {len(self.inv.nodes) - len(pending)} done before")
+                  f"{len(pending)} node(s) to install, {selected - len(pending)} done before")
         tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
         flipper = Flipper(self.flip_to_local, self.fail)
         http = HttpServer(self.files.kickstarts, nodes=self.inv.node_names,
@@ -140,12 +142,15 @@ class Install:
         finally:
             tftp.stop()
             flipper.close()
-        return InstallResult(tuple(self.records()))
+        selected = set(self.options.nodes or self.inv.node_names)
+        return InstallResult(tuple(r for r in self.records() if r.name in selected))
 
     def prepare_state(self) -> list[Node]:
-        """Nodes to install: every node not done before (those restart as `waiting` on install boot)."""
+        """Nodes to install: every (selected) node not done before; they restart as `waiting` on install
+        boot. Nodes outside the selection keep their records untouched."""
         records = self.store.ensure(self.inv.node_names)
-        pending = [n for n in self.inv.nodes if records[n.name].state is not NodeState.DONE]
+        selected = [self.inv.node(name) for name in self.options.nodes] or list(self.inv.nodes)
+        pending = [n for n in selected if records[n.name].state is not NodeState.DONE]
         for node in pending:
             self.store.update(node.name, state=NodeState.WAITING, boot=BootMode.INSTALL, error=None,
                               message=None, bytes=None, seconds=None)

@@ -1,11 +1,10 @@
 """The simulated cluster (root): `lab up` / `lab down`, and lab nodes booting with real clients against
-the real services running in the lab's server namespace (tests/lab_serve.py)."""
+the real services: see tests/test_lab_workflow.py for the whole install."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import yaml
 
 from provision import lab, netns
 from provision.cli import main as provision_main
-from provision.inventory import load_inventory
-from provision.state import StateStore
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.root
@@ -93,43 +90,3 @@ def test_bad_node_count_is_refused(lab_env):
     env, inventory = lab_env
     assert provision_main(["lab", "up", "--inventory", str(inventory), "--nodes", "3"], env) == 3
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
-
-
-def test_nodes_install_through_real_services_and_boot_locally(lab_env, tmp_path):
-    env, inventory = lab_env
-    inv = load_inventory(inventory)
-    built = lab.lab_up(inv, nodes=2, env=env, image_mib=4)
-    out, state_file = tmp_path / "out", tmp_path / "state" / "nodes-lab.json"
-    with open(tmp_path / "serve.log", "wb") as serve_err:
-        server = subprocess.Popen(
-            netns.ns_argv(built.server_ns, [sys.executable, str(REPO / "tests" / "lab_serve.py"),
-                                            str(inventory), str(out), str(state_file)]),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=serve_err, text=True, cwd=REPO)
-    try:
-        assert server.stdout.readline().strip() == "SERVING", (tmp_path / "serve.log").read_text()
-        nodes = lab.boot_nodes(built, dhcp_wait=30, reboot_seconds=0.5)
-        codes = {name: proc.wait(timeout=120) for name, proc in nodes.items()}
-    finally:
-        server.stdin.close()
-        server.wait(timeout=30)
-    serve_log = (tmp_path / "serve.log").read_text()
-    logs = {n.name: (Path(n.work) / "boot.log").read_text() for n in built.nodes}
-    assert codes == {"n01": 0, "n02": 0}, (logs, serve_log[-3000:])
-    dhcpd_log = (out / "run" / "dhcpd.log").read_text()
-    image = (tmp_path / "files" / "image.raw").read_bytes()
-    records = StateStore(state_file).load()
-    for node in built.nodes:
-        result = json.loads((Path(node.work) / "result.json").read_text())
-        assert (result["first_entry"], result["after_reboot"], result["post_exit"]) == ("install", "local", 0)
-        assert result["address"] == f"{node.ip}/24"
-        assert f"DHCPACK on {node.ip} to {node.mac}" in dhcpd_log  # the lease came from our dhcpd
-        mac_cfg = "pxelinux.cfg/01-" + node.mac.replace(":", "-")
-        assert f"tftp: sent {mac_cfg} to {node.ip}:" in serve_log  # ... and the PXE config from our TFTP
-        assert f"tftp: sent boot/vmlinuz to {node.ip}:" in serve_log
-        assert (Path(node.disk) / "dev" / "sda1").read_bytes() == image
-        assert (Path(node.disk) / "etc" / "hostname").read_text().strip() == node.name
-        assert (records[node.name].state, records[node.name].boot) == ("done", "local")
-
-    assert lab.lab_down(env)
-    assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
-    assert not subprocess.run(["pgrep", "-f", str(out)], capture_output=True).stdout  # no dhcpd left

@@ -39,11 +39,6 @@ def test_ensure_keeps_existing_records(tmp_path):
     assert records["n02"] == NodeRecord("n02", updated=records["n02"].updated)
 
 
-def test_state_dir_from_environment(tmp_path):
-    store = StateStore.for_cluster("lab", {"PROVISION_STATE_DIR": str(tmp_path)})
-    assert store.path == tmp_path / "nodes-lab.json"
-
-
 def _hammer(path: str, worker: int) -> None:
     store = StateStore(path)
     for i in range(25):

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from provision.errors import ExitStatus
+from provision.flip import select_nodes
 from provision.inventory import load_inventory, resolve_inventory_path
+from provision.state import NodeState
 from provision.table import print_table
 from provision.workflow import Install, InstallOptions
 
@@ -19,6 +21,8 @@ HELP = "install the cluster: serve PXE/DHCP/kickstarts, clone through the ring, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", metavar="SITE_DIR", type=Path,
                         help="site template directory, searched before the shipped templates")
+    parser.add_argument("--nodes", metavar="NAMES",
+                        help="install only these nodes, separated by commas (default: all)")
     parser.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
                         help="longest wait for nodes to report ready (default 600)")
     parser.add_argument("--enough", type=int, metavar="N",
@@ -40,13 +44,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     inv = load_inventory(resolve_inventory_path(args.inventory, env))
-    options = InstallOptions(site_templates=args.templates, wait=args.wait, enough=args.enough,
+    nodes = select_nodes(inv, args.nodes.split(","), False) if args.nodes else []
+    options = InstallOptions(site_templates=args.templates, nodes=tuple(nodes), wait=args.wait, enough=args.enough,
                              probe=args.probe, dolly_timeout=args.timeout, chunk_size=args.chunk_size,
                              finish_wait=args.finish_wait, linger=args.linger, tftp_port=args.tftp_port,
                              verbose=args.verbose)
     result = Install(inv, options, env, show=lambda line: print(f"provision: {line}", flush=True)).run()
     print_table(result.records, title=f"cluster {inv.cluster}")
-    failed = [r.name for r in result.records if not r.state == "done"]
+    failed = [r.name for r in result.records if r.state != NodeState.DONE]
     print(f"{len(result.records) - len(failed)} of {len(result.records)} node(s) done"
           + (f"; not done: {' '.join(failed)}" if failed else ""))
     return ExitStatus.SUCCESS if result.ok else ExitStatus.ERROR

@@ -1,4 +1,4 @@
-"""`provision lab`: the simulated cluster of network namespaces (up, down, status, boot, off, exec)."""
+"""`provision lab`: the simulated cluster of network namespaces (up, down, status, boot, off, demo, exec)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import subprocess
 from collections.abc import Mapping
 
-from provision import lab
+from provision import lab, lab_demo
 from provision.errors import ExitStatus, InputError, ProvisionError
 from provision.inventory import load_inventory, resolve_inventory_path
 from provision.netns import ns_argv
@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="time a node's reboot takes after its install (default 3)")
     off = action("off", "power off nodes (kill their processes, link down)")
     off.add_argument("nodes", nargs="+", metavar="NODE")
+    demo = action("demo", "the whole workflow: lab up, provision install, nodes boot, check every node, lab down")
+    demo.add_argument("--nodes", type=int, default=4, metavar="N", help="how many nodes (default 4)")
+    demo.add_argument("--kill", metavar="NODE", help="pull this node's plug in the middle of the clone")
+    demo.add_argument("--rate", default=lab.DEFAULT_RATE, metavar="RATE", help="tc rate of every link")
+    demo.add_argument("--image-mib", type=int, default=lab.DEFAULT_IMAGE_MIB, metavar="MIB",
+                      help="size of the random image made if the inventory's image source is missing")
     run_in = action("exec", "run a command in the namespace of a node or of the server")
     run_in.add_argument("where", metavar="NODE|server")
     run_in.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND")
@@ -63,6 +69,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return ExitStatus.SUCCESS
     if args.lab_command == "status":
         return _status(env, args.json)
+    if args.lab_command == "demo":
+        inv = load_inventory(resolve_inventory_path(args.inventory, env))
+        result = lab_demo.run_demo(inv, args.nodes, kill=args.kill, rate=None if args.rate == "none" else args.rate,
+                                   image_mib=args.image_mib, env=env)
+        print(lab_demo.summary(result))
+        return ExitStatus.SUCCESS if result.ok else ExitStatus.ERROR
     current = lab.load_lab(env)
     if current is None:
         raise ProvisionError("no lab is up (provision lab up --inventory FILE)")

@@ -1,0 +1,151 @@
+"""The whole workflow on the simulated cluster: lab up -> `provision install` in the server namespace ->
+power on the nodes -> (optionally pull one node's plug mid-clone) -> check every node -> lab down.
+
+This is `make demo` (4 nodes) and the main lab test (8 nodes, one killed). Nothing here plays a part of
+the install: the server side is the real `provision install`, the nodes are provision.lab_node with real
+DHCP/TFTP/HTTP clients; this module only starts them, watches, and checks the outcome from outside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from provision import lab, netns
+from provision.errors import ProvisionError
+from provision.model import Inventory
+
+
+@dataclass(frozen=True)
+class NodeOutcome:
+    name: str
+    state: str            # from `provision status --json`
+    boot: str             # install or local
+    error: str | None
+    identical: bool       # every image target on its disk is byte-identical to the source
+    hostname: str | None  # what its %post wrote into the clone's /etc/hostname
+    lab_boot_ok: bool     # its firmware found local boot after the reboot
+    killed: bool
+
+    @property
+    def as_expected(self) -> bool:
+        if self.killed:
+            return self.state == "failed" and self.boot == "install"
+        return (self.state == "done" and self.boot == "local" and self.identical and self.lab_boot_ok
+                and self.hostname == self.name)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    install_status: int
+    nodes: tuple[NodeOutcome, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        expected_status = 1 if any(n.killed for n in self.nodes) else 0
+        return self.install_status == expected_status and all(n.as_expected for n in self.nodes)
+
+
+def sha256_of(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | None = lab.DEFAULT_RATE,
+             image_mib: int = lab.DEFAULT_IMAGE_MIB, ring_timeout: float = 3.0,
+             env: Mapping[str, str] = os.environ, show=print, install_log: Path | None = None,
+             reboot_seconds: float = 3.0) -> DemoResult:
+    """Run the demo; `install_log` takes the output of `provision install -v` (default: this terminal)."""
+    started = time.monotonic()
+    built = lab.lab_up(inv, nodes=nodes, rate=rate, env=env, image_mib=image_mib)
+    names = [n.name for n in built.nodes]
+    if kill is not None and kill not in names:
+        lab.lab_down(env)
+        raise ProvisionError(f"--kill {kill}: not a node of this lab ({', '.join(names)})")
+    show(f"lab up: server {built.server_name} and {len(names)} node(s) in network namespaces, links {rate}")
+    provision = [sys.executable, "-m", "provision"]
+    install_argv = netns.ns_argv(built.server_ns, [
+        *provision, "install", "--inventory", str(inv.path), "--nodes", ",".join(names),
+        "--wait", "120", "--finish-wait", "120", "--timeout", str(ring_timeout),
+        *(["-v"] if install_log else [])])
+    log = open(install_log, "wb") if install_log else None
+    try:
+        install = subprocess.Popen(install_argv, env={**os.environ, **env}, stdout=log, stderr=log)
+        booted = lab.boot_nodes(built, names, reboot_seconds=reboot_seconds)
+        if kill is not None:
+            _kill_mid_clone(inv, built, kill, show)
+        install_status = install.wait(timeout=600)
+        for name, proc in booted.items():
+            if name != kill:
+                proc.wait(timeout=60)
+        status = json.loads(subprocess.run([*provision, "status", "--inventory", str(inv.path), "--json"],
+                                           capture_output=True, text=True, check=True,
+                                           env={**os.environ, **env}).stdout)
+        outcomes = _outcomes(inv, built, status, kill)
+    finally:
+        lab.lab_down(env)
+        if log is not None:
+            log.close()
+    return DemoResult(install_status, outcomes, time.monotonic() - started)
+
+
+def _kill_mid_clone(inv: Inventory, built: lab.Lab, name: str, show) -> None:
+    """Pull the plug on `name` once part, not all, of the first image has reached its disk."""
+    node = built.node(name)
+    target = Path(node.disk) / inv.images[0].target.lstrip("/")
+    total = Path(inv.images[0].source).stat().st_size
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        size = target.stat().st_size if target.exists() else 0
+        if 0 < size < total:
+            lab.power_off(built, [name])
+            show(f"demo: pulled the plug on {name} after {size:,} of {total:,} bytes")
+            return
+        time.sleep(0.02)
+    raise ProvisionError(f"{name} never started receiving the image: nothing to kill mid-clone")
+
+
+def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None) -> tuple[NodeOutcome, ...]:
+    records = {r["name"]: r for r in status["nodes"]}
+    sources = {image.target: sha256_of(Path(image.source)) for image in inv.images}
+    outcomes = []
+    for node in built.nodes:
+        record = records[node.name]
+        identical = all(sha256_of(Path(node.disk) / target.lstrip("/")) == digest
+                        for target, digest in sources.items())
+        try:
+            boot_ok = json.loads((Path(node.work) / "result.json").read_text()).get("ok") is True
+        except (OSError, ValueError):
+            boot_ok = False
+        try:
+            hostname = (Path(node.disk) / "etc" / "hostname").read_text().strip()
+        except OSError:
+            hostname = None
+        outcomes.append(NodeOutcome(node.name, record["state"], record["boot"], record["error"],
+                                    identical, hostname, boot_ok, node.name == kill))
+    return tuple(outcomes)
+
+
+def summary(result: DemoResult) -> str:
+    lines = [f"{'node':6} {'state':8} {'boot':8} {'disk = image':13} {'local boot':11} note"]
+    for n in result.nodes:
+        note = "killed mid-clone" if n.killed else ""
+        if n.error:
+            note = f"{note}: {n.error}" if note else n.error
+        lines.append(f"{n.name:6} {n.state:8} {n.boot:8} {'yes' if n.identical else 'no':13} "
+                     f"{'yes' if n.lab_boot_ok else 'no':11} {note}")
+    verdict = "as expected" if result.ok else "NOT as expected"
+    lines.append(f"demo: {len(result.nodes)} node(s) in {result.seconds:.0f} s, install exit status "
+                 f"{result.install_status}: {verdict}")
+    return "\n".join(lines)
