@@ -35,8 +35,8 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
     return buf
 
 
-def read_frame(sock: socket.socket, scratch: bytearray | None = None) -> tuple[p.Header, bytes | None]:
-    """Read one frame; control payloads are returned, CHUNK payloads too (for small/slow paths)."""
+def read_frame(sock: socket.socket) -> tuple[p.Header, bytes]:
+    """Read one control frame (the data path reads pieces straight into the window instead)."""
     header = p.unpack_header(recv_exact(sock, p.HEADER_LEN))
     size = p.payload_length(header)
     if header.kind not in (p.Kind.CHUNK, p.Kind.HOLE) and size > p.MAX_CONTROL_LEN:
