@@ -4,14 +4,19 @@ The 7 others must end byte-identical, personalised and on local boot; the dead o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
-import yaml
 
 from provision import lab, lab_demo, netns
+from provision.cli import main
 from provision.cluster import ClusterFiles
 from provision.inventory import load_inventory
+from provision.state import NodeState
 from tests.conftest import REPO, require_tool
 
 pytestmark = pytest.mark.root
@@ -64,3 +69,29 @@ def test_eight_nodes_one_killed_mid_clone(lab_inventory, tmp_path):
     assert "LOCALBOOT 0" in (pxe / f"01-{inv.node('n05').mac.replace(':', '-')}").read_text()
     # lab down removed everything the lab made
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
+
+
+def test_rerun_after_a_crash_does_not_clone_finished_nodes(lab_inventory, tmp_path):
+    """n01 finished in an earlier run (done, flipped to local boot) before provision died: installing
+    again clones only n02, and n01's disk is not touched."""
+    inv, env = lab_inventory
+    built = lab.lab_up(inv, nodes=2, env=env, image_mib=4)
+    assert main(["flip-to-local", "--inventory", str(inv.path), "n01"], env) == 0
+    ClusterFiles.of(inv, env).store().update("n01", state=NodeState.DONE)
+    install = subprocess.Popen(
+        netns.ns_argv(built.server_ns, [sys.executable, "-m", "provision", "install", "--inventory", str(inv.path),
+                                        "--nodes", "n01,n02", "--wait", "60", "--finish-wait", "60",
+                                        "--linger", "2"]),
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    booted = lab.boot_nodes(built, ["n02"], reboot_seconds=0.5)
+    output, _ = install.communicate(timeout=180)
+    assert booted["n02"].wait(timeout=60) == 0
+    assert install.returncode == 0, output
+    assert "1 node(s) to install, 1 done before" in output
+    assert "ring of 1 node(s): lab-srv -> n02" in output
+    n01, n02 = built.nodes
+    assert not (Path(n01.disk) / "dev" / "sda1").exists()
+    image = (tmp_path / "files" / "image.raw").read_bytes()
+    assert (Path(n02.disk) / "dev" / "sda1").read_bytes() == image
+    records = ClusterFiles.of(inv, env).store().load()
+    assert [(records[n].state, records[n].boot) for n in ("n01", "n02")] == [("done", "local")] * 2
