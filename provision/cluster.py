@@ -17,7 +17,7 @@ from provision.state import StateStore, write_json_atomic
 @dataclass(frozen=True)
 class ClusterFiles:
     """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
-    config, leases, pid, log), dolly/ (the ring config of a run and its report), install.json."""
+    config, leases, pid, log), dolly/ (the ring config of a run and its report), known_hosts, install.json."""
 
     state: Path
     cluster: str
@@ -45,6 +45,11 @@ class ClusterFiles:
     @property
     def dolly(self) -> Path:
         return self.root / "dolly"
+
+    @property
+    def known_hosts(self) -> Path:
+        """SSH host keys of the nodes, learnt by `provision run` / `verify`, forgotten on reinstall."""
+        return self.root / "known_hosts"
 
     @property
     def install_record(self) -> Path:

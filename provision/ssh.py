@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,10 +72,30 @@ class _KnownHosts:
         with self.lock:
             self.keys.add(lookup_name, key.get_name(), key)
             if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                self.keys.save(str(tmp))
-                os.replace(tmp, self.path)
+                _save(self.keys, self.path)
+
+
+def _save(keys: paramiko.HostKeys, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    keys.save(str(tmp))
+    os.replace(tmp, path)
+
+
+def forget_hosts(known_hosts: Path, hosts: Iterable[str]) -> list[str]:
+    """Drop the known keys of `hosts` (a reinstalled node has new host keys); returns the hosts dropped."""
+    if not known_hosts.exists():
+        return []
+    keys = paramiko.HostKeys(str(known_hosts))
+    dropped = []
+    for host in hosts:
+        while keys.lookup(host) is not None:
+            del keys[host]
+            if host not in dropped:
+                dropped.append(host)
+    if dropped:
+        _save(keys, known_hosts)
+    return dropped
 
 
 class _Policy(paramiko.MissingHostKeyPolicy):

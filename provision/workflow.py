@@ -29,6 +29,7 @@ from provision.model import Inventory, Node
 from provision.probe import answering_arp
 from provision.render import render_ring_config
 from provision.services.http import HttpServer
+from provision.ssh import forget_hosts
 from provision.services.tftp import TftpServer, install_boot_files
 from provision.state import NodeRecord, NodeState
 
@@ -154,6 +155,7 @@ class Install:
         for node in pending:
             self.store.update(node.name, state=NodeState.WAITING, boot=BootMode.INSTALL, error=None,
                               message=None, bytes=None, seconds=None)
+        forget_hosts(self.files.known_hosts, [str(n.ip) for n in pending])  # the clones get new host keys
         return pending
 
     def wait_ready(self, pending: list[Node]) -> list[Node]:

@@ -147,6 +147,9 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
         'mkdir -p "$SYSIMAGE/etc"\n'
         "printf 'root:!old:19000:0:99999:7:::\\nuser:x:19000::::::\\n' > \"$SYSIMAGE/etc/shadow\"\n"
         "printf '127.0.0.1 localhost\\n10.0.0.1 stale # provision\\n' > \"$SYSIMAGE/etc/hosts\"\n"
+        'mkdir -p "$SYSIMAGE/etc/ssh"\n'
+        'echo golden > "$SYSIMAGE/etc/ssh/ssh_host_ed25519_key"\n'
+        'echo golden-machine-id > "$SYSIMAGE/etc/machine-id"\n'
         'report ready "test: image given"\n{% endblock %}\n'
     )
     path = LAB if inventory == "lab" else write(tmp_path, inventory_yaml(3, defaults="bootloader: none"))
@@ -172,3 +175,6 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
         ifcfg = (etc / "sysconfig" / "network-scripts" / "ifcfg-eth0").read_text()
         assert f"IPADDR={node.ip}\n" in ifcfg and f"HWADDR={node.mac}\n" in ifcfg
     assert os.listdir(root) == ["etc"]
+    # the clone's own SSH host keys and an empty machine-id, not the golden image's
+    assert (etc / "machine-id").read_text() == ""
+    assert (etc / "ssh" / "ssh_host_ed25519_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")

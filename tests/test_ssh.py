@@ -123,3 +123,26 @@ def test_wrong_key_and_closed_port_are_clear_per_node_errors(sshd, tmp_path):
     closed = SshSettings(port=_free_port(), key_files=(tmp / "user_key",), policy=HostKeyPolicy.IGNORE)
     [refused] = run_command([Target("n09", "127.0.0.9")], "true", closed)
     assert not refused.ok and "cannot connect to 127.0.0.9" in refused.error
+
+
+def test_forget_hosts_drops_only_the_reinstalled_nodes(tmp_path):
+    import paramiko
+
+    from provision.ssh import forget_hosts
+
+    known = tmp_path / "known_hosts"
+    keys = paramiko.HostKeys()
+    for host in ("10.0.0.11", "10.0.0.12"):
+        keys.add(host, "ssh-ed25519", paramiko.Ed25519Key.from_private_key_file(str(_ed25519(tmp_path, host))))
+    keys.save(str(known))
+    assert forget_hosts(known, ["10.0.0.11", "10.0.0.99"]) == ["10.0.0.11"]
+    left = paramiko.HostKeys(str(known))
+    assert left.lookup("10.0.0.11") is None and left.lookup("10.0.0.12") is not None
+    assert forget_hosts(tmp_path / "absent", ["10.0.0.11"]) == []
+
+
+def _ed25519(tmp_path: Path, name: str) -> Path:
+    require_tool("ssh-keygen")
+    path = tmp_path / f"key-{name}"
+    _keygen(path)
+    return path

@@ -30,7 +30,7 @@ def ssh_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ssh_settings(args: argparse.Namespace, inv: Inventory, env: Mapping[str, str]) -> SshSettings:
-    known = args.known_hosts or ClusterFiles.of(inv, env).root / "known_hosts"
+    known = args.known_hosts or ClusterFiles.of(inv, env).known_hosts
     return SshSettings(user=args.user, port=args.port, key_files=tuple(args.keys), known_hosts=known,
                        policy=HostKeyPolicy(args.host_key_policy), connect_timeout=args.connect_timeout,
                        parallel=args.parallel)
