@@ -266,3 +266,31 @@ def test_bad_config_line_exits_3_naming_the_line(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 3
     assert f"{config}:2: expected 'IN > OUT' or 'IN >> OUT', found '/x -> /y'" in err
+
+
+def test_hung_client_is_short_cut_after_the_timeout(tmp_path, rings):
+    """A middle client stopped with SIGSTOP keeps its sockets open: only the time-out can tell."""
+    image = make_image(tmp_path / "disk.img", 12 << 20)
+    ring = rings(tmp_path, 4, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    server = ring.start_server("--rate", 6e6)
+    hung = ring.clients[1]
+    try:
+        wait_for_bytes(ring.roots[1] / "disk.img", 2 << 20, server)
+        hung.send_signal(signal.SIGSTOP)
+        _, err = server.communicate(timeout=90)
+        assert hung.poll() is None  # still there, only frozen
+    finally:
+        hung.send_signal(signal.SIGCONT)
+        hung.kill()
+    assert server.returncode == 1, err
+    results = ring.finish_clients()
+    report = ring.report()
+    for i, node in enumerate(report["nodes"]):
+        if i == 1:
+            assert not node["ok"] and "no heartbeat" in node["error"], node
+            assert f"node {node['name']} failed" in err
+        else:
+            assert node["ok"], node
+            assert results[i][0] == 0, results[i][1]
+            assert sha(ring.roots[i] / "disk.img") == sha(image)
