@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,15 +42,24 @@ def write_atomic(path: Path | str, text: str) -> None:
     _replace(os.fspath(path), text.encode("utf-8"))
 
 
-def _replace(path: str, data: bytes) -> None:
+def write_bytes_durably(path: Path | str, data: bytes) -> None:
+    """write_atomic for state that must survive a crash: parents created, data fsync'ed before the rename."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _replace(path, data, fsync=True)
+
+
+def _replace(path: str, data: bytes, fsync: bool = False) -> None:
     head, tail = os.path.split(path)
-    temp = os.path.join(head, f".{tail}.{os.getpid()}{TEMP_SUFFIX}")
+    temp = os.path.join(head, f".{tail}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, path)

@@ -13,7 +13,6 @@ import enum
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from provision.bootmode import BootMode
 from provision.errors import ProvisionError
+from provision.outputs import write_bytes_durably
 
 FORMAT_VERSION = 1
 
@@ -67,20 +67,8 @@ def now_iso() -> str:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    """Write JSON to a temporary file in the same directory, fsync, rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON durably and atomically (fsync'ed temporary file renamed over `path`)."""
+    write_bytes_durably(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 class StateStore:

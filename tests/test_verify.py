@@ -4,7 +4,6 @@ own UTS namespace with its own hostname (root). One node answers with the wrong 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time

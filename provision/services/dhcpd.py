@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provision.errors import InputError, ProvisionError
+from provision.outputs import write_bytes_durably
 
 _BANNER = ("Internet Systems Consortium", "Copyright ", "All rights reserved", "For info, please visit",
            "Config file:", "Database file:", "PID file:", "Wrote ", "Source compiled")
@@ -74,18 +75,7 @@ def install(rendered_path: Path | str, live_path: Path | str) -> bool:
     data = rendered_path.read_bytes()
     if live_path.is_file() and live_path.read_bytes() == data:
         return False
-    live_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{live_path.name}.", dir=live_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, live_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_durably(live_path, data)
     return True
 
 
