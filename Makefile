@@ -4,7 +4,8 @@ PYTHON    ?= python3
 PY        := $(VENV)/bin/python
 # Debian packages the tests and the lab use (real dhcpd, TFTP client, boot files, DHCP client, sshd).
 DEB_PKGS  := isc-dhcp-server tftp-hpa pxelinux syslinux-common busybox udhcpc openssh-server \
-             iproute2 iputils-ping procps zstd xz-utils bzip2 curl libpcap0.8
+             iproute2 iputils-ping procps zstd xz-utils bzip2 curl libpcap0.8 \
+             grub-efi-amd64-bin tftpd-hpa
 PYTEST_ARGS ?=
 
 .PHONY: all deps debs venv test test-fast demo bench clean
@@ -49,6 +50,7 @@ demo: deps
 bench: deps
 	$(PY) bench/render_bench.py
 	$(PY) bench/ring_bench.py
+	$(PY) bench/tftp_bench.py
 
 clean:
 	rm -rf build dist .pytest_cache

@@ -21,6 +21,7 @@ from provision.model import (
     Boot,
     Bootloader,
     Disk,
+    Firmware,
     Image,
     Inventory,
     KickstartSettings,
@@ -41,11 +42,12 @@ DEFAULT_STATE_DIR = "/var/lib/provision"
 LAST_INSTALL_FILE = "last-install.json"
 
 TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "defaults", "nodes")
-NODE_SETTINGS = ("interface", "os_family", "bootloader", "disk", "dolly_port", "append", "root_password_hash")
+NODE_SETTINGS = ("interface", "os_family", "bootloader", "firmware", "disk", "dolly_port", "append",
+                 "root_password_hash")
 FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap")
 DEFAULT_DISK = Disk("sda", (Partition("/", "ext4", 4096, grow=True, label="root"),))
-SETTING_DEFAULTS = {"interface": "eth0", "os_family": "redhat", "bootloader": "grub2", "disk": DEFAULT_DISK,
-                    "dolly_port": DOLLY_PORT, "append": "", "root_password_hash": None}
+SETTING_DEFAULTS = {"interface": "eth0", "os_family": "redhat", "bootloader": "grub2", "firmware": "bios",
+                    "disk": DEFAULT_DISK, "dolly_port": DOLLY_PORT, "append": "", "root_password_hash": None}
 
 _DEVICE = re.compile(r"^[a-z][a-z0-9]*$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -224,6 +226,8 @@ class _Parser:
             return f.choice(path, value, OsFamily)
         if key == "bootloader":
             return f.choice(path, value, Bootloader)
+        if key == "firmware":
+            return f.choice(path, value, Firmware)
         if key == "disk":
             return value if value is DEFAULT_DISK else self.disk(path, value)
         if key == "dolly_port":

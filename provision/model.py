@@ -12,6 +12,8 @@ from provision.errors import InputError
 DOLLY_PORT = 9998
 HTTP_PORT = 8080
 BOOT_TFTP_DIR = "boot"  # kernel and initrd live in <tftp root>/boot/
+GRUB_TFTP_DIR = "grub"  # grub-mknetdir --subdir: GRUB's net image and the per-MAC GRUB configs
+GRUB_EFI_LOADER = f"{GRUB_TFTP_DIR}/x86_64-efi/core.efi"  # the UEFI boot file dhcpd names (option 93 = 7, 9)
 
 
 class IPv4(IPv4Address):
@@ -32,6 +34,13 @@ class OsFamily(enum.StrEnum):
 
     REDHAT = "redhat"  # /etc/sysconfig/network-scripts/ifcfg-<interface>
     DEBIAN = "debian"  # /etc/network/interfaces
+
+
+class Firmware(enum.StrEnum):
+    """What boots the node from the network: decides its loader config (pxelinux or GRUB) and boot files."""
+
+    BIOS = "bios"  # legacy BIOS PXE (DHCP option 93 = 0): pxelinux.0
+    UEFI = "uefi"  # x86-64 UEFI (option 93 = 7 or 9): GRUB's network image from grub-mknetdir
 
 
 class Bootloader(enum.StrEnum):
@@ -156,6 +165,7 @@ class Node:
     interface: str
     os_family: OsFamily
     bootloader: Bootloader
+    firmware: Firmware
     disk: Disk
     dolly_port: int
     append: str  # extra kernel arguments for this node's installer
@@ -165,6 +175,11 @@ class Node:
     def pxelinux_name(self) -> str:
         """The per-MAC pxelinux config file name: 01-aa-bb-cc-dd-ee-ff (01 = Ethernet)."""
         return "01-" + self.mac.replace(":", "-")
+
+    @property
+    def grub_config_name(self) -> str:
+        """The per-MAC GRUB config file name that GRUB's net boot looks for first: grub.cfg-01-aa-bb-..."""
+        return "grub.cfg-" + self.pxelinux_name
 
 
 @dataclass(frozen=True)

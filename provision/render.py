@@ -20,7 +20,7 @@ import jinja2
 from provision.bootmode import BootMode, modes_for
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
-from provision.model import DOLLY_PORT, Inventory, Node
+from provision.model import DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, Firmware, Inventory, Node
 from provision.outputs import Prune, WriteReport, write_tree
 from provision.services import dhcpd
 
@@ -28,6 +28,7 @@ DHCPD_CONF = "dhcpd.conf"
 DOLLY_CONF = "dolly.conf"
 TFTP_ROOT = "tftpboot"
 PXELINUX_DIR = f"{TFTP_ROOT}/pxelinux.cfg"
+GRUB_DIR = f"{TFTP_ROOT}/{GRUB_TFTP_DIR}"
 KICKSTART_DIR = "kickstart"
 PXE_LOADER = "pxelinux.0"
 SHIPPED_PREFIX = "shipped"
@@ -35,6 +36,7 @@ SHIPPED_PREFIX = "shipped"
 # Per-node files of nodes no longer in the inventory are removed on render (a removed node must not reinstall).
 PRUNE = (
     Prune(PXELINUX_DIR, re.compile(r"01(-[0-9a-f]{2}){6}")),
+    Prune(GRUB_DIR, re.compile(r"grub\.cfg-01(-[0-9a-f]{2}){6}")),
     Prune(KICKSTART_DIR, re.compile(r"[A-Za-z0-9.-]+\.ks")),
 )
 
@@ -50,6 +52,10 @@ def shipped_templates_dir() -> Path:
 
 def pxelinux_path(node: Node) -> str:
     return f"{PXELINUX_DIR}/{node.pxelinux_name}"
+
+
+def grub_path(node: Node) -> str:
+    return f"{GRUB_DIR}/{node.grub_config_name}"
 
 
 def kickstart_path(node: Node) -> str:
@@ -134,6 +140,7 @@ def _render_files(
     env = environment(Path(site_templates).resolve() if site_templates is not None else None)
     modes = modes_for(inv, boot_modes)
     pxelinux = {mode: template(env, f"pxelinux/{mode}.cfg.j2") for mode in BootMode}
+    grub = {mode: template(env, f"grub/{mode}.cfg.j2") for mode in BootMode}
     kickstart = template(env, "kickstart/node.ks.j2")
     files: dict[str, str] = {}
     shared = {"inv": inv, "default_dolly_port": DOLLY_PORT}
@@ -150,12 +157,13 @@ def _render_files(
             "kernel_args": " ".join(a for a in (f"inst.ks={ks_url}", "ip=dhcp", inv.boot.append, node.append) if a),
         }
         files[pxelinux_path(node)] = render_template(pxelinux[mode], context)
+        if node.firmware is Firmware.UEFI:
+            files[grub_path(node)] = render_template(grub[mode], context)
         files[kickstart_path(node)] = render_template(kickstart, context)
     files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
     hosts = [(node, modes[node.name]) for node in inv.nodes]
-    files[DHCPD_CONF] = render_template(
-        template(env, "dhcpd.conf.j2"), {**shared, "hosts": hosts, "loader": PXE_LOADER}
-    )
+    loaders = {"loader": PXE_LOADER, "uefi_loader": GRUB_EFI_LOADER}
+    files[DHCPD_CONF] = render_template(template(env, "dhcpd.conf.j2"), {**shared, "hosts": hosts, **loaders})
     return files
 
 

@@ -108,6 +108,10 @@ BAD = [
      "server.http_port", "70000", "http_port"),
     ("bad-bootloader", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3, bootloader: grub}"),
      "nodes[1].bootloader", "'grub'", "node002"),
+    ("bad-firmware", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3, firmware: efi}"),
+     "nodes[1].firmware", "'efi'", "node002"),
+    ("bad-default-firmware", inventory_yaml(3, defaults="firmware: UEFI"), "defaults.firmware", "'UEFI'",
+     "firmware: UEFI"),
     ("disk-without-root", inventory_yaml(3, defaults="disk: {partitions: [{mount: /data, fstype: xfs, size: 5}]}"),
      "defaults.disk.partitions", "no partition is mounted on /", "disk:"),
     ("swap-with-ext4", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: ext4, size: 5},"

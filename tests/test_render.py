@@ -22,6 +22,7 @@ from provision.render import render_files, render_to
 from tests.fixtures.inventories import EXAMPLE, LAB, REPO, inventory_yaml, snapshot, write
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+MIXED_FIRMWARE = REPO / "tests" / "fixtures" / "mixed-firmware.yaml"
 # (golden set, inventory, boot modes, rendered files kept as golden)
 GOLDEN_CASES = [
     ("example", EXAMPLE, {}, ["dhcpd.conf", "dolly.conf", "tftpboot/pxelinux.cfg/01-00-16-3e-10-00-01",
@@ -29,6 +30,9 @@ GOLDEN_CASES = [
     ("example-n002-local", EXAMPLE, {"n002": BootMode.LOCAL},
      ["dhcpd.conf", "tftpboot/pxelinux.cfg/01-00-16-3e-10-00-02"]),
     ("lab", LAB, {}, ["kickstart/n01.ks", "tftpboot/pxelinux.cfg/01-02-77-00-00-00-01", "dolly.conf"]),
+    ("mixed-firmware", MIXED_FIRMWARE, {}, ["dhcpd.conf", "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
+    ("mixed-firmware-local", MIXED_FIRMWARE, {"uefi1": BootMode.LOCAL},
+     ["tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
 ]
 
 

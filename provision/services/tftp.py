@@ -18,6 +18,8 @@ import os
 import select
 import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from tftpy.TftpShared import TftpErrors, TftpException, TftpTimeout, TftpTimeout
 from tftpy.TftpStates import TftpStateServerRecvRRQ, TftpStateServerStart
 
 from provision.errors import ProvisionError
-from provision.model import Boot
+from provision.model import GRUB_EFI_LOADER, GRUB_TFTP_DIR, Boot
 
 log = logging.getLogger("provision.tftp")
 
@@ -39,6 +41,8 @@ SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
 # pxelinux.0 loads ldlinux.c32; the others are what menu/label configs commonly pull in.
 PXELINUX_FILES = ("pxelinux.0",)
 SYSLINUX_MODULES = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "menu.c32", "chain.c32")
+GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")  # Debian package grub-efi-amd64-bin
+GRUB_PLATFORM = "x86_64-efi"
 _MAX_PACKET = 65536 + 4
 
 
@@ -229,27 +233,51 @@ class TftpServer:
 
 
 def install_boot_files(tftp_root: str | os.PathLike, boot: Boot, pxelinux_dir: Path = PXELINUX_DIR,
-                       modules_dir: Path = SYSLINUX_BIOS_DIR) -> list[Path]:
+                       modules_dir: Path = SYSLINUX_BIOS_DIR, uefi: bool = False,
+                       grub_efi_dir: Path = GRUB_EFI_DIR) -> list[Path]:
     """Copy Debian's pxelinux.0 and syslinux BIOS modules to the top of `tftp_root` and the inventory's
-    kernel and initrd to where its PXE configs name them (`boot.kernel_tftp_path`, ...); returns the
-    installed paths. Every source is checked first: a missing one is a ProvisionError naming it (and
-    where it should come from), and nothing is copied."""
+    kernel and initrd to where its PXE configs name them (`boot.kernel_tftp_path`, ...); with `uefi` (any
+    node has `firmware: uefi`) also GRUB's network image made by grub-mknetdir from `grub_efi_dir`
+    (`grub/x86_64-efi/core.efi` and its modules; the per-MAC GRUB configs beside it come from the render).
+    Returns the installed paths. Every source is checked first: a missing one is a ProvisionError naming
+    it (and where it should come from), and nothing is copied."""
     sources = [(pxelinux_dir / name, name, "Debian package pxelinux") for name in PXELINUX_FILES]
     sources += [(modules_dir / name, name, "Debian package syslinux-common") for name in SYSLINUX_MODULES]
     sources += [(Path(boot.kernel), boot.kernel_tftp_path, "the inventory's boot.kernel"),
                 (Path(boot.initrd), boot.initrd_tftp_path, "the inventory's boot.initrd")]
     problems = [f"missing {src} ({origin})" for src, _, origin in sources if not src.is_file()]
+    mknetdir = shutil.which("grub-mknetdir")
+    if uefi and not (grub_efi_dir / "modinfo.sh").is_file():
+        problems.append(f"missing {grub_efi_dir} (Debian package grub-efi-amd64-bin), needed by firmware: uefi nodes")
+    if uefi and mknetdir is None:
+        problems.append("missing grub-mknetdir (Debian package grub-common), needed by firmware: uefi nodes")
     if boot.kernel_tftp_path == boot.initrd_tftp_path:
         problems.append(f"boot.kernel {boot.kernel} and boot.initrd {boot.initrd} share a file name")
     if problems:
         raise ProvisionError("cannot install boot files: " + "; ".join(problems))
     root = Path(tftp_root)
-    installed = []
-    for src, relpath, _ in sources:
-        target = root / relpath
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
-        installed.append(target)
+    with tempfile.TemporaryDirectory(prefix="provision-grub-") as scratch:
+        if uefi:
+            sources += _grub_net_image(mknetdir, grub_efi_dir, Path(scratch))
+        installed = []
+        for src, relpath, _ in sources:
+            target = root / relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+            installed.append(target)
     return installed
+
+
+def _grub_net_image(mknetdir: str, grub_efi_dir: Path, scratch: Path) -> list[tuple[Path, str, str]]:
+    """Run grub-mknetdir into `scratch` (prefix /grub on the TFTP server, so GRUB looks for
+    grub/grub.cfg-01-<mac> first); returns its platform files as (source, TFTP path, origin)."""
+    argv = [mknetdir, f"--net-directory={scratch}", f"--subdir={GRUB_TFTP_DIR}", "-d", str(grub_efi_dir),
+            "--locales=", "--fonts=", "--themes="]
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    platform = scratch / GRUB_TFTP_DIR / GRUB_PLATFORM
+    if proc.returncode != 0 or not (scratch / GRUB_EFI_LOADER).is_file():
+        raise ProvisionError(f"grub-mknetdir failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+    return [(path, f"{GRUB_TFTP_DIR}/{GRUB_PLATFORM}/{path.name}", "grub-mknetdir")
+            for path in sorted(platform.iterdir()) if path.is_file()]
