@@ -1,7 +1,7 @@
 """dollyS and dollyC: parse arguments, run, turn errors into exit codes (one place each).
 
-    dollyS -v -f CONFIG [--timeout S] [--chunk-size B] [--json FILE] [--wait S] [--rate B/S]
-           [--secret-file F] [-q]
+    dollyS -v -f CONFIG [--timeout S] [--chunk-size B] [--json FILE] [--progress FILE] [--wait S]
+           [--rate B/S] [--secret-file F] [-q]
     dollyC -v [--listen HOST:PORT] [--root DIR] [--wait S] [--secret-file F] [-q]
 
 The shared secret comes from --secret-file or the environment variable DOLLY_SECRET; with none on
@@ -11,7 +11,6 @@ both sides the ring runs without authentication; a mismatch is an error on both 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dolly_core.config import DEFAULT_PORT, ConfigError, parse_config, parse_endpoint
 from dolly_core.node import Node
 from dolly_core.server import Server, Settings, SetupError
+from dolly_core.status import StatusFile, write_atomically
 
 OK, FAILED, USAGE, BAD_INPUT, INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -72,6 +72,8 @@ def server_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-size", type=positive(int), default=4 << 20, metavar="BYTES",
                         help="chunk size (default 4 MiB)")
     parser.add_argument("--json", metavar="FILE", help="write the final report as JSON")
+    parser.add_argument("--progress", metavar="FILE",
+                        help="keep a live JSON status of every node in FILE (replaced about once a second)")
     parser.add_argument("--wait", type=positive(float), default=60.0, metavar="SECONDS",
                         help="keep trying to reach the first client this long (default 60)")
     parser.add_argument("--rate", type=positive(float), default=0.0, metavar="BYTES_PER_S",
@@ -95,27 +97,38 @@ def server_main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     except (ConfigError, SetupError, OSError, ValueError) as exc:
         log.error("%s", exc)
         return BAD_INPUT
-    names = [m.name for m in server.setup.ring.members[1:-1]]
+    clients = server.setup.ring.members[1:-1]
     total = sum(f.size for f in server.setup.files)
+    status = None
+    if args.progress:
+        try:
+            status = StatusFile(args.progress, clients, total, log)
+        except OSError as exc:
+            log.error("cannot write the progress file %s: %s", args.progress, exc.strerror or exc)
+            return BAD_INPUT
     view = None
     if not args.quiet and (sys.stderr.isatty() or args.verbose):
         from dolly_core.progress import Progress  # rich is imported only when something is shown
-        view = Progress(names, total, live=sys.stderr.isatty(), log=log)
-    log.info("sending %d file(s), %d bytes, to %d node(s)", len(server.setup.files), total, len(names))
+        view = Progress(clients, total, live=sys.stderr.isatty(), log=log)
+    watchers = [w for w in (view, status) if w is not None]
+
+    def tick(running: Server) -> None:
+        progress = running.progress()
+        for watcher in watchers:
+            watcher.update(progress)
+    log.info("sending %d file(s), %d bytes, to %d node(s)", len(server.setup.files), total, len(clients))
     try:
-        report = server.run(on_tick=(lambda s: view.update(s.progress())) if view else None)
+        report = server.run(on_tick=tick if watchers else None)
     except KeyboardInterrupt:
         log.error("interrupted")
         return INTERRUPTED
     finally:
         if view:
             view.stop()
+    if status:
+        status.finish(server.progress(), report)
     if args.json:
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, args.json)
+        write_atomically(args.json, report)
     for node in report["nodes"]:
         if not node["ok"]:
             log.error("node %s failed: %s", node["name"], node["error"])

@@ -262,7 +262,8 @@ class Downlink:
         name = self.ring.name(self.target)
         self.log.error("successor %s is dead: %s; short-cutting", name, reason)
         self.skipped[self.target] = reason
-        self.progress.setdefault(self.target, [0, "dead"])[1] = "dead"
+        self.progress[self.target] = [self.progress.get(self.target, [0])[0], "dead",
+                                      f"dead (seen by {self.ring.name(self.me)}): {reason}"]
         while not self.upstream_ok():  # a node cut off from its own upstream must not cut others
             time.sleep(POLL)
         self.target += 1

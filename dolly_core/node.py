@@ -159,10 +159,10 @@ class Node:
     def _progress(self) -> dict:
         mine = {}
         if self.uplink.me is not None:
-            state = "done" if self.end_ready.is_set() else "receiving"
+            entry = [self.uplink.bytes, "done" if self.end_ready.is_set() else "receiving"]
             if self.verdict is not None and not self.verdict["ok"]:
-                state = "failed"
-            mine[str(self.uplink.me)] = [self.uplink.bytes, state]
+                entry = [self.uplink.bytes, "failed", self.verdict["error"]]
+            mine[str(self.uplink.me)] = entry
         if self.downlink is not None:
             theirs = {str(k): v for k, v in self.downlink.progress.items()}
             return {**theirs, **mine}

@@ -50,6 +50,7 @@ class Ring:
         self.config = tmp / "dolly.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.report_path = tmp / "report.json"
+        self.progress_path = tmp / "progress.json"
         self.clients: list[subprocess.Popen] = []
 
     def start_clients(self, *extra, env=None) -> None:
@@ -58,7 +59,7 @@ class Ring:
 
     def start_server(self, *extra, env=None) -> subprocess.Popen:
         return dolly("server", "-v", "-f", self.config, "--chunk-size", CHUNK, "--json", self.report_path,
-                     "--timeout", 2, *extra, env={**self.env, **(env or {})})
+                     "--progress", self.progress_path, "--timeout", 2, *extra, env={**self.env, **(env or {})})
 
     def run(self, *extra, env=None) -> tuple[int, str]:
         server = self.start_server(*extra, env=env)
@@ -70,6 +71,9 @@ class Ring:
 
     def report(self) -> dict:
         return json.loads(self.report_path.read_text())
+
+    def progress(self) -> dict:
+        return json.loads(self.progress_path.read_text())
 
     def stop(self) -> None:
         for c in self.clients:
@@ -143,6 +147,12 @@ def test_eight_clients_several_files_and_cooking(tmp_path, rings):
     assert all(n["ok"] for n in report["nodes"])
     gz_sha = sha(tmp_path / "data.gz")  # a cooked file's sha256 is that of the compressed stream
     assert report["nodes"][7]["files"][2] == {"path": "/data/file", "sha256": gz_sha}
+    total = sum(f["bytes"] for f in report["files"])
+    final = ring.progress()
+    assert final["total_bytes"] == total and final["seconds"] == report["seconds"]
+    assert [(n["name"], n["address"], n["state"], n["bytes"], n["error"]) for n in final["nodes"]] == [
+        (a, a, "done", total, None) for a in ring.addrs]
+    assert all(n["mb_per_s"] > 0 for n in final["nodes"])
 
 
 def test_tar_path_escape_is_refused(tmp_path, rings):
@@ -177,18 +187,23 @@ def test_killed_clients_are_short_cut(tmp_path, rings, victims):
     for v in victims:
         wait_for_bytes(ring.roots[v] / "disk.img", 2 << 20, server)
         ring.clients[v].send_signal(signal.SIGKILL)
+    live = ring.progress()  # replaced atomically while the run goes on: always whole JSON
+    assert live["total_bytes"] == 12 << 20 and [n["name"] for n in live["nodes"]] == ring.addrs
     _, err = server.communicate(timeout=90)
     assert server.returncode == 1, err
     results = ring.finish_clients()
     report = ring.report()
+    final = ring.progress()["nodes"]
     for i, node in enumerate(report["nodes"]):
         if i in victims:
             assert not node["ok"] and "dead" in node["error"], node
             assert node["name"] in err
+            assert final[i]["state"] == "dead" and final[i]["error"] == node["error"]
         else:
             assert node["ok"], node
             assert results[i][0] == 0, results[i][1]
             assert sha(ring.roots[i] / "disk.img") == sha(image)
+            assert final[i]["state"] == "done" and final[i]["bytes"] == 12 << 20
 
 
 def test_server_death_makes_every_client_fail(tmp_path, rings):
