@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.live import Live
+
 from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
@@ -29,9 +31,10 @@ from provision.model import Inventory, Node
 from provision.probe import answering_arp
 from provision.render import render_ring_config
 from provision.services.http import HttpServer
-from provision.ssh import forget_hosts
 from provision.services.tftp import TftpServer, install_boot_files
+from provision.ssh import forget_hosts
 from provision.state import NodeRecord, NodeState
+from provision.table import clone_table
 
 log = logging.getLogger("provision.install")
 
@@ -102,8 +105,8 @@ class Install:
     """One run of `provision install` for one inventory."""
 
     def __init__(self, inv: Inventory, options: InstallOptions, env: Mapping[str, str] = os.environ,
-                 show: Callable[[str], None] = print):
-        self.inv, self.options, self.env, self.show = inv, options, env, show
+                 show: Callable[[str], None] = print, live: bool = False):
+        self.inv, self.options, self.env, self.show, self.live = inv, options, env, show, live
         self.files = ClusterFiles.of(inv, env)
         self.store = self.files.store()
         self.changed = threading.Event()  # set on every node report: wakes the waiting loops
@@ -199,9 +202,14 @@ class Install:
             argv.append("-v")
         self.show(f"cloning {', '.join(str(i.source) for i in self.inv.images)} through a ring of "
                   f"{len(ready)} node(s): {' -> '.join([self.inv.server.name, *(n.name for n in ready)])}")
+        progress = self.files.dolly / "progress.json"
+        progress.unlink(missing_ok=True)
+        argv += ["--progress", str(progress)]
         with open(self.files.dolly / "dollyS.log", "wb") as log_file:
-            status = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **self.env}).returncode
+            ring = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **self.env})
+            self.follow(ring, progress, ready)
+        status = ring.returncode
         verdicts = read_ring_report(report, len(ready))
         for node, verdict in zip(ready, verdicts):
             if verdict is None:
@@ -211,6 +219,31 @@ class Install:
                 self.fail(node.name, f"clone failed: {verdict.get('error') or 'not verified'}")
             else:
                 self.store.update(node.name, bytes=verdict.get("bytes"), seconds=verdict.get("seconds"))
+
+    def follow(self, ring: subprocess.Popen, progress: Path, nodes: list[Node]) -> None:
+        """Show the clone while dollyS runs: a live per-node table on a terminal, else a line every 5 s."""
+        names = [n.name for n in nodes]
+
+        def snapshot() -> tuple[list[NodeRecord], dict]:
+            try:
+                ring_status = json.loads(progress.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                ring_status = {}
+            stored = self.store.load()
+            return [stored.get(name, NodeRecord(name)) for name in names], ring_status
+
+        if self.live:
+            with Live(clone_table(*snapshot()), refresh_per_second=2, transient=True) as live:
+                while ring.poll() is None:
+                    time.sleep(0.5)
+                    live.update(clone_table(*snapshot()))
+            return
+        next_line = time.monotonic() + 5
+        while ring.poll() is None:
+            time.sleep(0.2)
+            if time.monotonic() >= next_line:
+                next_line += 5
+                self.show(progress_line(*snapshot()))
 
     def wait_finished(self, pending: list[Node]) -> None:
         """Wait for every pending node that is not failed to report done (and be flipped)."""
@@ -264,6 +297,19 @@ class Install:
     def _in_state(self, nodes: list[Node], state: NodeState) -> list[Node]:
         stored = self.store.load()
         return [n for n in nodes if n.name in stored and stored[n.name].state is state]
+
+
+def progress_line(records: list[NodeRecord], ring: dict) -> str:
+    """One line for a log: how far the ring is, at its slowest node."""
+    nodes = ring.get("nodes") or []
+    total = ring.get("total_bytes") or 0
+    if not nodes or not total:
+        return f"clone: starting ({len(records)} node(s))"
+    alive = [n for n in nodes if n["state"] not in ("dead", "failed")]
+    slowest = min((n["bytes"] for n in alive), default=0)
+    dead = [n["name"] for n in nodes if n["state"] in ("dead", "failed")]
+    return (f"clone: {ring.get('seconds', 0):.0f} s, every live node has {100 * slowest / total:.0f}% "
+            f"of {total / 2**20:,.0f} MiB" + (f"; dead: {' '.join(dead)}" if dead else ""))
 
 
 def dolly_server() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
                              probe=args.probe, dolly_timeout=args.timeout, chunk_size=args.chunk_size,
                              finish_wait=args.finish_wait, linger=args.linger, tftp_port=args.tftp_port,
                              verbose=args.verbose)
-    result = Install(inv, options, env, show=lambda line: print(f"provision: {line}", flush=True)).run()
+    result = Install(inv, options, env, show=lambda line: print(f"provision: {line}", flush=True),
+                     live=sys.stdout.isatty()).run()
     print_table(result.records, title=f"cluster {inv.cluster}")
     failed = [r.name for r in result.records if r.state != NodeState.DONE]
     print(f"{len(result.records) - len(failed)} of {len(result.records)} node(s) done"
