@@ -229,6 +229,8 @@ class Install:
                 ring_status = json.loads(progress.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 ring_status = {}
+            for name, entry in zip(names, ring_status.get("nodes", [])):
+                entry["name"] = name  # dollyS names members as the ring config does: by address
             stored = self.store.load()
             return [stored.get(name, NodeRecord(name)) for name in names], ring_status
 
