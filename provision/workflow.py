@@ -174,16 +174,21 @@ class Install:
             self.changed.wait(min(1.0, max(0.0, deadline - time.monotonic())))
             self.changed.clear()
         silent = [n for n in pending if self.record(n.name).state is NodeState.WAITING]
-        if silent and len(ready) < enough and self.options.probe:
+        if len(ready) >= enough:
+            why = f"not ready when the ring started with {len(ready)} node(s) (--enough {enough})"
+        elif self.options.probe:
             alive = answering_arp([str(n.ip) for n in silent])
             for node in silent:
                 if str(node.ip) in alive:
                     self.store.update(node.name, state=NodeState.READY,
                                       message="answers ARP but sent no ready report")
             ready = self._in_state(pending, NodeState.READY)
+            why = f"not ready within {self.options.wait:.0f} s (no report, no ARP answer)"
+        else:
+            why = f"not ready within {self.options.wait:.0f} s (no report)"
         for node in pending:
             if self.record(node.name).state is NodeState.WAITING:
-                self.fail(node.name, f"not ready within {self.options.wait:.0f} s (no report, no ARP answer)")
+                self.fail(node.name, why)
         self.show(f"{len(ready)} node(s) ready: {' '.join(n.name for n in ready) or '-'}")
         return ready
 

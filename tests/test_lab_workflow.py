@@ -95,3 +95,24 @@ def test_rerun_after_a_crash_does_not_clone_finished_nodes(lab_inventory, tmp_pa
     assert (Path(n02.disk) / "dev" / "sda1").read_bytes() == image
     records = ClusterFiles.of(inv, env).store().load()
     assert [(records[n].state, records[n].boot) for n in ("n01", "n02")] == [("done", "local")] * 2
+
+
+def test_enough_ready_nodes_start_the_ring_without_the_rest(lab_inventory, tmp_path):
+    """--enough 2 with three nodes of which only two are powered on: the ring starts with those two, the
+    silent third is failed with the reason and stays on install boot; exit status non-zero."""
+    inv, env = lab_inventory
+    built = lab.lab_up(inv, nodes=3, env=env, image_mib=4)
+    install = subprocess.Popen(
+        netns.ns_argv(built.server_ns, [sys.executable, "-m", "provision", "install", "--inventory", str(inv.path),
+                                        "--nodes", "n01,n02,n03", "--enough", "2", "--wait", "120",
+                                        "--finish-wait", "60", "--linger", "1"]),
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    booted = lab.boot_nodes(built, ["n01", "n02"], reboot_seconds=0.5)
+    output, _ = install.communicate(timeout=180)
+    assert [booted[n].wait(timeout=60) for n in ("n01", "n02")] == [0, 0], output
+    assert install.returncode == 1, output
+    assert "ring of 2 node(s): lab-srv -> n01 -> n02" in output
+    records = ClusterFiles.of(inv, env).store().load()
+    assert [(records[n].state, records[n].boot) for n in ("n01", "n02")] == [("done", "local")] * 2
+    assert (records["n03"].state, records["n03"].boot) == ("failed", "install")
+    assert "not ready when the ring started with 2 node(s) (--enough 2)" in records["n03"].error
