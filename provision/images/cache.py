@@ -1,0 +1,72 @@
+"""The build cache: one directory per artifact and recipe, complete or absent.
+
+    <cache>/<kind>/<key>/        key = the first 16 hex digits of sha256(recipe as canonical JSON)
+    <cache>/<kind>/<key>/recipe.json
+    <cache>/debs/                downloaded Debian packages (their file names carry their versions)
+
+The cache is $PROVISION_CACHE, else <state dir>/cache. An entry is built in a temporary directory beside
+its final place and renamed into it when complete, under a lock per kind, so an interrupted build leaves
+nothing that looks finished and two builders never race.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from provision.inventory import state_dir
+
+CACHE_ENV = "PROVISION_CACHE"
+RECIPE_FILE = "recipe.json"
+
+
+def cache_key(recipe: Mapping[str, Any]) -> str:
+    """A short stable hash of a JSON-able recipe (key order does not matter)."""
+    text = json.dumps(recipe, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Cache:
+    root: Path
+
+    @classmethod
+    def of(cls, env: Mapping[str, str] = os.environ) -> Cache:
+        return cls(Path(env[CACHE_ENV]) if env.get(CACHE_ENV) else state_dir(env) / "cache")
+
+    @property
+    def debs(self) -> Path:
+        return self.root / "debs"
+
+    def entry(self, kind: str, recipe: Mapping[str, Any]) -> Path:
+        return self.root / kind / cache_key(recipe)
+
+    def build(self, kind: str, recipe: Mapping[str, Any], make: Callable[[Path], None]) -> Path:
+        """The entry for (kind, recipe); `make(directory)` fills a fresh directory when it is missing."""
+        final = self.entry(kind, recipe)
+        if (final / RECIPE_FILE).is_file():
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(final.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (final / RECIPE_FILE).is_file():  # built by someone else while we waited
+                return final
+            work = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            try:
+                make(work)
+                (work / RECIPE_FILE).write_text(json.dumps(recipe, indent=2, sort_keys=True) + "\n")
+                shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover (no recipe.json)
+                os.rename(work, final)
+            except BaseException:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
+        return final

@@ -1,0 +1,179 @@
+"""The installer initrd: a gzip'd newc cpio with busybox, python3-minimal and this project, and the NIC and
+disk modules of the installer kernel in load order; /init is provision/scripts/installer-init.sh.
+
+Everything comes from Debian packages unpacked (not installed): busybox-static, python3.X-minimal and
+libpython3.X-minimal with a few modules of libpython3.X-stdlib, and the shared libraries they need
+(found with readelf, so an extension module whose libraries are not shipped is left out). Python's
+modules are byte-compiled by the initrd's own interpreter (chroot, unchecked-hash .pyc files).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from provision.errors import ProvisionError
+from provision.images import debs
+from provision.images.cache import Cache
+from provision.images.cpio import write_newc
+from provision.images.kernel import Kernel, installer_kernel
+from provision.images.modules import load_order
+
+BUILDER_VERSION = 1  # change when what goes into the initrd changes in a way the recipe does not show
+INITRD_FILE = "initrd.img"
+MARKER = "provision-installer: initrd up"  # the first line /init writes on the console
+# Network (virtio, e1000) and disk (virtio, IDE/SATA, SCSI disks) drivers, the root file systems.
+MODULES = ("virtio_pci", "virtio_net", "e1000", "virtio_blk", "ata_piix", "ahci", "sd_mod",
+           "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii")
+# Pure-Python modules of libpython3.X-stdlib that this project uses (python3-minimal lacks them).
+STDLIB_EXTRA = ("json", "dataclasses", "tarfile", "uuid", "hmac", "gzip", "_compression", "shlex", "http",
+                "lzma", "bz2", "secrets", "base64", "random", "bisect", "hashlib", "tempfile", "shutil",
+                "fnmatch", "glob", "typing", "textwrap", "string", "pathlib", "ntpath", "urllib", "email",
+                "quopri", "calendar", "locale", "socketserver", "ipaddress", "contextvars")
+LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1")
+PROJECT_PACKAGES = ("dolly_core", "provision")
+_UNUSED_EXTENSIONS = re.compile(r"^(_test|_xx|xx|_ctypes_test|ossaudiodev|audioop|_lsprof)")  # of lib-dynload
+_NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
+
+
+@dataclass(frozen=True)
+class Initrd:
+    path: Path
+    kernel: Kernel
+    modules: tuple[str, ...]  # load order, paths under lib/modules/<release>/
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def project_digest(root: Path = project_root()) -> str:
+    """sha256 over this project's Python files that go into the initrd, and the init script."""
+    digest = hashlib.sha256()
+    files = sorted(p for pkg in PROJECT_PACKAGES for p in (root / pkg).rglob("*") if p.is_file()
+                   and "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def python_packages() -> list[str]:
+    """python3.X-minimal, libpython3.X-minimal, libpython3.X-stdlib for Debian's current python3."""
+    minimal = debs.dependency("python3-minimal", "python3.")
+    version = minimal.removesuffix("-minimal")  # python3.11
+    return [minimal, f"lib{version}-minimal", f"lib{version}-stdlib"]
+
+
+def needed_libraries(elf: Path) -> list[str]:
+    out = debs.run(["readelf", "-d", str(elf)], f"readelf {elf.name}").stdout
+    return _NEEDED.findall(out)
+
+
+def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str] = MODULES) -> Initrd:
+    """The installer initrd for the installer kernel, from the cache or built into it."""
+    cache = Cache.of(env)
+    kernel = installer_kernel(env)
+    order = load_order((kernel.modules_dir / "modules.dep").read_text(), modules)
+    packages = ["busybox-static", *python_packages(), *LIB_PACKAGES]
+    versions = [debs.candidate(p) for p in packages]
+    recipe = {"artifact": "initrd", "builder": BUILDER_VERSION, "kernel": kernel.release,
+              "debs": [d.spec for d in versions], "modules": order, "stdlib_extra": list(STDLIB_EXTRA),
+              "project": project_digest()}
+
+    def make(work: Path) -> None:
+        unpacked = {}
+        for deb, deb_file in zip(versions, debs.fetch(cache, versions)):
+            unpacked[deb.package] = work / "debs" / deb.package
+            debs.unpack(deb_file, unpacked[deb.package])
+        tree = work / "root"
+        _assemble(tree, unpacked, kernel, order)
+        with open(work / INITRD_FILE, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
+                                                                   compresslevel=9) as out:
+            write_newc(tree, out)
+        shutil.rmtree(work / "debs")
+        shutil.rmtree(tree)
+
+    return Initrd(cache.build("initrd", recipe, make) / INITRD_FILE, kernel, tuple(order))
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink():
+        dst.unlink(missing_ok=True)
+        os.symlink(os.readlink(src), dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: list[str]) -> None:
+    """Lay out the initrd's root in `tree` from the unpacked packages (package -> directory), the kernel
+    and this project."""
+    minimal, lib_minimal, lib_stdlib = python_packages()
+    python = minimal.removesuffix("-minimal")
+    _copy(unpacked["busybox-static"] / "bin" / "busybox", tree / "bin" / "busybox")
+    for name, target in (("installer-init.sh", "init"), ("udhcpc.sh", "etc/udhcpc.sh")):
+        path = tree / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(resources.files("provision").joinpath(f"scripts/{name}").read_bytes())
+        path.chmod(0o755)
+
+    # Python: the interpreter, python3-minimal's stdlib, the extra modules and extensions, this project
+    _copy(unpacked[minimal] / "usr" / "bin" / python, tree / "usr" / "bin" / python)
+    os.symlink(python, tree / "usr" / "bin" / "python3")
+    stdlib = Path("usr") / "lib" / python
+    for package in (minimal, lib_minimal, lib_stdlib):
+        root = unpacked[package]
+        for path in sorted((root / stdlib).rglob("*")) if (root / stdlib).is_dir() else ():
+            rel = path.relative_to(root / stdlib)
+            if rel.parts[0] == "lib-dynload" and _UNUSED_EXTENSIONS.match(rel.name):
+                continue
+            if path.is_file() and (package != lib_stdlib or rel.parts[0].removesuffix(".py") in STDLIB_EXTRA
+                                   or rel.parts[0] == "lib-dynload"):
+                _copy(path, tree / stdlib / rel)
+    site = tree / "usr" / "lib" / "python3" / "dist-packages"
+    for package in PROJECT_PACKAGES:
+        shutil.copytree(project_root() / package, site / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+    # shared libraries: what the interpreter and the kept extension modules need, from the lib packages
+    libdir = Path("lib") / "x86_64-linux-gnu"
+    available = {p.name: p for package in LIB_PACKAGES for d in (unpacked[package] / libdir,
+                 unpacked[package] / "usr" / libdir) if d.is_dir() for p in d.iterdir()}
+    elves = [tree / "usr" / "bin" / python, *(tree / stdlib / "lib-dynload").glob("*.so")]
+    wanted: set[str] = {"ld-linux-x86-64.so.2"}
+    for elf in elves:
+        needed = needed_libraries(elf)
+        if elf.suffix == ".so" and not all(n in available for n in needed):
+            elf.unlink()  # e.g. _ssl, _hashlib (libssl), _lzma (liblzma): not shipped
+            continue
+        wanted.update(needed)
+    for name in sorted(wanted):
+        if name not in available:
+            raise ProvisionError(f"initrd: {name} (needed by python) is in none of {', '.join(LIB_PACKAGES)}")
+        src = available[name]
+        _copy(src.resolve(), tree / libdir / src.resolve().name)
+        if src.resolve().name != name:
+            os.symlink(src.resolve().name, tree / libdir / name)
+    (tree / "lib64").mkdir()
+    os.symlink(f"/{libdir}/ld-linux-x86-64.so.2", tree / "lib64" / "ld-linux-x86-64.so.2")
+
+    # kernel modules in load order
+    modules = tree / "lib" / "modules" / kernel.release
+    for rel in order:
+        _copy(kernel.modules_dir / rel, modules / rel)
+    (modules / "load-order").write_text("".join(f"{rel}\n" for rel in order))
+
+    # byte-compile with the initrd's own interpreter
+    proc = subprocess.run(["chroot", str(tree), f"/usr/bin/{python}", "-m", "compileall", "-q",
+                           "--invalidation-mode", "unchecked-hash", f"/{stdlib}", "/usr/lib/python3/dist-packages"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ProvisionError(f"initrd: byte-compiling with its python failed: {(proc.stderr or proc.stdout)[-2000:]}")

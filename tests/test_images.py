@@ -1,0 +1,172 @@
+"""Built artifacts: the cache, module load order, cpio archives (fast); the installer kernel and initrd
+built from Debian packages and booted in QEMU (marked vm: downloads and builds, cached between runs)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from provision import netns
+from provision.errors import ProvisionError
+from provision.images.cache import CACHE_ENV, Cache, cache_key
+from provision.images.cpio import write_newc
+from provision.images.initrd import MARKER, installer_initrd, project_digest
+from provision.images.modules import load_order, module_name
+from tests.conftest import require_root, require_tool
+
+MODULES_DEP = """\
+kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko \
+kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/net/core/failover.ko:
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko \
+kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/lib/crc-t10dif.ko:
+kernel/drivers/net/ethernet/intel/e1000/e1000.ko:
+"""
+
+
+def test_cache_key_is_stable_and_ignores_key_order():
+    assert cache_key({"a": 1, "b": [1, 2]}) == cache_key({"b": [1, 2], "a": 1})
+    assert cache_key({"a": 1}) != cache_key({"a": 2})
+    assert re.fullmatch(r"[0-9a-f]{16}", cache_key({}))
+
+
+def test_cache_location_follows_the_environment(tmp_path):
+    assert Cache.of({CACHE_ENV: str(tmp_path / "c")}).root == tmp_path / "c"
+    assert Cache.of({"PROVISION_STATE_DIR": str(tmp_path / "s")}).root == tmp_path / "s" / "cache"
+
+
+def test_cache_builds_once_and_keeps_nothing_from_a_failed_build(tmp_path):
+    cache = Cache(tmp_path)
+    calls = []
+
+    def broken(work: Path) -> None:
+        (work / "half").write_text("half")
+        raise ProvisionError("build failed")
+
+    with pytest.raises(ProvisionError):
+        cache.build("thing", {"v": 1}, broken)
+    assert list((tmp_path / "thing").iterdir()) == [tmp_path / "thing" / ".lock"]
+
+    def make(work: Path) -> None:
+        calls.append(work)
+        (work / "out").write_text("built")
+
+    first = cache.build("thing", {"v": 1}, make)
+    assert cache.build("thing", {"v": 1}, make) == first and len(calls) == 1
+    assert (first / "out").read_text() == "built" and first.name == cache_key({"v": 1})
+    assert cache.build("thing", {"v": 2}, make) != first and len(calls) == 2  # another recipe, another entry
+
+
+def test_module_load_order_puts_dependencies_first_once():
+    order = load_order(MODULES_DEP, ["virtio_pci", "virtio-net", "e1000", "crc_t10dif"])
+    names = [module_name(p) for p in order]
+    assert names == ["virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+                     "failover", "net_failover", "virtio_net", "e1000", "crc_t10dif"]
+    with pytest.raises(ProvisionError, match="not in modules.dep: nosuch"):
+        load_order(MODULES_DEP, ["virtio_net", "nosuch"])
+
+
+def test_cpio_archive_unpacks_to_the_same_tree(tmp_path):
+    busybox = require_tool("busybox")
+    tree = tmp_path / "tree"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "bin" / "tool").write_bytes(b"#!/bin/sh\necho hi\n")
+    (tree / "bin" / "tool").chmod(0o755)
+    (tree / "etc").mkdir()
+    (tree / "etc" / "odd").write_bytes(b"x" * 5)  # sizes that need padding
+    (tree / "etc" / "empty").write_bytes(b"")
+    os.symlink("../bin/tool", tree / "etc" / "link")
+    archive = tmp_path / "a.cpio"
+    with open(archive, "wb") as out:
+        assert write_newc(tree, out) == 6
+    with open(tmp_path / "b.cpio", "wb") as out:
+        write_newc(tree, out)
+    assert archive.read_bytes() == (tmp_path / "b.cpio").read_bytes()  # deterministic
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with open(archive, "rb") as stdin:
+        subprocess.run([busybox, "cpio", "-id"], stdin=stdin, cwd=dest, check=True, capture_output=True)
+    assert (dest / "bin" / "tool").read_bytes() == b"#!/bin/sh\necho hi\n"
+    assert os.access(dest / "bin" / "tool", os.X_OK)
+    assert os.readlink(dest / "etc" / "link") == "../bin/tool"
+    assert (dest / "etc" / "odd").read_bytes() == b"xxxxx" and (dest / "etc" / "empty").read_bytes() == b""
+
+
+def test_project_digest_follows_the_sources(tmp_path):
+    for package in ("dolly_core", "provision"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    before = project_digest(tmp_path)
+    (tmp_path / "dolly_core" / "node.py").write_text("x = 1\n")
+    assert project_digest(tmp_path) != before
+
+
+@pytest.fixture(scope="module")
+def initrd():
+    require_root()
+    for tool in ("apt-get", "dpkg-deb", "depmod", "readelf", "busybox"):
+        require_tool(tool)
+    built = installer_initrd()
+    mtime = built.path.stat().st_mtime
+    again = installer_initrd()  # at once, before the sources can change: from the cache
+    assert again.path == built.path and again.path.stat().st_mtime == mtime
+    return built
+
+
+@pytest.mark.vm
+def test_installer_initrd_from_debian_packages(initrd, tmp_path):
+    size = initrd.path.stat().st_size
+    assert 5e6 < size < 20e6, f"initrd is {size / 1e6:.1f} MB"
+    names = [module_name(p) for p in initrd.modules]
+    assert names.index("virtio_ring") < names.index("virtio") < names.index("virtio_pci") < names.index("virtio_net")
+    assert names.index("jbd2") < names.index("ext4")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with open(initrd.path, "rb") as packed:
+        data = subprocess.run(["zcat"], stdin=packed, capture_output=True, check=True).stdout
+    subprocess.run(["busybox", "cpio", "-id"], input=data, cwd=tree, check=True, capture_output=True)
+    assert (tree / "init").read_text().startswith("#!/bin/busybox sh")
+    load_list = (tree / "lib" / "modules" / initrd.kernel.release / "load-order").read_text().split()
+    assert load_list == list(initrd.modules)
+    probe = ("import sys, json, dolly_core.cli, dolly_core.server, dolly_core.node, dolly_core.cook;"
+             "print(sys.version_info[:2] >= (3, 11))")
+    result = subprocess.run(["chroot", str(tree), "/usr/bin/python3", "-c", probe], capture_output=True, text=True)
+    assert result.stdout.strip() == "True", result.stderr
+
+
+@pytest.mark.vm
+def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
+    """Direct kernel boot under TCG in a namespace of our own (nothing to reach): QEMU's user network
+    (restricted: no way out) gives the DHCP lease; /init reports each step and powers off."""
+    qemu = require_tool("qemu-system-x86_64")
+    ns = f"pvq-{uuid.uuid4().hex[:6]}"
+    serial = tmp_path / "serial.log"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        argv = [qemu, "-machine", "pc,accel=tcg", "-m", "512", "-display", "none", "-monitor", "none",
+                "-no-reboot", "-kernel", str(initrd.kernel.vmlinuz), "-initrd", str(initrd.path),
+                "-append", "console=ttyS0,115200 provision.poweroff BOOTIF=01-52-54-00-12-34-56",
+                "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+                "-serial", f"file:{serial}"]
+        started = time.monotonic()
+        subprocess.run(netns.ns_argv(ns, argv), check=True, timeout=240, capture_output=True)
+        seconds = time.monotonic() - started
+    finally:
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    lines = [line for line in serial.read_text(errors="replace").splitlines() if "provision-installer:" in line]
+    assert lines and lines[0].startswith(MARKER), lines
+    text = "\n".join(lines)
+    assert "network eth0 10.0.2.15/24" in text and "python 3.11" in text and "powering off" in text, text
+    print(f"\ninstaller: QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines[1:]))
