@@ -1,9 +1,10 @@
 """The ring's head and tail (dollyS): resolve the ring, read the IN files into the window (hashing
-them, sending all-zero chunks as holes), stream them to the first client, receive everything back
-at the tail, and turn the END report that went around the ring into the final report."""
+them; holes and all-zero chunks travel as HOLE frames), stream them to the first client, receive
+everything back at the tail, and turn the END report that went around the ring into the final report."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -75,12 +76,46 @@ def plan_run(config: DollyConfig, settings: Settings) -> RunSetup:
                     settings.connect_wait)
 
 
+def data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The (start, end) ranges of [start, end) of a regular file that hold data, found with
+    SEEK_DATA/SEEK_HOLE; the rest are holes (zeros that need not be read). Where the file system
+    cannot tell, the whole range is data."""
+    ranges, pos = [], start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole from pos to the end of the file
+                break
+            if exc.errno == errno.EINVAL:  # no SEEK_DATA here: read it all
+                return ranges + [(pos, end)]
+            raise
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        ranges.append((data, hole))
+        pos = hole
+    return ranges
+
+
+def read_exactly(fd: int, view: memoryview, offset: int, path: str) -> None:
+    got = 0
+    while got < len(view):
+        n = os.preadv(fd, [view[got:]], offset + got)
+        if not n:
+            raise OSError(f"{path} shrank while reading (at byte {offset + got})")
+        got += n
+
+
 class Source:
-    """Reads every IN into the window in chunk order; hashes each file on the way."""
+    """Reads every IN into the window in chunk order; hashes each file on the way. A regular
+    file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a hole travels as a HOLE
+    frame, a partly covered chunk reads only its data ranges; the hash counts holes as zeros."""
 
     def __init__(self, setup: RunSetup, window: Window):
         self.setup, self.window = setup, window
         self.sha256: list[str] = []
+        self.data_bytes: list[int] = []  # bytes read from each IN (the rest were holes)
         self.error: str | None = None
         self.done = threading.Event()
 
@@ -97,38 +132,55 @@ class Source:
 
     def _run(self) -> None:
         seq, size = 0, self.setup.chunk_size
-        zero = bytes(size)
+        zero = memoryview(bytes(size))
         for index, f in enumerate(self.setup.files):
-            digest = hashlib.sha256()
+            digest, read = hashlib.sha256(), 0
             with open(f.source, "rb", buffering=0) as src:
+                fd = src.fileno()
+                sparse = stat.S_ISREG(os.fstat(fd).st_mode)
                 offset = 0
                 for _ in range(self.setup.file_chunks(f)):
-                    buf = self.window.acquire()
-                    view = memoryview(buf)
                     length = min(size, f.size - offset)
-                    got = 0
-                    while got < length:
-                        n = src.readinto(view[got:length])
-                        if not n:
-                            raise OSError(f"{f.source} shrank while reading (at byte {offset + got})")
-                        got += n
-                    data = view[:length]
-                    digest.update(data)
-                    if length and data == zero[:length]:
-                        self.window.release(buf)
-                        self.window.reserve_hole()
-                        entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
-                        wire = p.pack_header(p.Kind.HOLE, index, seq, offset, length)
-                        self.window.add_piece(entry, wire, 0, length)
+                    ranges = data_ranges(fd, offset, offset + length) if sparse else [(offset, offset + length)]
+                    if length and not ranges:
+                        digest.update(zero[:length])
+                        self._hole(index, seq, offset, length)
                     else:
-                        entry = self.window.append(Entry(p.Header(p.Kind.CHUNK, 0, index, seq, offset, length, 0), buf))
-                        for start in range(0, max(length, 1), p.PIECE):
-                            piece = data[start:start + p.PIECE]
-                            wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
-                            self.window.add_piece(entry, wire, start, len(piece))
+                        buf = self.window.acquire()
+                        view = memoryview(buf)
+                        pos = offset
+                        for start, end in ranges:
+                            view[pos - offset:start - offset] = zero[:start - pos]
+                            read_exactly(fd, view[start - offset:end - offset], start, f.source)
+                            read += end - start
+                            pos = end
+                        view[pos - offset:length] = zero[:offset + length - pos]
+                        data = view[:length]
+                        digest.update(data)
+                        if length and data == zero[:length]:
+                            self.window.release(buf)
+                            self._hole(index, seq, offset, length)
+                        else:
+                            self._chunk(index, seq, offset, buf, length)
                     seq += 1
                     offset += length
+                if sparse and os.fstat(fd).st_size < f.size:  # a hole past the new end is no zeros
+                    raise OSError(f"{f.source} shrank while reading (to {os.fstat(fd).st_size} bytes)")
             self.sha256.append(digest.hexdigest())
+            self.data_bytes.append(read)
+
+    def _hole(self, index: int, seq: int, offset: int, length: int) -> None:
+        self.window.reserve_hole()
+        entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
+        self.window.add_piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length), 0, length)
+
+    def _chunk(self, index: int, seq: int, offset: int, buf: bytearray, length: int) -> None:
+        entry = self.window.append(Entry(p.Header(p.Kind.CHUNK, 0, index, seq, offset, length, 0), buf))
+        data = memoryview(buf)[:length]
+        for start in range(0, max(length, 1), p.PIECE):
+            piece = data[start:start + p.PIECE]
+            wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
+            self.window.add_piece(entry, wire, start, len(piece))
 
 
 class Server:
@@ -221,8 +273,8 @@ class Server:
             nodes.append({"name": member.name, "address": f"{member.host}:{member.port}", "ok": bool(v["ok"]),
                           "error": v.get("error"), "bytes": v.get("bytes", 0), "seconds": v.get("seconds"),
                           "files": v.get("files", [])})
-        files = [{"path": f.source, "out": f.out, "cook": f.cook, "bytes": f.size, "sha256": sha}
-                 for f, sha in zip(self.setup.files, self.source.sha256)]
+        files = [{"path": f.source, "out": f.out, "cook": f.cook, "bytes": f.size, "data_bytes": read,
+                  "sha256": sha} for f, sha, read in zip(self.setup.files, self.source.sha256, self.source.data_bytes)]
         return {"ok": all(n["ok"] for n in nodes) and self.got_end.is_set(), "run": self.setup.run,
                 "seconds": round(self.seconds or time.monotonic() - self.started, 3),
                 "chunk_size": self.setup.chunk_size, "files": files, "nodes": nodes,

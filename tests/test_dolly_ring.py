@@ -309,3 +309,67 @@ def test_hung_client_is_short_cut_after_the_timeout(tmp_path, rings):
             assert node["ok"], node
             assert results[i][0] == 0, results[i][1]
             assert sha(ring.roots[i] / "disk.img") == sha(image)
+
+
+def allocated(path: Path) -> list[tuple[int, int]]:
+    """The (start, end) ranges of a file that hold data (SEEK_DATA/SEEK_HOLE); the rest read as zeros."""
+    ranges, pos, size = [], 0, path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            pos = os.lseek(fd, start, os.SEEK_HOLE)
+            ranges.append((start, pos))
+    finally:
+        os.close(fd)
+    return ranges
+
+
+def same_sparse_bytes(a: Path, b: Path) -> bool:
+    """Byte-identical, reading only what either file holds as data (holes are zeros in both)."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        for start, end in allocated(a) + allocated(b):
+            fa.seek(start)
+            fb.seek(start)
+            if fa.read(end - start) != fb.read(end - start):
+                return False
+    return True
+
+
+def sha_of_file(path: Path) -> str:
+    digest, buf = hashlib.sha256(), memoryview(bytearray(16 << 20))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(buf[:n])
+    return digest.hexdigest()
+
+
+def test_sparse_image_holes_are_neither_read_nor_sent_nor_allocated(tmp_path, rings):
+    """1 GiB logical, 4 MiB of data: the data at the start, straddling chunk boundaries, at a
+    chunk's end, and a trailing hole."""
+    image = tmp_path / "sparse.img"
+    data = {0: 1 << 20, (300 << 20) + (128 << 10): 1 << 20, (700 << 20) - (512 << 10): 512 << 10,
+            900 << 20: (1 << 20) + (512 << 10)}
+    with open(image, "wb") as f:
+        f.truncate(1 << 30)
+        for offset, length in data.items():
+            f.seek(offset)
+            f.write(os.urandom(length))
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    rc, err = ring.run()
+    assert rc == 0, err
+    assert [r for r, _ in ring.finish_clients()] == [0, 0]
+    [file] = ring.report()["files"]
+    assert file["sha256"] == sha_of_file(image) and file["bytes"] == 1 << 30
+    assert file["data_bytes"] == sum(data.values())  # nothing in a hole was read
+    for root in ring.roots:
+        clone = root / "disk.img"
+        assert clone.stat().st_size == 1 << 30
+        assert clone.stat().st_blocks * 512 < 8 << 20  # holes stayed holes (data rounded to chunks)
+        assert same_sparse_bytes(clone, image)
