@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import subprocess
 import time
 import uuid
@@ -16,6 +17,7 @@ from provision import netns
 from provision.errors import ProvisionError
 from provision.images.cache import CACHE_ENV, Cache, cache_key
 from provision.images.cpio import write_newc
+from provision.images.golden import MARKER_FILE, golden_image, mbr_partition_table
 from provision.images.initrd import MARKER, installer_initrd, project_digest
 from provision.images.modules import load_order, module_name
 from tests.conftest import require_root, require_tool
@@ -170,3 +172,65 @@ def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
     text = "\n".join(lines)
     assert "network eth0 10.0.2.15/24" in text and "python 3.11" in text and "powering off" in text, text
     print(f"\ninstaller: QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines[1:]))
+
+
+def test_mbr_partition_table_has_one_bootable_linux_partition():
+    sector = mbr_partition_table(2048, 3145728)
+    assert len(sector) == 512 and sector[:446] == bytes(446) and sector[510:] == b"\x55\xaa"
+    status, kind = sector[446], sector[450]
+    start, sectors = struct.unpack_from("<II", sector, 454)
+    assert (status, kind, start, sectors) == (0x80, 0x83, 2048, 3145728)
+    assert sector[462:510] == bytes(48)  # the other three entries are empty
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _debugfs_cat(image: Path, path: str) -> str:
+    return subprocess.run(["debugfs", "-R", f"cat {path}", str(image)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.vm
+def test_golden_image_is_debian_with_ssh_and_boots_from_its_disk(tmp_path):
+    """mmdebstrap build (cached), checked without mounting, then the disk image booted under TCG
+    (SeaBIOS -> GRUB placed without loop devices -> Debian) to its serial login prompt."""
+    require_root()
+    for tool in ("mmdebstrap", "mkfs.ext4", "debugfs", "grub-mkimage", "qemu-system-x86_64"):
+        require_tool(tool)
+    started = time.monotonic()
+    golden = golden_image()
+    build_seconds = time.monotonic() - started
+    assert _debugfs_cat(golden.rootfs, "/" + MARKER_FILE) == golden.marker
+    assert _debugfs_cat(golden.rootfs, "/etc/fstab") == "LABEL=root / ext4 defaults 0 1\n"
+    assert "linux /vmlinuz root=LABEL=root" in _debugfs_cat(golden.rootfs, "/boot/grub/grub.cfg")
+    assert "sshd" in subprocess.run(["debugfs", "-R", "ls /usr/sbin", str(golden.rootfs)],
+                                    capture_output=True, text=True).stdout
+    used_mib = golden.rootfs.stat().st_blocks * 512 >> 20
+    assert used_mib < 700, f"golden image uses {used_mib} MiB"
+    ns = f"pvq-{uuid.uuid4().hex[:6]}"
+    serial = tmp_path / "serial.log"
+    subprocess.run(["ip", "netns", "add", ns], check=True)  # no network at all
+    qemu = None
+    try:
+        argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,graphics=off", "-m", "768", "-display", "none",
+                "-monitor", "none", "-nodefaults", "-serial", f"file:{serial}",
+                "-drive", f"if=none,id=d0,format=raw,file={golden.disk},snapshot=on",
+                "-device", "virtio-blk-pci,drive=d0,bootindex=1"]
+        booted = time.monotonic()
+        qemu = subprocess.Popen(netns.ns_argv(ns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while "golden login:" not in _text(serial):
+            assert qemu.poll() is None, "QEMU ended early"
+            assert time.monotonic() - booted < 240, _text(serial)[-3000:]
+            time.sleep(1)
+        boot_seconds = time.monotonic() - booted
+    finally:
+        if qemu is not None and qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    console = serial.read_text(errors="replace")
+    assert "Reached target" in console and "multi-user.target" in console
+    print(f"\ngolden image: {used_mib} MiB used of {golden.rootfs.stat().st_size >> 20} MiB; "
+          f"build/cache {build_seconds:.0f} s; QEMU start to login prompt {boot_seconds:.1f} s")
