@@ -84,13 +84,18 @@ def pxelinux_search_order(mac: str, ip: ipaddress.IPv4Address) -> list[str]:
             + [f"pxelinux.cfg/{hex_ip[:n]}" for n in range(8, 0, -1)] + ["pxelinux.cfg/default"])
 
 
-def kickstart_url(append: str) -> str | None:
-    """The URL of `inst.ks=` (or the older `ks=`) on a kernel command line."""
+def kernel_arg_url(append: str, *keys: str) -> str | None:
+    """The http(s) URL given by the first of `keys` on a kernel command line (e.g. inst.ks=...)."""
     for arg in append.split():
         key, _, value = arg.partition("=")
-        if key in ("inst.ks", "ks") and value.startswith(("http://", "https://")):
+        if key in keys and value.startswith(("http://", "https://")):
             return value
     return None
+
+
+def kickstart_url(append: str) -> str | None:
+    """The URL of `inst.ks=` (or the older `ks=`) on a kernel command line."""
+    return kernel_arg_url(append, "inst.ks", "ks")
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,7 @@ class BootResult:
     after_reboot: str | None = None
     address: str | None = None
     post_exit: int | None = None
+    install_skipped: bool = False  # PXE said install, the server said local: the disk was not touched
     error: str | None = None
     steps: list[dict] = field(default_factory=list)
 
@@ -194,12 +200,27 @@ class LabNode:
                 return entry
         raise ProvisionError(f"TFTP {server}: no PXE config for {self.mac}")
 
-    def install(self, lease: Lease, entry: PxeEntry) -> int:
+    def due_for_install(self, entry: PxeEntry) -> bool:
+        """Before touching the disk, ask the server whether this node is really due for install (a node
+        whose flip to local boot did not reach its PXE config must not reinstall itself on every boot)."""
+        url = kernel_arg_url(entry.append, "provision.boot_url")
+        if url is None:
+            raise ProvisionError(f"PXE APPEND has no provision.boot_url=: {entry.append!r}")
+        started = time.monotonic()
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            boot = json.loads(resp.read())["boot"]
+        self.step("due", started, f"{url}: {boot}")
+        return boot == "install"
+
+    def install(self, lease: Lease, entry: PxeEntry) -> int | None:
+        """Run the installer; None when the server says the node is not due for install."""
         started = time.monotonic()
         for file in (entry.kernel, entry.initrd):
             if file and self.tftp_get(lease.next_server, file) is None:
                 raise ProvisionError(f"TFTP {lease.next_server}: {file} (named by the PXE config) not found")
         self.step("kernel", started, f"{entry.kernel} and {entry.initrd} fetched")
+        if not self.due_for_install(entry):
+            return None
         url = kickstart_url(entry.append)
         if url is None:
             raise ProvisionError(f"PXE APPEND has no inst.ks= URL: {entry.append!r}")
@@ -233,7 +254,13 @@ class LabNode:
             entry = self.pxe(lease)
             self.result.first_entry = "local" if entry.localboot else "install"
             if not entry.localboot:
-                if (rc := self.install(lease, entry)) != 0:
+                rc = self.install(lease, entry)
+                if rc is None:
+                    self.result.install_skipped = True
+                    self.result.ok = True
+                    self.say("not due for install (the server says local boot): boots from its local disk")
+                    return self.result
+                if rc != 0:
                     raise ProvisionError(f"%post failed with exit {rc} (--erroronfail): installer stops")
                 self.say(f"reboot ({self.reboot_seconds:g} s until the firmware runs again)")
                 time.sleep(self.reboot_seconds)

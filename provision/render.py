@@ -66,6 +66,11 @@ def kickstart_url(inv: Inventory, node: Node) -> str:
     return f"{inv.server.url}/kickstart/{node.name}.ks"
 
 
+def boot_url(inv: Inventory, node: Node) -> str:
+    """Where a node's installer asks, before it touches the disk, whether it is really due for install."""
+    return f"{inv.server.url}/api/nodes/{node.name}/boot"
+
+
 def report_url(inv: Inventory, node: Node) -> str:
     return f"{inv.server.url}/api/nodes/{node.name}/state"
 
@@ -154,7 +159,8 @@ def _render_files(
             "fqdn": inv.fqdn(node.name),
             "kickstart_url": ks_url,
             "report_url": report_url(inv, node),
-            "kernel_args": " ".join(a for a in (f"inst.ks={ks_url}", "ip=dhcp", inv.boot.append, node.append) if a),
+            "kernel_args": " ".join(a for a in (f"inst.ks={ks_url}", f"provision.boot_url={boot_url(inv, node)}",
+                                                "ip=dhcp", inv.boot.append, node.append) if a),
         }
         files[pxelinux_path(node)] = render_template(pxelinux[mode], context)
         if node.firmware is Firmware.UEFI:

@@ -130,7 +130,8 @@ class Install:
         http = HttpServer(self.files.kickstarts, nodes=self.inv.node_names,
                           on_report=lambda n, s, m: self.on_report(flipper, n, s, m),
                           host=str(self.inv.server.ip), port=self.inv.server.http_port,
-                          states=lambda: [r.to_json() for r in self.records()])
+                          states=lambda: [r.to_json() for r in self.records()],
+                          boot_of=lambda name: self.record(name).boot)
         tftp.start()
         try:
             http.start()

@@ -24,7 +24,8 @@ def served(tmp_path):
     store = StateStore(tmp_path / "nodes.json")
     store.ensure(["n01", "n02"])
     server = HttpServer(ks, nodes=["n01", "n02"], on_report=store.report, host="127.0.0.1", port=0,
-                        states=lambda: [r.to_json() for r in store.load().values()]).start()
+                        states=lambda: [r.to_json() for r in store.load().values()],
+                        boot_of=lambda name: store.load()[name].boot).start()
     server.store = store
     try:
         yield server
@@ -91,3 +92,10 @@ def test_report_with_curl_as_the_kickstart_sends_it(served):
 def test_bind_error_is_clear(served):
     with pytest.raises(ProvisionError, match="HTTP cannot bind"):
         HttpServer(served.kickstart_dir, [], print, host="127.0.0.1", port=served.port).start()
+
+
+def test_installer_asks_whether_it_is_due_for_install(served):
+    assert json.loads(request(served, "/api/nodes/n01/boot")[1]) == {"name": "n01", "boot": "install"}
+    served.store.set_boot(["n01"], "local")
+    assert json.loads(request(served, "/api/nodes/n01/boot")[1]) == {"name": "n01", "boot": "local"}
+    assert request(served, "/api/nodes/n99/boot")[0] == 404

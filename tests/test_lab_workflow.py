@@ -4,6 +4,7 @@ The 7 others must end byte-identical, personalised and on local boot; the dead o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def lab_inventory(tmp_path):
 def test_eight_nodes_one_killed_mid_clone(lab_inventory, tmp_path):
     inv, env = lab_inventory
     log = tmp_path / "install.log"
-    result = lab_demo.run_demo(inv, nodes=8, kill="n04", image_mib=48, ring_timeout=2.0, env=env,
+    result = lab_demo.run_demo(inv, nodes=8, kill="n04", image_mib=48, ring_timeout=5.0, env=env,
                                show=lambda line: None, install_log=log, reboot_seconds=0.5)
     install_output = log.read_text()
     summary = lab_demo.summary(result)
@@ -116,3 +117,35 @@ def test_enough_ready_nodes_start_the_ring_without_the_rest(lab_inventory, tmp_p
     assert [(records[n].state, records[n].boot) for n in ("n01", "n02")] == [("done", "local")] * 2
     assert (records["n03"].state, records["n03"].boot) == ("failed", "install")
     assert "not ready when the ring started with 2 node(s) (--enough 2)" in records["n03"].error
+
+
+def test_no_install_loop_when_a_flip_did_not_reach_the_pxe_config(lab_inventory, tmp_path):
+    """n01 is done and on local boot, but its PXE config still says install (a flip that never reached
+    the TFTP root): its installer asks the server first, hears `local`, and leaves the disk alone."""
+    inv, env = lab_inventory
+    built = lab.lab_up(inv, nodes=2, env=env, image_mib=4)
+    files = ClusterFiles.of(inv, env)
+    assert main(["flip-to-local", "--inventory", str(inv.path), "n01"], env) == 0
+    files.store().update("n01", state=NodeState.DONE)
+    install = subprocess.Popen(
+        netns.ns_argv(built.server_ns, [sys.executable, "-m", "provision", "install", "--inventory", str(inv.path),
+                                        "--nodes", "n01,n02", "--wait", "60", "--finish-wait", "60", "--linger", "3"]),
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in install.stdout:  # install has rendered n01 as local and serves ...
+        if "dhcpd serving" in line:
+            break
+    n01_pxe = files.tftp_root / "pxelinux.cfg" / f"01-{inv.node('n01').mac.replace(':', '-')}"
+    n02_pxe = files.tftp_root / "pxelinux.cfg" / f"01-{inv.node('n02').mac.replace(':', '-')}"
+    assert "LOCALBOOT" in n01_pxe.read_text()
+    n01_pxe.write_text(n02_pxe.read_text().replace("n02", "n01"))  # ... but the flip "did not reach" it
+    booted = lab.boot_nodes(built, ["n01"], reboot_seconds=0.5)
+    assert booted["n01"].wait(timeout=60) == 0
+    booted.update(lab.boot_nodes(built, ["n02"], reboot_seconds=0.5))
+    output, _ = install.communicate(timeout=180)
+    assert install.returncode == 0, output
+    assert booted["n02"].wait(timeout=60) == 0
+    n01, n02 = built.nodes
+    result = json.loads((Path(n01.work) / "result.json").read_text())
+    assert result["first_entry"] == "install" and result["install_skipped"] is True, result
+    assert not any(Path(n01.disk).iterdir())  # the disk was not touched
+    assert json.loads((Path(n02.work) / "result.json").read_text())["install_skipped"] is False

@@ -4,6 +4,8 @@
     POST /api/nodes/<name>/state       JSON {"state": "ready|cloning|done|failed", "message": "..."}
                                        -> 200 {"ok": true}; unknown node 404; bad body or state 400
     GET  /api/nodes                    the current records, if a `states` callable was given
+    GET  /api/nodes/<name>/boot        {"name", "boot": "install"|"local"}: asked by a node's installer before
+                                       it touches the disk (no install loops), if a `boot_of` callable was given
 
     server = HttpServer("build/kickstart", nodes=inv.node_names, on_report=store.report,
                         host=str(inv.server.ip), port=inv.server.http_port).start()
@@ -29,6 +31,7 @@ log = logging.getLogger("provision.http")
 MAX_BODY = 64 * 1024
 _KICKSTART = re.compile(r"^/kickstart/([A-Za-z0-9][A-Za-z0-9.-]*)\.ks$")
 _REPORT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/state$")
+_BOOT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/boot$")
 
 Report = Callable[[str, NodeState, str], object]
 
@@ -66,6 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(HTTPStatus.OK, file.read_bytes(), "text/plain; charset=utf-8")
         if path == "/api/nodes" and self.server.states is not None:
             return self._json(HTTPStatus.OK, {"nodes": self.server.states()})
+        if (m := _BOOT.match(path)) and self.server.boot_of is not None:
+            name = m.group(1)
+            if name not in self.server.nodes:
+                return self._error(HTTPStatus.NOT_FOUND, f"unknown node {name!r}")
+            return self._json(HTTPStatus.OK, {"name": name, "boot": str(self.server.boot_of(name))})
         self._error(HTTPStatus.NOT_FOUND, "not found")
 
     do_HEAD = do_GET
@@ -109,6 +117,7 @@ class _Server(ThreadingHTTPServer):
     nodes: frozenset[str]
     on_report: Report
     states: Callable[[], list] | None
+    boot_of: Callable[[str], str] | None
 
 
 class HttpServer:
@@ -116,10 +125,11 @@ class HttpServer:
     state, message)`. `start()` binds (port 0 = any free port, see `.port`) and serves in a thread."""
 
     def __init__(self, kickstart_dir: str | os.PathLike, nodes: Collection[str], on_report: Report,
-                 host: str = "0.0.0.0", port: int = 8080, states: Callable[[], list] | None = None):
+                 host: str = "0.0.0.0", port: int = 8080, states: Callable[[], list] | None = None,
+                 boot_of: Callable[[str], str] | None = None):
         self.kickstart_dir = Path(kickstart_dir)
         self.nodes = frozenset(nodes)
-        self.on_report, self.states = on_report, states
+        self.on_report, self.states, self.boot_of = on_report, states, boot_of
         self.host, self._requested_port = host, port
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -136,7 +146,7 @@ class HttpServer:
         except OSError as exc:
             raise ProvisionError(f"HTTP cannot bind {self.host}:{self._requested_port}: {exc.strerror}") from exc
         httpd.kickstart_dir, httpd.nodes = self.kickstart_dir, self.nodes
-        httpd.on_report, httpd.states = self.on_report, self.states
+        httpd.on_report, httpd.states, httpd.boot_of = self.on_report, self.states, self.boot_of
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="http", daemon=True)
