@@ -1,9 +1,13 @@
-"""Real firmware against our servers: one QEMU machine (TCG, SeaBIOS + the NIC's iPXE) on a tap in a lab
-bridge PXE-boots from our dhcpd and our tftpy server: pxelinux.0 -> its per-MAC config -> the installer
-kernel and initrd built from Debian packages, whose /init reports on the serial console. One VM at a time."""
+"""Real firmware against our servers: one QEMU machine (TCG) on a tap in a lab bridge PXE-boots from our
+dhcpd and our tftpy server -- BIOS: SeaBIOS + the NIC's iPXE -> pxelinux.0 -> pxelinux.cfg/01-<mac>;
+UEFI: OVMF + the NIC's iPXE EFI ROM -> GRUB's core.efi (DHCP option 93) -> grub/grub.cfg-01-<mac> --
+then the installer kernel and initrd built from Debian packages, whose /init reports on the serial
+console and powers off. One VM at a time."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -16,11 +20,11 @@ from provision import netns
 from provision.images.initrd import MARKER, installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
-from provision.qemu import Machine
+from provision.qemu import OVMF_CODE, OVMF_VARS, Machine
 from provision.render import render_to
 from provision.services.dhcpd import DhcpdProcess
 from provision.services.tftp import install_boot_files
-from tests.conftest import require_root, require_tool
+from tests.conftest import require_root, require_tool, skip_or_fail
 
 MAC = "52:54:00:66:00:11"
 
@@ -37,7 +41,7 @@ def test_machine_argv_bios_and_uefi(tmp_path):
         Machine("n3", MAC, "tap2", tmp_path / "s.log", Firmware.UEFI).argv()
 
 
-def inventory_text(kernel: Path, initrd: Path) -> str:
+def inventory_text(kernel: Path, initrd: Path, firmware: Firmware) -> str:
     return f"""cluster: pvq
 server: {{name: srv, ip: 10.66.0.1}}
 network: {{subnet: 10.66.0.0/24}}
@@ -48,7 +52,7 @@ boot:
 images:
   - {{source: /nonexistent/image.raw, target: /dev/vda1}}
 nodes:
-  - {{name: vm1, mac: "{MAC}", ip: 10.66.0.11}}
+  - {{name: vm1, mac: "{MAC}", ip: 10.66.0.11, firmware: {firmware}}}
 """
 
 
@@ -59,20 +63,34 @@ TftpServer(sys.argv[1], host="10.66.0.1", port=69).serve_forever()
 """
 
 
+# what the firmware must fetch from our TFTP server, in addition to the kernel and initrd
+LOADER_FILES = {
+    Firmware.BIOS: ("pxelinux.0", "ldlinux.c32", "pxelinux.cfg/01-52-54-00-66-00-11"),
+    Firmware.UEFI: ("grub/x86_64-efi/core.efi", "grub/x86_64-efi/normal.mod", "grub/grub.cfg-01-52-54-00-66-00-11"),
+}
+
+
 @pytest.mark.vm
-def test_bios_vm_pxe_boots_our_installer(tmp_path):
+@pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
+def test_vm_pxe_boots_our_installer(tmp_path, firmware):
     require_root()
     for tool in ("qemu-system-x86_64", "dhcpd", "apt-get", "dpkg-deb", "depmod", "readelf"):
         require_tool(tool)
     if not Path("/usr/lib/ipxe/qemu/efi-virtio.rom").is_file():
-        pytest.skip("needs the NIC's iPXE ROM (Debian package ipxe-qemu)")
+        skip_or_fail("needs the NIC's iPXE ROM (Debian package ipxe-qemu)")
+    if firmware is Firmware.UEFI and not OVMF_CODE.is_file():
+        skip_or_fail(f"needs {OVMF_CODE} (Debian package ovmf)")
     initrd = installer_initrd()
     inv_path = tmp_path / "pvq.yaml"
-    inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path))
+    inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, firmware))
     inv = load_inventory(inv_path)
     rendered = tmp_path / "rendered"
     render_to(rendered, inv)
-    install_boot_files(rendered / "tftpboot", inv.boot)
+    install_boot_files(rendered / "tftpboot", inv.boot, uefi=firmware is Firmware.UEFI)
+    efi_vars = None
+    if firmware is Firmware.UEFI:
+        efi_vars = tmp_path / "OVMF_VARS.fd"
+        shutil.copyfile(OVMF_VARS, efi_vars)
 
     net = netns.Network(f"pvq-{uuid.uuid4().hex[:5]}")
     dhcpd = tftp = qemu = None
@@ -87,7 +105,7 @@ def test_bios_vm_pxe_boots_our_installer(tmp_path):
         with open(tftp_log, "wb") as log:
             tftp = net.popen(server, [sys.executable, "-c", TFTP_SERVE, str(rendered / "tftpboot")],
                              stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
-        machine = Machine("vm1", MAC, tap, serial)
+        machine = Machine("vm1", MAC, tap, serial, firmware, efi_vars=efi_vars)
         started = time.monotonic()
         qemu = subprocess.Popen(netns.ns_argv(net.switch_ns, machine.argv()), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
@@ -112,7 +130,8 @@ def test_bios_vm_pxe_boots_our_installer(tmp_path):
     assert any("network eth0 10.66.0.11/24" in line for line in lines), lines
     assert any("python 3.11" in line for line in lines), lines
     served = tftp_log.read_text()
-    for name in ("pxelinux.0", "ldlinux.c32", "pxelinux.cfg/01-52-54-00-66-00-11", "boot/vmlinuz-", "boot/initrd.img"):
-        assert f"tftp: sent {name}" in served, served
+    for name in (*LOADER_FILES[firmware], "boot/vmlinuz-", "boot/initrd.img"):
+        assert re.search(rf"^tftp: sent /?{re.escape(name)}", served, re.M), served  # GRUB asks with a leading /
     assert f"DHCPACK on 10.66.0.11 to {MAC}" in dhcpd.log_file.read_text()
-    print(f"\nPXE (BIOS, TCG): QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines))
+    print(f"\nPXE ({firmware}, TCG): QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines))
+    print("\n".join(line for line in served.splitlines() if "FAILED" in line or "/boot/" in line or "cfg" in line))
