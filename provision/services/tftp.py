@@ -1,10 +1,11 @@
 """TFTP: serve one directory read-only with tftpy, and install the PXE boot files into it.
 
-tftpy provides the protocol (packets, option negotiation for blksize/tsize, retransmission); this
+tftpy parses each request, negotiates its options (blksize, tsize) and sends the first packet; this
 module adds what a safe boot server needs around it: write requests get an access violation, a
 path must stay inside the root after resolving `..` *and* symlinks, only regular files are served,
-and every transfer ends with one log line (file, client, bytes, seconds, result). The receive loop
-is ours (a select loop over tftpy's server contexts) so it can stop at once and report transfers.
+and every transfer ends with one log line (file, client, bytes, seconds, result). The rest of each
+transfer runs in a forked process of its own (tftp_transfer.py: a lean DATA/ACK loop, like
+tftpd-hpa's fork per request); the receive loop is ours, so it can stop at once and report transfers.
 
     server = TftpServer("build/tftpboot", host="10.0.0.1", port=69).start()
     ...
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-import select
+import selectors
 import shutil
 import socket
 import subprocess
@@ -28,11 +29,12 @@ from pathlib import Path
 
 from tftpy.TftpContexts import TftpContextServer
 from tftpy.TftpPacketTypes import TftpPacketRRQ, TftpPacketWRQ
-from tftpy.TftpShared import TftpErrors, TftpException, TftpTimeout, TftpTimeoutExpectACK
+from tftpy.TftpShared import TftpErrors, TftpException
 from tftpy.TftpStates import TftpStateServerRecvRRQ, TftpStateServerStart
 
 from provision.errors import ProvisionError
 from provision.model import GRUB_EFI_LOADER, GRUB_TFTP_DIR, Boot
+from provision.services.tftp_transfer import Outcome, collect, fork_send
 
 log = logging.getLogger("provision.tftp")
 
@@ -95,6 +97,17 @@ class _Session(TftpContextServer):
         self.state = _ContainedStart(self)
 
 
+@dataclass(frozen=True)
+class _Running:
+    """A transfer handed to its process (`pid`, result pipe `read_end`)."""
+
+    pid: int
+    read_end: int
+    client: tuple[str, int]
+    filename: str | None
+    started: float
+
+
 class TftpServer:
     """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
     and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it."""
@@ -154,82 +167,65 @@ class TftpServer:
 
     def serve_forever(self) -> None:
         self.bind()
-        sessions: dict[tuple[str, int], _Session] = {}
-        try:
-            while not (self._stop.is_set() and
-                       (not sessions or time.monotonic() > self._stop_deadline)):
-                watched = [self._wake_r, *(s.sock for s in sessions.values())]
-                if not self._stop.is_set():
-                    watched.append(self._sock)
-                ready, _, _ = select.select(watched, [], [], min(0.5, self.timeout))
-                for sock in ready:
-                    if sock is self._wake_r:
-                        self._wake_r.recv(64)
-                    elif sock is self._sock:
-                        self._accept(sessions)
-                    else:
-                        self._cycle(sessions, next(k for k, s in sessions.items() if s.sock is sock))
-                self._check_timeouts(sessions)
-        finally:
-            for key in list(sessions):
-                self._finish(sessions, key, "server stopped")
-            self._sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
-            log.info("tftp: stopped")
+        running: dict[int, _Running] = {}  # by the read end of the transfer process's pipe
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            selector.register(self._sock, selectors.EVENT_READ)
+            try:
+                while not (self._stop.is_set() and
+                           (not running or time.monotonic() > self._stop_deadline)):
+                    for key, _ in selector.select(0.5):
+                        if key.fileobj is self._wake_r:
+                            self._wake_r.recv(64)
+                            if self._stop.is_set() and self._sock in selector.get_map():
+                                selector.unregister(self._sock)
+                        elif key.fileobj is self._sock:
+                            self._accept(selector, running)
+                        else:
+                            selector.unregister(key.fileobj)
+                            self._finish(running.pop(key.fileobj), kill=False)
+            finally:
+                for transfer in running.values():
+                    self._finish(transfer, kill=True)
+                self._sock.close()
+                self._wake_r.close()
+                self._wake_w.close()
+                log.info("tftp: stopped")
 
-    def _accept(self, sessions: dict) -> None:
+    def _accept(self, selector: selectors.BaseSelector, running: dict[int, _Running]) -> None:
+        """Answer a request with tftpy (refusal, or OACK / DATA 1) and fork its transfer."""
         try:
-            buffer, key = self._sock.recvfrom(_MAX_PACKET)
+            buffer, client = self._sock.recvfrom(_MAX_PACKET)
         except BlockingIOError:
             return
-        if key in sessions:
-            return  # a retransmitted request: the session answers it already
-        session = sessions[key] = _Session(key[0], key[1], self.root, self.timeout, self.retries)
+        if any(t.client == client for t in running.values()):
+            return  # a retransmitted request: its transfer answers it already
+        started = time.monotonic()
+        session = _Session(client[0], client[1], self.root, self.timeout, self.retries)
         try:
             session.start(buffer)
-        except TftpTimeoutExpectACK:
-            session.timeout_expectACK = True
+            pid, read_end = fork_send(session.sock, client, session.fileobj, session.getBlocksize(),
+                                      session.next_block, session.last_pkt.buffer, self.timeout, self.retries)
         except Exception as exc:  # tftpy raises TftpException, bad packets can raise others
-            self._finish(sessions, key, str(exc))
-
-    def _cycle(self, sessions: dict, key: tuple[str, int]) -> None:
-        session = sessions[key]
-        session.timeout_expectACK = False
-        try:
-            session.cycle()
-        except TftpTimeoutExpectACK:
-            session.timeout_expectACK = True
-        except Exception as exc:
-            self._finish(sessions, key, str(exc))
+            self._report(client, session.file_to_transfer, started, Outcome(0, str(exc)))
             return
-        if session.state is None:
-            self._finish(sessions, key, None)
+        finally:
+            session.end()  # the transfer process has its own socket and file
+        running[read_end] = _Running(pid, read_end, client, session.file_to_transfer, started)
+        selector.register(read_end, selectors.EVENT_READ)
 
-    def _check_timeouts(self, sessions: dict) -> None:
-        now = time.time()
-        for key, session in list(sessions.items()):
-            try:
-                session.checkTimeout(now)
-            except TftpTimeout:
-                session.retry_count += 1
-                if session.retry_count >= session.retries:
-                    self._finish(sessions, key, f"no answer after {session.retries} tries")
-                else:
-                    session.state.resendLast()
+    def _finish(self, transfer: _Running, kill: bool) -> None:
+        outcome = collect(transfer.pid, transfer.read_end, kill=kill)
+        self._report(transfer.client, transfer.filename, transfer.started, outcome)
 
-    def _finish(self, sessions: dict, key: tuple[str, int], error: str | None) -> None:
-        session = sessions.pop(key)
-        session.end()
-        transfer = Transfer(
-            filename=session.file_to_transfer or "?", client=f"{key[0]}:{key[1]}",
-            bytes=session.metrics.bytes, seconds=session.metrics.end_time - session.metrics.start_time,
-            error=error)
-        log.info("tftp: %s %s to %s: %d bytes in %.3f s%s", "sent" if error is None else "FAILED",
-                 transfer.filename, transfer.client, transfer.bytes, transfer.seconds,
-                 "" if error is None else f" ({error})")
+    def _report(self, client: tuple[str, int], filename: str | None, started: float, outcome: Outcome) -> None:
+        record = Transfer(filename=filename or "?", client=f"{client[0]}:{client[1]}", bytes=outcome.bytes,
+                          seconds=time.monotonic() - started, error=outcome.error)
+        log.info("tftp: %s %s to %s: %d bytes in %.3f s%s", "sent" if record.error is None else "FAILED",
+                 record.filename, record.client, record.bytes, record.seconds,
+                 "" if record.error is None else f" ({record.error})")
         if self.on_transfer is not None:
-            self.on_transfer(transfer)
+            self.on_transfer(record)
 
 
 def install_boot_files(tftp_root: str | os.PathLike, boot: Boot, pxelinux_dir: Path = PXELINUX_DIR,

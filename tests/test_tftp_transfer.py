@@ -1,0 +1,203 @@
+"""The TFTP data phase: `serve` against scripted clients on loopback (lost, duplicated and stale ACKs,
+silent, vanished and refusing clients), and the forked transfers behind TftpServer with real clients."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from provision.services.tftp import TftpServer
+from provision.services.tftp_transfer import Outcome, serve
+from tests.conftest import require_tool
+
+DATA, ACK, ERROR = 3, 4, 5
+
+
+def ack(block: int) -> bytes:
+    return struct.pack("!HH", ACK, block & 0xFFFF)
+
+
+class Rig:
+    """A server socket whose first packet went out, `serve` for it in a thread, and the client's socket."""
+
+    def __init__(self, tmp_path, content: bytes, blksize: int = 512, oack: bool = False,
+                 timeout: float = 0.3, retries: int = 4):
+        path = tmp_path / "file"
+        path.write_bytes(content)
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.server.bind(("127.0.0.1", 0))
+        self.address = self.server.getsockname()
+        self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.client.bind(("127.0.0.1", 0))
+        self.client.settimeout(5)
+        block, first = (0, b"\x00\x06blksize\x00%d\x00" % blksize) if oack else \
+            (1, struct.pack("!HH", DATA, 1) + content[:blksize])
+        client = self.client.getsockname()
+        self.server.sendto(first, client)
+        self.outcome: Outcome | None = None
+        file = path.open("rb")
+
+        def run():
+            try:
+                self.outcome = serve(self.server, client, file, blksize, block, first,
+                                     timeout, retries)
+            finally:
+                file.close()
+                self.server.close()
+        self.thread = threading.Thread(target=run)
+        self.thread.start()
+
+    def receive(self) -> tuple[int, int, bytes]:
+        packet, _ = self.client.recvfrom(65536)
+        opcode, block = struct.unpack("!HH", packet[:4])
+        return opcode, block, packet[4:]
+
+    def send(self, packet: bytes) -> None:
+        self.client.sendto(packet, self.address)
+
+    def finish(self) -> Outcome:
+        self.thread.join(10)
+        self.client.close()
+        return self.outcome
+
+
+def fetch(rig: Rig, blksize: int, drop_first_ack_of=(), stale_every: int = 0) -> tuple[bytes, int]:
+    """A client that ACKs every DATA twice (a duplicating network), drops the first ACK of some blocks
+    (the server must send them again), and every `stale_every` blocks also re-ACKs the previous block
+    (as firmware does when its own timer fires). Returns the file and the DATA packets received."""
+    blocks: dict[int, bytes] = {}
+    packets = 0
+    while True:
+        opcode, number, payload = rig.receive()
+        if opcode == 6:  # OACK
+            rig.send(ack(0))
+            continue
+        assert opcode == DATA
+        packets += 1
+        first_time = number not in blocks
+        blocks[number] = payload
+        if first_time and number in drop_first_ack_of:
+            continue
+        rig.send(ack(number))
+        rig.send(ack(number))
+        if stale_every and number % stale_every == 0:
+            rig.send(ack(number - 1))
+        if len(payload) < blksize:
+            return b"".join(blocks[i] for i in sorted(blocks)), packets
+
+
+def test_lost_duplicated_and_stale_acks_still_give_the_same_bytes(tmp_path):
+    content = os.urandom(40 * 512 - 100)  # 40 blocks
+    rig = Rig(tmp_path, content)
+    got, packets = fetch(rig, 512, drop_first_ack_of=(5, 20, 40), stale_every=7)
+    assert got == content
+    assert rig.finish() == Outcome(len(content), None)
+    assert packets == 40 + 3  # each lost ACK costs one re-send; duplicate and stale ACKs none
+
+
+@pytest.mark.parametrize("size", [0, 2 * 1468])
+def test_a_size_of_whole_blocks_ends_with_an_empty_block(tmp_path, size):
+    content = os.urandom(size)
+    rig = Rig(tmp_path, content, blksize=1468, oack=True)
+    got, packets = fetch(rig, 1468)
+    assert got == content and packets == size // 1468 + 1
+    assert rig.finish() == Outcome(size, None)
+
+
+def test_a_silent_client_times_out(tmp_path):
+    rig = Rig(tmp_path, os.urandom(2000), timeout=0.1, retries=3)
+    assert [rig.receive()[:2] for _ in range(3)] == [(DATA, 1)] * 3
+    assert rig.finish() == Outcome(0, "no answer after 3 tries")
+
+
+def test_a_vanished_client_ends_the_transfer_at_once(tmp_path):
+    rig = Rig(tmp_path, os.urandom(2000), timeout=5)
+    rig.receive()
+    rig.send(ack(1))
+    rig.client.close()  # DATA 2 meets a closed port: ICMP port unreachable
+    rig.thread.join(10)
+    assert rig.outcome == Outcome(512, "client gone (Connection refused)")
+
+
+def test_an_error_from_the_client_ends_the_transfer(tmp_path):
+    rig = Rig(tmp_path, os.urandom(2000))
+    rig.receive()
+    rig.send(struct.pack("!HH", ERROR, 0) + b"disk full\x00")
+    assert rig.finish() == Outcome(0, "client sent error 0: disk full")
+
+
+# --- forked transfers behind TftpServer -----------------------------------------------------------
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "tftpboot"
+    root.mkdir()
+    (root / "kernel").write_bytes(os.urandom(2 * 1024 * 1024 + 7))
+    return root
+
+
+def wait_for(transfers: list, count: int) -> None:
+    deadline = time.monotonic() + 20
+    while len(transfers) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def silent_client(port: int) -> socket.socket:
+    """Asks for the kernel, takes DATA 1 and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(5)
+    sock.sendto(b"\x00\x01kernel\x00octet\x00", ("127.0.0.1", port))
+    assert struct.unpack("!HH", sock.recv(2048)[:4]) == (DATA, 1)
+    return sock
+
+
+def test_a_vanished_client_times_out_and_frees_its_slot(tree, tmp_path):
+    tftp = require_tool("tftp")
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, timeout=0.2, retries=2, on_transfer=transfers.append)
+    try:
+        with silent_client(server.start().port) as silent:
+            subprocess.run([tftp, "127.0.0.1", str(server.port), "-m", "binary", "-c", "get", "kernel",
+                            str(tmp_path / "k")], check=False, capture_output=True, timeout=60)
+            wait_for(transfers, 2)
+            by_client = {t.client: t for t in transfers}
+            lost = by_client.pop(f"127.0.0.1:{silent.getsockname()[1]}")
+    finally:
+        server.stop()
+    assert (lost.error, lost.bytes) == ("no answer after 2 tries", 0)
+    assert [t.error for t in by_client.values()] == [None]
+    assert (tmp_path / "k").read_bytes() == (tree / "kernel").read_bytes()
+
+
+def test_stop_ends_running_transfers(tree):
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append).start()
+    with silent_client(server.port):
+        server.stop(grace=0.1)
+    assert [t.error for t in transfers] == ["server stopped"]
+
+
+def test_block_numbers_roll_over_and_clients_run_in_parallel(tree, tmp_path):
+    busybox = require_tool("busybox")
+    (tree / "big").write_bytes(os.urandom(65536 * 64 + 10))  # 65537 blocks of 64 bytes
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append).start()
+
+    def get(i):
+        subprocess.run([busybox, "tftp", "-g", "-b", "64", "-r", "big", "-l", str(tmp_path / f"b{i}"),
+                        "127.0.0.1", str(server.port)], check=True, capture_output=True, timeout=120)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(get, range(2)))
+        wait_for(transfers, 2)
+    finally:
+        server.stop()
+    assert all((tmp_path / f"b{i}").read_bytes() == (tree / "big").read_bytes() for i in range(2))
+    assert [t.error for t in transfers] == [None, None]
