@@ -7,6 +7,11 @@ N = 1, 2, 4, 8, 16, a star baseline (the server streams to all N at once), and t
 node SIGKILLed mid-run). Prints a table and saves bench/results/ring_bench.{json,png}.
 
     sudo .venv/bin/python bench/ring_bench.py [--rate 100mbit|1gbit] [--size-mib 100]
+    sudo .venv/bin/python bench/ring_bench.py --sparse --size-mib 1024 --data-mib 100
+
+--sparse: the image is a sparse file of --size-mib logical MiB holding --data-mib of random data in
+1 MiB extents spread evenly; the raw link then carries only the data (a dense file of --data-mib),
+the star baseline is skipped (it would carry the zeros).
 """
 
 from __future__ import annotations
@@ -165,12 +170,26 @@ def plot(results: dict, path: Path) -> None:
     ax.axhline(results["raw_seconds"], color="grey", linestyle=":", label="raw TCP, one link")
     ax.set_xlabel("nodes")
     ax.set_ylabel("seconds")
-    ax.set_title(f"{results['size_mib']} MiB image, {results['rate']} links")
+    sparse = f" (sparse, {results['data_mib']} MiB data)" if results["data_mib"] else ""
+    ax.set_title(f"{results['size_mib']} MiB image{sparse}, {results['rate']} links")
     ax.set_xticks(ns)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def make_image(path: Path, size_mib: int, data_mib: int | None = None) -> None:
+    """Random data; with data_mib, a sparse file of size_mib MiB holding data_mib 1 MiB extents."""
+    with open(path, "wb") as f:
+        if data_mib is None:
+            for _ in range(size_mib):
+                f.write(os.urandom(1 << 20))
+            return
+        f.truncate(size_mib << 20)
+        for k in range(data_mib):
+            f.seek(k * size_mib // data_mib << 20)
+            f.write(os.urandom(1 << 20))
 
 
 def main() -> int:
@@ -182,7 +201,13 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3.0, help="dollyS --timeout (default 3)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--no-star", action="store_true", help="skip the star baseline (quick runs)")
+    parser.add_argument("--sparse", action="store_true", help="a sparse image (see above)")
+    parser.add_argument("--data-mib", type=int, help="data in a --sparse image (default a tenth of --size-mib)")
     args = parser.parse_args()
+    data_mib = max(1, args.data_mib or args.size_mib // 10) if args.sparse else None
+    if data_mib is not None and data_mib > args.size_mib:
+        sys.exit(f"--data-mib {data_mib} is more than --size-mib {args.size_mib}")
+    no_star = args.no_star or args.sparse
     if os.geteuid() != 0:
         sys.exit("ring_bench needs root (network namespaces, tc)")
     parse_rate(args.rate)
@@ -191,18 +216,21 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     image = WORK / "image.bin"
-    with open(image, "wb") as f:
-        for _ in range(args.size_mib):
-            f.write(os.urandom(1 << 20))
+    make_image(image, args.size_mib, data_mib)
     size = image.stat().st_size
+    wire = image if data_mib is None else WORK / "data.bin"  # what the raw link carries: only the data
+    if data_mib is not None:
+        make_image(wire, data_mib)
+    wire_size = wire.stat().st_size
     rig = Rig(args.rate, max(sizes))
     try:
-        raw = raw_link(rig, image)
-        print(f"raw TCP stream on one {args.rate} link: {raw:.2f} s = {size / raw / 1e6:.2f} MB/s", flush=True)
+        raw = raw_link(rig, wire)
+        print(f"raw TCP stream of {wire_size >> 20} MiB on one {args.rate} link: {raw:.2f} s = "
+              f"{wire_size / raw / 1e6:.2f} MB/s", flush=True)
         rows = []
         for n in sizes:
             result = ring(rig, image, n, args.chunk_size, args.timeout)
-            star_s = float("nan") if args.no_star else star(rig, image, n)
+            star_s = float("nan") if no_star else star(rig, image, n)
             rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s})
             print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s", flush=True)
         kill_n = max(sizes)
@@ -218,8 +246,8 @@ def main() -> int:
         row["t_over_t1"] = row["seconds"] / t1
         row["star_fraction_of_raw"] = raw / row["star_seconds"]
     base = next(r["seconds"] for r in rows if r["n"] == kill_n)
-    results = {"rate": args.rate, "size_mib": args.size_mib, "chunk_size": args.chunk_size,
-               "raw_seconds": raw, "raw_mb_per_s": size / raw / 1e6, "ring": rows,
+    results = {"rate": args.rate, "size_mib": args.size_mib, "data_mib": data_mib, "chunk_size": args.chunk_size,
+               "raw_seconds": raw, "raw_mb_per_s": wire_size / raw / 1e6, "ring": rows,
                "kill": {"n": kill_n, "seconds": killed["seconds"], "extra_seconds": killed["seconds"] - base,
                         "timeout": args.timeout, "dead": [x["name"] for x in killed["nodes"] if not x["ok"]]}}
     print(f"\n{'N':>3} {'seconds':>8} {'MB/s/node':>10} {'of raw':>7} {'T(N)/T(1)':>10} {'star s':>8} {'star/raw':>9}")
@@ -229,9 +257,10 @@ def main() -> int:
     k = results["kill"]
     print(f"kill: N={k['n']}, {k['seconds']:.2f} s vs {base:.2f} s -> extra {k['extra_seconds']:.2f} s "
           f"(target <= timeout {k['timeout']:g} + 2 s); dead: {', '.join(k['dead'])}")
-    (out / "ring_bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, out / "ring_bench.png")
-    print(f"saved {out / 'ring_bench.json'} and {out / 'ring_bench.png'}")
+    stem = "ring_bench_sparse" if data_mib else "ring_bench"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / f"{stem}.png")
+    print(f"saved {out / f'{stem}.json'} and {out / f'{stem}.png'}")
     return 0
 
 

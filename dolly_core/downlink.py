@@ -183,7 +183,7 @@ class Downlink:
                     last_send = time.monotonic()
                 continue
             header, start, length = piece
-            if entry.buf is None:
+            if entry.buf is None or p.is_hole(header):
                 self._send([header])
             else:
                 payload = memoryview(entry.buf)[start:start + length]

@@ -83,14 +83,15 @@ class Writer:
                 seq += 1
                 if error is None:
                     try:
-                        payload = entry.payload
-                        if payload is None:
-                            target.hole(entry.header.length)
-                            for start in range(0, entry.header.length, len(zero)):
-                                digest.update(zero[:min(len(zero), entry.header.length - start)])
-                        else:
-                            target.write(payload)
-                            digest.update(payload)
+                        for hole, start, length in entry.runs():
+                            if hole:
+                                target.hole(length)
+                                for done in range(0, length, len(zero)):
+                                    digest.update(zero[:min(len(zero), length - done)])
+                            else:
+                                data = entry.payload[start:start + length]
+                                target.write(data)
+                                digest.update(data)
                         self.written += entry.header.length
                     except OSError as exc:
                         error = f"writing {f.out}: {exc}"

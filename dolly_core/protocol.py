@@ -18,7 +18,8 @@ add a chunk time per hop).
     header = type u8, flags u8, reserved u16, file u32, seq u64, offset u64, length u32, crc u32
 crc = CRC-32 of the payload, continued over the header with crc=0, so a flipped bit anywhere in a
 frame is caught before the chunk is written or forwarded. Offsets are 64-bit. A HOLE frame stands
-for `length` zero bytes and carries no payload (sparse images cost only their allocated parts).
+for `length` zero bytes and carries no payload: a whole chunk or one piece of it (sparse images
+cost only their data).
 Control frames (SETUP, RESUME, PING, END, ...) carry JSON payloads.
 """
 
@@ -153,6 +154,11 @@ def unpack_header(data) -> Header:
     except ValueError:
         raise ProtocolError(f"unknown frame type {kind}") from None
     return Header(kind, flags, file, seq, offset, length, crc)
+
+
+def is_hole(wire_header: bytes) -> bool:
+    """A packed header of a HOLE frame (a piece without payload)?"""
+    return wire_header[0] == Kind.HOLE
 
 
 def payload_length(header: Header) -> int:

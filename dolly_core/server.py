@@ -24,6 +24,9 @@ from dolly_core.uplink import Uplink
 from dolly_core.window import Entry, Window, WindowClosed
 
 
+ZERO = bytes(p.PIECE)
+
+
 class SetupError(Exception):
     """The run cannot start (unresolvable name, unreadable file, port in use); message says which."""
 
@@ -107,6 +110,11 @@ def read_exactly(fd: int, view: memoryview, offset: int, path: str) -> None:
         got += n
 
 
+def is_zero(view: memoryview) -> bool:
+    """All bytes zero? (Compared as bytes, by memcmp: comparing memoryviews goes byte by byte.)"""
+    return not any(view[:16]) and view.tobytes() == ZERO[:len(view)]
+
+
 class Source:
     """Reads every IN into the window in chunk order; hashes each file on the way. A regular
     file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a hole travels as a HOLE
@@ -155,13 +163,13 @@ class Source:
                             read += end - start
                             pos = end
                         view[pos - offset:length] = zero[:offset + length - pos]
-                        data = view[:length]
-                        digest.update(data)
-                        if length and data == zero[:length]:
+                        digest.update(view[:length])
+                        holes = [is_zero(view[start:start + p.PIECE]) for start in range(0, length, p.PIECE)]
+                        if length and all(holes):
                             self.window.release(buf)
                             self._hole(index, seq, offset, length)
                         else:
-                            self._chunk(index, seq, offset, buf, length)
+                            self._chunk(index, seq, offset, buf, length, holes)
                     seq += 1
                     offset += length
                 if sparse and os.fstat(fd).st_size < f.size:  # a hole past the new end is no zeros
@@ -174,12 +182,16 @@ class Source:
         entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
         self.window.add_piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length), 0, length)
 
-    def _chunk(self, index: int, seq: int, offset: int, buf: bytearray, length: int) -> None:
+    def _chunk(self, index: int, seq: int, offset: int, buf: bytearray, length: int, holes: list[bool]) -> None:
+        """A chunk with data; its all-zero pieces travel as HOLE frames."""
         entry = self.window.append(Entry(p.Header(p.Kind.CHUNK, 0, index, seq, offset, length, 0), buf))
         data = memoryview(buf)[:length]
-        for start in range(0, max(length, 1), p.PIECE):
+        for k, start in enumerate(range(0, max(length, 1), p.PIECE)):
             piece = data[start:start + p.PIECE]
-            wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
+            if length and holes[k]:
+                wire = p.pack_header(p.Kind.HOLE, index, seq, offset + start, len(piece))
+            else:
+                wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
             self.window.add_piece(entry, wire, start, len(piece))
 
 

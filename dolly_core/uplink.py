@@ -209,8 +209,8 @@ class Uplink:
                     link.recv_into_exact(sock, scratch[:size])  # in flight before our RESEND/RESUME
                     continue
                 entry = self.entry
-                if entry is None:
-                    kind = p.Kind.HOLE if h.kind is p.Kind.HOLE else p.Kind.CHUNK
+                if entry is None:  # a chunk that is one hole keeps no buffer; a partial hole is a piece
+                    kind = p.Kind.HOLE if h.kind is p.Kind.HOLE and h.length == length else p.Kind.CHUNK
                     header = p.Header(kind, 0, file, h.seq, offset, length, 0)
                     buf = None
                     if self.window is not None and kind is p.Kind.CHUNK:
@@ -223,7 +223,8 @@ class Uplink:
                 start = self.filled
                 view = memoryview(entry.buf)[start:start + size] if entry.buf is not None else scratch[:size]
                 link.recv_into_exact(sock, view)
-                if not p.crc_ok(h, view if size else None) or (h.kind is p.Kind.HOLE and h.length != length):
+                if not p.crc_ok(h, view if size else None) or self.filled + h.length > length or (
+                        entry.header.kind is p.Kind.HOLE and h.length != length):
                     if not discarding:
                         self.log.error("chunk %d from %s failed its checksum; asking for a re-send",
                                        h.seq, self.setup.ring.name(up.sender))

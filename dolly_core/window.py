@@ -11,7 +11,7 @@ import collections
 import threading
 from dataclasses import dataclass, field
 
-from dolly_core.protocol import Header
+from dolly_core.protocol import Header, is_hole
 
 
 class WindowClosed(Exception):
@@ -36,6 +36,19 @@ class Entry:
     @property
     def payload(self) -> memoryview | None:
         return None if self.buf is None else memoryview(self.buf)[:self.header.length]
+
+    def runs(self) -> list[tuple[bool, int, int]]:
+        """(is a hole, start, length) of a complete chunk: its pieces, neighbours of a kind merged."""
+        if self.buf is None:
+            return [(True, 0, self.header.length)]
+        runs: list[tuple[bool, int, int]] = []
+        for wire, start, length in self.pieces:
+            hole = is_hole(wire)
+            if runs and runs[-1][0] == hole:
+                runs[-1] = (hole, runs[-1][1], runs[-1][2] + length)
+            else:
+                runs.append((hole, start, length))
+        return runs
 
 
 class Window:

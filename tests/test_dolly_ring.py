@@ -371,5 +371,5 @@ def test_sparse_image_holes_are_neither_read_nor_sent_nor_allocated(tmp_path, ri
     for root in ring.roots:
         clone = root / "disk.img"
         assert clone.stat().st_size == 1 << 30
-        assert clone.stat().st_blocks * 512 < 8 << 20  # holes stayed holes (data rounded to chunks)
+        assert clone.stat().st_blocks * 512 < 5 << 20  # holes stayed holes, also inside chunks
         assert same_sparse_bytes(clone, image)
