@@ -2,7 +2,7 @@
 dhcpd and our tftpy server -- BIOS: SeaBIOS + the NIC's iPXE -> pxelinux.0 -> pxelinux.cfg/01-<mac>;
 UEFI: OVMF + the NIC's iPXE EFI ROM -> GRUB's core.efi (DHCP option 93) -> grub/grub.cfg-01-<mac> --
 then the installer kernel and initrd built from Debian packages, whose /init reports on the serial
-console and powers off. One VM at a time."""
+console and powers off. Our router advertisement ends iPXE's IPv6 wait. One VM at a time."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from scapy.layers.inet6 import IPv6, ICMPv6ND_RA
 
 from provision import netns
 from provision.images.initrd import MARKER, installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
 from provision.qemu import OVMF_CODE, OVMF_VARS, Machine
+from provision.ra import advertisement
 from provision.render import render_to
 from provision.services.dhcpd import DhcpdProcess
 from provision.services.tftp import install_boot_files
@@ -39,6 +41,14 @@ def test_machine_argv_bios_and_uefi(tmp_path):
     assert f"if=pflash,format=raw,unit=1,file={tmp_path / 'vars.fd'}" in uefi
     with pytest.raises(ValueError, match="own copy"):
         Machine("n3", MAC, "tap2", tmp_path / "s.log", Firmware.UEFI).argv()
+
+
+def test_router_advertisement_offers_nothing():
+    frame = advertisement("02:66:00:00:00:01")
+    ra = frame.getlayer(ICMPv6ND_RA)
+    assert (ra.M, ra.O, ra.routerlifetime) == (0, 0, 0)
+    assert frame[IPv6].dst == "ff02::1" and frame[IPv6].src == "fe80::66:ff:fe00:1" and frame[IPv6].hlim == 255
+    assert frame.dst == "33:33:00:00:00:01"
 
 
 def inventory_text(kernel: Path, initrd: Path, firmware: Firmware) -> str:
@@ -93,7 +103,7 @@ def test_vm_pxe_boots_our_installer(tmp_path, firmware):
         shutil.copyfile(OVMF_VARS, efi_vars)
 
     net = netns.Network(f"pvq-{uuid.uuid4().hex[:5]}")
-    dhcpd = tftp = qemu = None
+    dhcpd = tftp = qemu = ra = None
     serial, tftp_log = tmp_path / "serial.log", tmp_path / "tftp.log"
     try:
         server = net.add_host("srv", address="10.66.0.1/24")
@@ -102,6 +112,9 @@ def test_vm_pxe_boots_our_installer(tmp_path, firmware):
         subprocess.run(["ip", "-n", net.switch_ns, "link", "set", tap, "master", "br0", "up"], check=True)
         dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tmp_path / "dhcpd", interfaces=["eth0"], netns=server.ns)
         dhcpd.start()
+        ra = net.popen(server, [sys.executable, "-m", "provision.ra", "eth0"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+        assert ra.stdout.readline().startswith("provision.ra: advertising"), "no router advertisement"
         with open(tftp_log, "wb") as log:
             tftp = net.popen(server, [sys.executable, "-c", TFTP_SERVE, str(rendered / "tftpboot")],
                              stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
@@ -118,9 +131,10 @@ def test_vm_pxe_boots_our_installer(tmp_path, firmware):
         if qemu is not None and qemu.poll() is None:
             qemu.kill()
             qemu.wait()
-        if tftp is not None:
-            tftp.kill()
-            tftp.wait()
+        for helper in (tftp, ra):
+            if helper is not None:
+                helper.kill()
+                helper.wait()
         if dhcpd is not None:
             dhcpd.stop()
         net.teardown()
@@ -134,4 +148,4 @@ def test_vm_pxe_boots_our_installer(tmp_path, firmware):
         assert re.search(rf"^tftp: sent /?{re.escape(name)}", served, re.M), served  # GRUB asks with a leading /
     assert f"DHCPACK on 10.66.0.11 to {MAC}" in dhcpd.log_file.read_text()
     print(f"\nPXE ({firmware}, TCG): QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines))
-    print("\n".join(line for line in served.splitlines() if "FAILED" in line or "/boot/" in line or "cfg" in line))
+    print("\n".join(line for line in served.splitlines() if "FAILED" in line or "boot/" in line or "cfg" in line))
