@@ -5,7 +5,8 @@ PY        := $(VENV)/bin/python
 # Debian packages the tests and the lab use (real dhcpd, TFTP client, boot files, DHCP client, sshd).
 DEB_PKGS  := isc-dhcp-server tftp-hpa pxelinux syslinux-common busybox udhcpc openssh-server \
              iproute2 iputils-ping procps zstd xz-utils bzip2 curl libpcap0.8 \
-             grub-efi-amd64-bin tftpd-hpa kmod binutils qemu-system-x86 ipxe-qemu ovmf mmdebstrap
+             grub-efi-amd64-bin tftpd-hpa kmod binutils qemu-system-x86 ipxe-qemu ovmf mmdebstrap \
+             dosfstools mtools
 PYTEST_ARGS ?=
 
 .PHONY: all deps debs venv test test-fast demo bench clean

@@ -2,7 +2,8 @@
 inventory's MAC on a tap, the firmware's text on a serial log, and an optional disk image.
 
 BIOS: SeaBIOS with the iPXE ROM of the NIC (package ipxe-qemu); UEFI: OVMF code + a private copy of its
-variable store as pflash, the NIC's iPXE first in the boot order (PXE-NOTES 1, 4, 9). `graphics=off` makes SeaBIOS print to the serial port (what `-device sga` did).
+variable store as pflash, the NIC's iPXE first in the boot order (PXE-NOTES 1, 4, 9). `graphics=off`
+makes SeaBIOS print to the serial port (what `-device sga` did).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class Machine:
     tap: str                    # tap interface (in the namespace QEMU runs in)
     serial_log: Path
     firmware: Firmware = Firmware.BIOS
-    disk: Path | None = None    # raw disk image (the machine writes to it)
+    disk: Path | None = None    # raw disk image (the machine writes to it, unless `snapshot`)
+    snapshot: bool = False      # writes go to a temporary overlay: the disk image stays as it was
     efi_vars: Path | None = None  # this machine's copy of OVMF_VARS (UEFI only)
     memory_mib: int = 768
     nic_model: str = "virtio-net-pci"
@@ -40,6 +42,7 @@ class Machine:
             argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={self.efi_vars}"]
         if self.disk is not None:
-            argv += ["-drive", f"if=none,id=disk0,format=raw,file={self.disk}",
+            snapshot = ",snapshot=on" if self.snapshot else ""
+            argv += ["-drive", f"if=none,id=disk0,format=raw,file={self.disk}{snapshot}",
                      "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
         return argv

@@ -174,13 +174,14 @@ def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
     print(f"\ninstaller: QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines[1:]))
 
 
-def test_mbr_partition_table_has_one_bootable_linux_partition():
-    sector = mbr_partition_table(2048, 3145728)
+def test_mbr_partition_table_entries():
+    sector = mbr_partition_table([(2048, 3145728, 0x83, True), (3147776, 65536, 0xEF, False)])
     assert len(sector) == 512 and sector[:446] == bytes(446) and sector[510:] == b"\x55\xaa"
-    status, kind = sector[446], sector[450]
-    start, sectors = struct.unpack_from("<II", sector, 454)
-    assert (status, kind, start, sectors) == (0x80, 0x83, 2048, 3145728)
-    assert sector[462:510] == bytes(48)  # the other three entries are empty
+    entries = [(sector[446 + 16 * i], sector[450 + 16 * i], *struct.unpack_from("<II", sector, 454 + 16 * i))
+               for i in range(4)]
+    assert entries == [(0x80, 0x83, 2048, 3145728), (0, 0xEF, 3147776, 65536), (0, 0, 0, 0), (0, 0, 0, 0)]
+    with pytest.raises(ValueError):
+        mbr_partition_table([(1, 1, 0x83, False)] * 5)
 
 
 def _text(path: Path) -> str:

@@ -6,18 +6,23 @@ console and powers off. Our router advertisement ends iPXE's IPv6 wait. One VM a
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet6 import IPv6, ICMPv6ND_RA
 
 from provision import netns
+from provision.bootmode import BootMode
+from provision.images.golden import golden_image
 from provision.images.initrd import MARKER, installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
@@ -80,9 +85,20 @@ LOADER_FILES = {
 }
 
 
-@pytest.mark.vm
-@pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
-def test_vm_pxe_boots_our_installer(tmp_path, firmware):
+@dataclass
+class Rig:
+    """A lab bridge with our server side (dhcpd, tftpy, router advertisements) and a tap for one VM."""
+
+    net: netns.Network
+    tap: str
+    dhcpd: DhcpdProcess
+    tftp_log: Path
+
+    def tftp_sent(self, name: str) -> bool:
+        return re.search(rf"^tftp: sent /?{re.escape(name)}", self.tftp_log.read_text(), re.M) is not None
+
+
+def _require(firmware: Firmware) -> None:
     require_root()
     for tool in ("qemu-system-x86_64", "dhcpd", "apt-get", "dpkg-deb", "depmod", "readelf"):
         require_tool(tool)
@@ -90,62 +106,114 @@ def test_vm_pxe_boots_our_installer(tmp_path, firmware):
         skip_or_fail("needs the NIC's iPXE ROM (Debian package ipxe-qemu)")
     if firmware is Firmware.UEFI and not OVMF_CODE.is_file():
         skip_or_fail(f"needs {OVMF_CODE} (Debian package ovmf)")
+
+
+@contextlib.contextmanager
+def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode]) -> Iterator[Rig]:
+    """Render the one-VM inventory with `modes`, install the boot files, serve them; tear down after."""
     initrd = installer_initrd()
     inv_path = tmp_path / "pvq.yaml"
     inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, firmware))
     inv = load_inventory(inv_path)
     rendered = tmp_path / "rendered"
-    render_to(rendered, inv)
+    render_to(rendered, inv, boot_modes=modes)
     install_boot_files(rendered / "tftpboot", inv.boot, uefi=firmware is Firmware.UEFI)
-    efi_vars = None
-    if firmware is Firmware.UEFI:
-        efi_vars = tmp_path / "OVMF_VARS.fd"
-        shutil.copyfile(OVMF_VARS, efi_vars)
-
+    repo = str(Path(__file__).resolve().parents[1])
     net = netns.Network(f"pvq-{uuid.uuid4().hex[:5]}")
-    dhcpd = tftp = qemu = ra = None
-    serial, tftp_log = tmp_path / "serial.log", tmp_path / "tftp.log"
+    dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tmp_path / "dhcpd", interfaces=["eth0"])
+    helpers: list[subprocess.Popen] = []
     try:
         server = net.add_host("srv", address="10.66.0.1/24")
+        dhcpd.netns = server.ns
         tap = "tap-vm1"
         subprocess.run(["ip", "-n", net.switch_ns, "tuntap", "add", tap, "mode", "tap"], check=True)
         subprocess.run(["ip", "-n", net.switch_ns, "link", "set", tap, "master", "br0", "up"], check=True)
-        dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tmp_path / "dhcpd", interfaces=["eth0"], netns=server.ns)
         dhcpd.start()
         ra = net.popen(server, [sys.executable, "-m", "provision.ra", "eth0"], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True, cwd=str(Path(__file__).resolve().parents[1]))
+                       stderr=subprocess.DEVNULL, text=True, cwd=repo)
+        helpers.append(ra)
         assert ra.stdout.readline().startswith("provision.ra: advertising"), "no router advertisement"
+        tftp_log = tmp_path / "tftp.log"
         with open(tftp_log, "wb") as log:
-            tftp = net.popen(server, [sys.executable, "-c", TFTP_SERVE, str(rendered / "tftpboot")],
-                             stdout=log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
-        machine = Machine("vm1", MAC, tap, serial, firmware, efi_vars=efi_vars)
-        started = time.monotonic()
-        qemu = subprocess.Popen(netns.ns_argv(net.switch_ns, machine.argv()), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        try:
-            qemu.wait(timeout=300)  # /init powers the machine off (provision.poweroff)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the VM did not power off within 300 s; serial log:\n" + serial.read_text(errors="replace")[-3000:])
-        seconds = time.monotonic() - started
+            helpers.append(net.popen(server, [sys.executable, "-c", TFTP_SERVE, str(rendered / "tftpboot")],
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=repo))
+        yield Rig(net, tap, dhcpd, tftp_log)
     finally:
-        if qemu is not None and qemu.poll() is None:
-            qemu.kill()
-            qemu.wait()
-        for helper in (tftp, ra):
-            if helper is not None:
-                helper.kill()
-                helper.wait()
-        if dhcpd is not None:
-            dhcpd.stop()
+        for helper in helpers:
+            helper.kill()
+            helper.wait()
+        dhcpd.stop()
         net.teardown()
-    console = serial.read_text(errors="replace")
-    lines = [line.strip() for line in console.splitlines() if "provision-installer:" in line]
-    assert lines and lines[0].startswith(MARKER), console[-3000:]
+
+
+@contextlib.contextmanager
+def running(rig: Rig, machine: Machine) -> Iterator[subprocess.Popen]:
+    """QEMU for `machine` in the bridge's namespace (its tap is there); killed on the way out."""
+    qemu = subprocess.Popen(netns.ns_argv(rig.net.switch_ns, machine.argv()), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        yield qemu
+    finally:
+        if qemu.poll() is None:
+            qemu.kill()
+        qemu.wait()
+
+
+def _efi_vars(tmp_path: Path, firmware: Firmware) -> Path | None:
+    if firmware is not Firmware.UEFI:
+        return None
+    shutil.copyfile(OVMF_VARS, tmp_path / "OVMF_VARS.fd")
+    return tmp_path / "OVMF_VARS.fd"
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
+def test_vm_pxe_boots_our_installer(tmp_path, firmware):
+    _require(firmware)
+    serial = tmp_path / "serial.log"
+    with pxe_rig(tmp_path, firmware, {}) as rig:
+        machine = Machine("vm1", MAC, rig.tap, serial, firmware, efi_vars=_efi_vars(tmp_path, firmware))
+        started = time.monotonic()
+        with running(rig, machine) as qemu:
+            try:
+                qemu.wait(timeout=300)  # /init powers the machine off (provision.poweroff)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the VM did not power off within 300 s; serial log:\n{_text(serial)[-3000:]}")
+        seconds = time.monotonic() - started
+        for name in (*LOADER_FILES[firmware], "boot/vmlinuz-", "boot/initrd.img"):
+            assert rig.tftp_sent(name), rig.tftp_log.read_text()
+        assert f"DHCPACK on 10.66.0.11 to {MAC}" in rig.dhcpd.log_file.read_text()
+    lines = [line.strip() for line in _text(serial).splitlines() if "provision-installer:" in line]
+    assert lines and lines[0].startswith(MARKER), _text(serial)[-3000:]
     assert any("network eth0 10.66.0.11/24" in line for line in lines), lines
     assert any("python 3.11" in line for line in lines), lines
-    served = tftp_log.read_text()
-    for name in (*LOADER_FILES[firmware], "boot/vmlinuz-", "boot/initrd.img"):
-        assert re.search(rf"^tftp: sent /?{re.escape(name)}", served, re.M), served  # GRUB asks with a leading /
-    assert f"DHCPACK on 10.66.0.11 to {MAC}" in dhcpd.log_file.read_text()
     print(f"\nPXE ({firmware}, TCG): QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines))
-    print("\n".join(line for line in served.splitlines() if "FAILED" in line or "boot/" in line or "cfg" in line))
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
+def test_vm_on_local_boot_starts_its_own_disk(tmp_path, firmware):
+    """The node flipped to local boot: the firmware still PXE-boots our loader, whose per-MAC config
+    (pxelinux LOCALBOOT 0 / GRUB's chainload of the disk's EFI loader) hands over to the disk, which holds
+    the golden image; it comes up to its login prompt without fetching the installer."""
+    _require(firmware)
+    require_tool("mmdebstrap")
+    golden = golden_image()
+    serial = tmp_path / "serial.log"
+    with pxe_rig(tmp_path, firmware, {"vm1": BootMode.LOCAL}) as rig:
+        machine = Machine("vm1", MAC, rig.tap, serial, firmware, disk=golden.disk, snapshot=True,
+                          efi_vars=_efi_vars(tmp_path, firmware))
+        started = time.monotonic()
+        with running(rig, machine) as qemu:
+            while "golden login:" not in _text(serial):
+                assert qemu.poll() is None, f"QEMU ended early:\n{_text(serial)[-3000:]}"
+                assert time.monotonic() - started < 300, f"no login prompt in 300 s:\n{_text(serial)[-3000:]}"
+                time.sleep(1)
+            seconds = time.monotonic() - started
+        assert rig.tftp_sent(LOADER_FILES[firmware][-1]), rig.tftp_log.read_text()  # the per-MAC config
+        assert not rig.tftp_sent("boot/vmlinuz-"), rig.tftp_log.read_text()  # no installer
+    print(f"\nlocal boot ({firmware}, TCG): QEMU start to the disk's login prompt {seconds:.1f} s")

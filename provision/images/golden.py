@@ -3,8 +3,10 @@ Debian sources, as an ext4 partition image (what the ring clones onto a node's r
 whole BIOS-bootable disk image (MBR, that partition at 1 MiB, GRUB) -- all without loop devices or mounts.
 
     rootfs.ext4   mkfs.ext4 -L root -d <tree>: the file system filled from the directory tree
-    disk.raw      an MBR partition table + rootfs.ext4 at 1 MiB + GRUB: boot.img in the MBR, core.img (grub-mkimage
-                  i386-pc, prefix (hd0,msdos1)/boot/grub) right after it; GRUB's modules in /boot/grub/i386-pc
+    disk.raw      MBR partition table: 1 = rootfs.ext4 at 1 MiB, 2 = an EFI system partition (FAT made with
+                  mkfs.vfat -C and mtools) holding GRUB as /EFI/BOOT/BOOTX64.EFI; for BIOS, GRUB's boot.img in
+                  the MBR and core.img (prefix (hd0,msdos1)/boot/grub) right after it. Both GRUBs read
+                  /boot/grub/grub.cfg and their modules from /boot/grub/<platform> on the root file system.
 
 The image's own initramfs holds only the listed modules (initramfs-tools MODULES=list plus a hook):
 auto-detection would look at the build host. Downloaded packages are kept in <cache>/golden-debs.
@@ -24,7 +26,7 @@ from provision.errors import ProvisionError
 from provision.images import debs
 from provision.images.cache import Cache
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 PACKAGES = ("systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "ifupdown",
             "isc-dhcp-client", "iproute2", "e2fsprogs", "grub2-common", "grub-pc-bin", "grub-efi-amd64-bin")
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ata_piix", "ahci", "sd_mod", "ext4")
@@ -38,9 +40,14 @@ PATH_INCLUDES = ("/usr/share/doc/*/copyright",)
 ROOTFS_MIB = 1536
 LABEL = "root"
 PART_OFFSET = 1 << 20  # the root partition starts at 1 MiB (sector 2048)
+ESP_MIB = 32
+ESP_LABEL = "EFI"
+EFI_LOADER = "EFI/BOOT/BOOTX64.EFI"  # the removable-media path: found without NVRAM boot entries
 MARKER_FILE = "etc/provision-golden"
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2")  # enough for core.img to read /boot/grub from the root
+GRUB_EFI_MODULES = ("part_msdos", "part_gpt", "ext2", "fat", "search", "search_label")
+GRUB_EFI_EARLY_CFG = f"search --no-floppy --label {LABEL} --set=root\nset prefix=($root)/boot/grub\n"
 
 INITRAMFS_HOOK = """#!/bin/sh
 # provision: the golden image's initramfs gets these modules (MODULES=list: nothing detected on the build host)
@@ -90,7 +97,8 @@ def golden_image(env: Mapping[str, str] = os.environ, rootfs_mib: int = ROOTFS_M
               "sources": hashlib.sha256(sources.read_bytes()).hexdigest()[:16], "packages": list(PACKAGES),
               "initramfs_modules": list(INITRAMFS_MODULES), "rootfs_mib": rootfs_mib,
               "path_excludes": list(PATH_EXCLUDES), "path_includes": list(PATH_INCLUDES)}
-    marker = f"provision golden image {debian_suite()} {hashlib.sha256(repr(sorted(recipe.items())).encode()).hexdigest()[:16]}\n"
+    digest = hashlib.sha256(repr(sorted(recipe.items())).encode()).hexdigest()[:16]
+    marker = f"provision golden image {recipe['suite']} {digest}\n"
 
     def make(work: Path) -> None:
         tree = work / "tree"
@@ -99,10 +107,11 @@ def golden_image(env: Mapping[str, str] = os.environ, rootfs_mib: int = ROOTFS_M
         rootfs = work / "rootfs.ext4"
         debs.run(["mkfs.ext4", "-q", "-L", LABEL, "-d", str(tree), "-F", str(rootfs), f"{rootfs_mib}M"],
                  "mkfs.ext4 -d")
-        _disk(work / "disk.raw", rootfs, tree / "usr" / "lib" / "grub" / "i386-pc", work)
-        for scratch in (tree, work / "overlay"):
+        grub_lib = tree / "usr" / "lib" / "grub"
+        esp = _esp(work / "scratch", grub_lib / "x86_64-efi")
+        _disk(work / "disk.raw", rootfs, esp, grub_lib / "i386-pc", work / "scratch")
+        for scratch in (tree, work / "overlay", work / "scratch"):
             shutil.rmtree(scratch)
-        (work / "core.img").unlink()
 
     entry = cache.build("golden", recipe, make)
     return GoldenImage(entry / "rootfs.ext4", entry / "disk.raw", marker)
@@ -134,29 +143,48 @@ def _configure(tree: Path, marker: str) -> None:
     (tree / "etc" / "network" / "interfaces").write_text(INTERFACES)
     (tree / MARKER_FILE).write_text(marker)
     grub = tree / "boot" / "grub"
-    shutil.copytree(tree / "usr" / "lib" / "grub" / "i386-pc", grub / "i386-pc", dirs_exist_ok=True)
+    for platform in ("i386-pc", "x86_64-efi"):
+        shutil.copytree(tree / "usr" / "lib" / "grub" / platform, grub / platform, dirs_exist_ok=True)
     (grub / "grub.cfg").write_text(GRUB_CFG.format(label=LABEL))
     for leftover in (tree / "var" / "lib" / "apt" / "lists").glob("*_*"):
         leftover.unlink()
 
 
-def mbr_partition_table(start: int, sectors: int) -> bytes:
-    """The first sector of a disk with one bootable Linux partition (type 0x83) at LBA `start` of `sectors`
-    sectors: no boot code (zeros), one partition entry with LBA fields (CHS marked unused), 0x55AA."""
-    entry = struct.pack("<B3sB3sII", 0x80, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", start, sectors)
-    return bytes(446) + entry + bytes(48) + b"\x55\xaa"
+def mbr_partition_table(partitions: list[tuple[int, int, int, bool]]) -> bytes:
+    """The first sector of a disk with up to four primary partitions, each (start LBA, sectors, type,
+    bootable): no boot code (zeros), LBA fields only (CHS marked unused), signature 0x55AA."""
+    if len(partitions) > 4:
+        raise ValueError("an MBR holds four primary partitions")
+    entries = b"".join(struct.pack("<B3sB3sII", 0x80 if bootable else 0, b"\xfe\xff\xff", kind, b"\xfe\xff\xff",
+                                   start, sectors) for start, sectors, kind, bootable in partitions)
+    return bytes(446) + entries.ljust(64, b"\0") + b"\x55\xaa"
 
 
-def _disk(disk: Path, rootfs: Path, grub_dir: Path, work: Path) -> None:
-    """MBR disk image: one bootable Linux partition at 1 MiB holding `rootfs`, GRUB in front of it."""
-    size = PART_OFFSET + rootfs.stat().st_size
+def _esp(scratch: Path, grub_efi_dir: Path) -> Path:
+    """A FAT image with GRUB for x86-64 UEFI at EFI/BOOT/BOOTX64.EFI (it finds the root by its label)."""
+    scratch.mkdir(exist_ok=True)
+    (scratch / "early.cfg").write_text(GRUB_EFI_EARLY_CFG)
+    loader = scratch / "BOOTX64.EFI"
+    debs.run(["grub-mkimage", "-O", "x86_64-efi", "-d", str(grub_efi_dir), "-p", "/boot/grub",
+              "-c", str(scratch / "early.cfg"), "-o", str(loader), *GRUB_EFI_MODULES], "grub-mkimage x86_64-efi")
+    esp = scratch / "esp.img"
+    debs.run(["mkfs.vfat", "-C", "-n", ESP_LABEL, str(esp), str(ESP_MIB * 1024)], "mkfs.vfat")
+    debs.run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], "mmd")
+    debs.run(["mcopy", "-i", str(esp), str(loader), f"::/{EFI_LOADER}"], "mcopy")
+    return esp
+
+
+def _disk(disk: Path, rootfs: Path, esp: Path, grub_dir: Path, scratch: Path) -> None:
+    """MBR disk image: the root partition at 1 MiB holding `rootfs`, the ESP after it, GRUB in front."""
+    root_start, root_sectors = PART_OFFSET // 512, rootfs.stat().st_size // 512
+    esp_start, esp_sectors = root_start + root_sectors, esp.stat().st_size // 512
     with open(disk, "wb") as out:
-        out.truncate(size)
-    with open(disk, "r+b") as out:
-        out.write(mbr_partition_table(PART_OFFSET // 512, rootfs.stat().st_size // 512))
-    debs.run(["dd", f"if={rootfs}", f"of={disk}", "bs=1M", f"seek={PART_OFFSET >> 20}", "conv=notrunc,sparse",
-              "status=none"], "dd rootfs into the disk image")
-    core = work / "core.img"
+        out.truncate((esp_start + esp_sectors) * 512)
+        out.write(mbr_partition_table([(root_start, root_sectors, 0x83, True), (esp_start, esp_sectors, 0xEF, False)]))
+    for image, start in ((rootfs, root_start), (esp, esp_start)):
+        debs.run(["dd", f"if={image}", f"of={disk}", "bs=512", f"seek={start}", "conv=notrunc,sparse",
+                  "status=none"], f"dd {image.name} into the disk image")
+    core = scratch / "core.img"
     debs.run(["grub-mkimage", "-O", "i386-pc", "-d", str(grub_dir), "-p", "(hd0,msdos1)/boot/grub",
               "-o", str(core), *GRUB_MODULES], "grub-mkimage")
     core_bytes = core.read_bytes()
