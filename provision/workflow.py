@@ -27,7 +27,7 @@ from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
 from provision.flip import apply_modes, current_modes
-from provision.model import Inventory, Node
+from provision.model import Firmware, Inventory, Node
 from provision.probe import answering_arp
 from provision.render import render_ring_config
 from provision.services.http import HttpServer
@@ -118,7 +118,8 @@ class Install:
         pending = self.prepare_state()
         modes = current_modes(self.inv, self.files)
         apply_modes(self.inv, self.files, modes, self.options.site_templates)
-        install_boot_files(self.files.tftp_root, self.inv.boot)
+        install_boot_files(self.files.tftp_root, self.inv.boot,
+                           uefi=any(node.firmware is Firmware.UEFI for node in self.inv.nodes))
         dhcpd = self.files.dhcpd()
         if not dhcpd.running():
             dhcpd.start()
