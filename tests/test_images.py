@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from provision import netns
-from provision.errors import ProvisionError
+from provision.cli import main
+from provision.errors import ExitStatus, ProvisionError
 from provision.images.cache import CACHE_ENV, Cache, cache_key
 from provision.images.cpio import write_newc
 from provision.images.golden import MARKER_FILE, golden_image, mbr_partition_table
@@ -69,6 +70,19 @@ def test_cache_builds_once_and_keeps_nothing_from_a_failed_build(tmp_path):
     assert cache.build("thing", {"v": 1}, make) == first and len(calls) == 1
     assert (first / "out").read_text() == "built" and first.name == cache_key({"v": 1})
     assert cache.build("thing", {"v": 2}, make) != first and len(calls) == 2  # another recipe, another entry
+
+
+def test_cache_keeps_the_newest_entries_of_a_kind(tmp_path):
+    cache = Cache(tmp_path)
+    entries = []
+    for version in range(4):
+        entries.append(cache.build("thing", {"v": version}, lambda work: None, keep=2))
+        os.utime(entries[-1] / "recipe.json", (version, version))  # distinct ages, oldest first
+    assert [e.exists() for e in entries] == [False, False, True, True]
+    dead = tmp_path / "thing" / ".0123456789abcdef.999999999.tmp"  # a builder that died (no such pid)
+    dead.mkdir()
+    again = cache.build("thing", {"v": 0}, lambda work: None, keep=2)  # rebuilt: newest, kept with v=3
+    assert again.exists() and entries[3].exists() and not entries[2].exists() and not dead.exists()
 
 
 def test_module_load_order_puts_dependencies_first_once():
@@ -235,3 +249,11 @@ def test_golden_image_is_debian_with_ssh_and_boots_from_its_disk(tmp_path):
     assert "Reached target" in console and "multi-user.target" in console
     print(f"\ngolden image: {used_mib} MiB used of {golden.rootfs.stat().st_size >> 20} MiB; "
           f"build/cache {build_seconds:.0f} s; QEMU start to login prompt {boot_seconds:.1f} s")
+
+
+@pytest.mark.vm
+def test_cli_images_names_the_cached_artifacts(initrd, capsys):
+    assert main(["images"], env=os.environ) == ExitStatus.SUCCESS
+    out = capsys.readouterr().out
+    assert f"kernel {initrd.kernel.release}: {initrd.kernel.vmlinuz}" in out
+    assert f"initrd: {initrd.path} (" in out and f"{len(initrd.modules)} modules" in out

@@ -4,6 +4,6 @@ Each entry of ALL has NAME, HELP, add_arguments(parser) and run(args, env) -> Ex
 commands.command.Command value where one module defines several. The order is that of `provision --help`.
 """
 
-from provision.commands import dhcpd, flip, install, lab, remote, render, status
+from provision.commands import dhcpd, flip, images, install, lab, remote, render, status
 
-ALL = [render, install, status, flip.to_local, flip.to_install, remote.run, remote.verify, dhcpd, lab]
+ALL = [render, install, status, flip.to_local, flip.to_install, remote.run, remote.verify, dhcpd, lab, images]

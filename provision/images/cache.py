@@ -6,7 +6,9 @@
 
 The cache is $PROVISION_CACHE, else <state dir>/cache. An entry is built in a temporary directory beside
 its final place and renamed into it when complete, under a lock per kind, so an interrupted build leaves
-nothing that looks finished and two builders never race.
+nothing that looks finished and two builders never race. After a build, only the `keep` newest entries of
+its kind stay (every change of this project's sources makes a new initrd), and work directories of builders
+that died are removed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from provision.inventory import state_dir
 
 CACHE_ENV = "PROVISION_CACHE"
 RECIPE_FILE = "recipe.json"
+KEEP = 3  # entries kept per kind
 
 
 def cache_key(recipe: Mapping[str, Any]) -> str:
@@ -48,8 +51,9 @@ class Cache:
     def entry(self, kind: str, recipe: Mapping[str, Any]) -> Path:
         return self.root / kind / cache_key(recipe)
 
-    def build(self, kind: str, recipe: Mapping[str, Any], make: Callable[[Path], None]) -> Path:
-        """The entry for (kind, recipe); `make(directory)` fills a fresh directory when it is missing."""
+    def build(self, kind: str, recipe: Mapping[str, Any], make: Callable[[Path], None], keep: int = KEEP) -> Path:
+        """The entry for (kind, recipe); `make(directory)` fills a fresh directory when it is missing (then
+        older entries of the kind beyond the `keep` newest are removed)."""
         final = self.entry(kind, recipe)
         if (final / RECIPE_FILE).is_file():
             return final
@@ -69,4 +73,17 @@ class Cache:
             except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
                 raise
+            self._prune(final.parent, keep, final)
         return final
+
+    @staticmethod
+    def _prune(directory: Path, keep: int, built: Path) -> None:
+        """Remove all but the `keep` newest complete entries (never `built`) and dead builders' work."""
+        complete = sorted((p for p in directory.iterdir() if (p / RECIPE_FILE).is_file()),
+                          key=lambda p: (p == built, (p / RECIPE_FILE).stat().st_mtime), reverse=True)
+        for old in complete[max(keep, 1):]:
+            shutil.rmtree(old, ignore_errors=True)
+        for work in directory.glob(".*.tmp"):
+            pid = work.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(work, ignore_errors=True)
