@@ -1,11 +1,12 @@
 """The data phase of a TFTP read, lean and in a process of its own (tftpd-hpa's model, in Python).
 
 tftpy parses the request, checks it and sends the first packet (the OACK, or DATA 1 without options);
-from there `send_file` serves the blocks: DATA headers packed with struct, payloads sliced from an
-mmap of the file, a UDP socket connected to the client, a blocking receive with a kernel time-out
-(SO_RCVTIMEO, one system call per ACK). Only the ACK of the block in flight moves the transfer on.
-An older (duplicate) ACK is ignored, as RFC 1123 (4.2.3.1) asks against the sorcerer's apprentice,
-unless the block in flight has waited a whole time-out: then it goes out again, like on a time-out.
+from there `send_file` serves the blocks: each DATA header packed with struct and its payload read
+straight into one reused packet buffer, a UDP socket connected to the client, a blocking receive
+with a kernel time-out (SO_RCVTIMEO, one system call per ACK). Only the ACK of the block in flight
+moves the transfer on. An older (duplicate) ACK is ignored, as RFC 1123 (4.2.3.1) asks against the
+sorcerer's apprentice, unless such ACKs have kept coming for a whole time-out: then the block goes out
+again, as on a time-out.
 
 `serve` is a transfer after its first packet; `fork_send` runs it in a forked child, so transfers
 use every core and a slow one never holds up another. The child writes its `Outcome` to a pipe that
@@ -15,14 +16,13 @@ the server watches and `collect`s.
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import signal
 import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import IO
+from typing import BinaryIO
 
 DATA, ACK, ERROR = 3, 4, 5
 _HEADER = struct.Struct("!HH")  # opcode, block number (or error code)
@@ -43,59 +43,66 @@ class TransferFailed(Exception):
         self.acked = acked
 
 
-def send_file(sock: socket.socket, data: bytes | mmap.mmap, blksize: int, block: int, sent: bytes,
+def send_file(sock: socket.socket, file: BinaryIO, blksize: int, block: int, sent: bytes,
               timeout: float, retries: int) -> int:
-    """Serve `data` to the peer of the connected, blocking `sock` whose receive time-out is `timeout`,
-    after `sent` went out: the OACK (`block` 0) or DATA `block`. Each packet goes out at most
-    `retries` times. Returns the bytes sent (all of `data`); raises TransferFailed."""
-    last = len(data) // blksize + 1  # the last block is shorter than blksize, maybe empty
-    packet, tries = sent, 1
-    deadline = time.monotonic() + timeout
-    buffer = bytearray(_MAX_PACKET)
+    """Serve `file` to the peer of the connected, blocking `sock` whose receive time-out is `timeout`,
+    after `sent` went out: the OACK (`block` 0) or DATA `block` (1). Each packet goes out at most
+    `retries` times. Returns the bytes the client acknowledged (the whole file); raises TransferFailed."""
+    packet, buffer = bytearray(4 + blksize), bytearray(_MAX_PACKET)
+    payload = memoryview(packet)[4:]
+    file.seek(block * blksize)  # the payload of the block after `block`
+    send, recv_into = sock.send, sock.recv_into
+    pack_into, unpack_from = _HEADER.pack_into, _HEADER.unpack_from
+    out, tries, resend_at = sent, 1, None
+    acked, last = 0, block > 0 and len(sent) < 4 + blksize  # a short block is the last one
     while True:
         try:
-            size = sock.recv_into(buffer)
+            size = recv_into(buffer)
         except BlockingIOError:  # SO_RCVTIMEO ran out
             size = 0
         except OSError as exc:  # e.g. ICMP port unreachable: the client is gone
-            raise TransferFailed(f"client gone ({exc.strerror})", max(0, block - 1) * blksize) from None
-        opcode, number = _HEADER.unpack_from(buffer) if size >= 4 else (0, 0)
+            raise TransferFailed(f"client gone ({exc.strerror})", acked) from None
+        opcode, number = unpack_from(buffer) if size >= 4 else (0, 0)
         if opcode == ACK and number == block & 0xFFFF:
-            if block == last:
-                return len(data)
-            offset = block * blksize
+            if block > 0:
+                acked += len(out) - 4
+            if last:
+                return acked
             block += 1
-            packet, tries = _HEADER.pack(DATA, block & 0xFFFF) + data[offset:offset + blksize], 1
-            sock.send(packet)
-            deadline = time.monotonic() + timeout
-        elif opcode == ERROR:
+            pack_into(packet, 0, DATA, block & 0xFFFF)
+            length = file.readinto(payload)
+            out = packet if length == blksize else packet[:4 + length]
+            tries, resend_at, last = 1, None, length < blksize
+            send(out)
+            continue
+        if opcode == ERROR:
             message = bytes(buffer[4:size]).split(b"\0")[0].decode("ascii", "replace")
-            raise TransferFailed(f"client sent error {number}: {message}", max(0, block - 1) * blksize)
-        elif size == 0 or time.monotonic() >= deadline:
-            if tries >= retries:
-                raise TransferFailed(f"no answer after {retries} tries", max(0, block - 1) * blksize)
-            tries += 1
-            sock.send(packet)
-            deadline = time.monotonic() + timeout
+            raise TransferFailed(f"client sent error {number}: {message}", acked)
+        if size:  # a stale ACK or a stray packet: re-send once such packets have come for a whole time-out
+            resend_at = resend_at or time.monotonic() + timeout
+            if time.monotonic() < resend_at:
+                continue
+        if tries >= retries:
+            raise TransferFailed(f"no answer after {retries} tries", acked)
+        tries, resend_at = tries + 1, None
+        send(out)
 
 
-def serve(sock: socket.socket, client: tuple[str, int], file: IO[bytes], blksize: int, block: int,
+def serve(sock: socket.socket, client: tuple[str, int], file: BinaryIO, blksize: int, block: int,
           sent: bytes, timeout: float, retries: int) -> Outcome:
     """The rest of a transfer whose first packet `sent` (OACK: `block` 0, else DATA `block`) went
-    out of `sock`: connect `sock` to `client`, set its receive time-out, map `file`, `send_file`."""
+    out of `sock`: connect `sock` to `client`, set its receive time-out, `send_file`."""
     sock.settimeout(None)
     seconds, micros = divmod(int(timeout * 1e6), 1_000_000)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micros))
     sock.connect(client)
-    size = os.fstat(file.fileno()).st_size
-    data = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     try:
-        return Outcome(send_file(sock, data, blksize, block, sent, timeout, retries), None)
+        return Outcome(send_file(sock, file, blksize, block, sent, timeout, retries), None)
     except TransferFailed as exc:
         return Outcome(exc.acked, str(exc))
 
 
-def fork_send(sock: socket.socket, client: tuple[str, int], file: IO[bytes], blksize: int, block: int,
+def fork_send(sock: socket.socket, client: tuple[str, int], file: BinaryIO, blksize: int, block: int,
               sent: bytes, timeout: float, retries: int) -> tuple[int, int]:
     """`serve` in a forked child that keeps only the socket, the file and its pipe; returns (child
     pid, read end of the pipe its Outcome arrives on). The caller closes its own socket and file."""
