@@ -218,7 +218,8 @@ class TftpServer:
         outcome = collect(transfer.pid, transfer.read_end, kill=kill)
         self._report(transfer.client, transfer.filename, transfer.started, outcome)
 
-    def _report(self, client: tuple[str, int], filename: str | None, started: float, outcome: Outcome) -> None:
+    def _report(self, client: tuple[str, int], filename: str | None, started: float,
+                outcome: Outcome) -> None:
         record = Transfer(filename=filename or "?", client=f"{client[0]}:{client[1]}", bytes=outcome.bytes,
                           seconds=time.monotonic() - started, error=outcome.error)
         log.info("tftp: %s %s to %s: %d bytes in %.3f s%s", "sent" if record.error is None else "FAILED",

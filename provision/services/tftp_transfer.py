@@ -38,6 +38,8 @@ class Outcome:
 
 
 class TransferFailed(Exception):
+    """A transfer ended early; `acked` bytes had been acknowledged."""
+
     def __init__(self, message: str, acked: int):
         super().__init__(message)
         self.acked = acked
@@ -55,37 +57,38 @@ def send_file(sock: socket.socket, file: BinaryIO, blksize: int, block: int, sen
     pack_into, unpack_from = _HEADER.pack_into, _HEADER.unpack_from
     out, tries, resend_at = sent, 1, None
     acked, last = 0, block > 0 and len(sent) < 4 + blksize  # a short block is the last one
-    while True:
-        try:
-            size = recv_into(buffer)
-        except BlockingIOError:  # SO_RCVTIMEO ran out
-            size = 0
-        except OSError as exc:  # e.g. ICMP port unreachable: the client is gone
-            raise TransferFailed(f"client gone ({exc.strerror})", acked) from None
-        opcode, number = unpack_from(buffer) if size >= 4 else (0, 0)
-        if opcode == ACK and number == block & 0xFFFF:
-            if block > 0:
-                acked += len(out) - 4
-            if last:
-                return acked
-            block += 1
-            pack_into(packet, 0, DATA, block & 0xFFFF)
-            length = file.readinto(payload)
-            out = packet if length == blksize else packet[:4 + length]
-            tries, resend_at, last = 1, None, length < blksize
-            send(out)
-            continue
-        if opcode == ERROR:
-            message = bytes(buffer[4:size]).split(b"\0")[0].decode("ascii", "replace")
-            raise TransferFailed(f"client sent error {number}: {message}", acked)
-        if size:  # a stale ACK or a stray packet: re-send once such packets have come for a whole time-out
-            resend_at = resend_at or time.monotonic() + timeout
-            if time.monotonic() < resend_at:
+    try:
+        while True:
+            try:
+                size = recv_into(buffer)
+            except BlockingIOError:  # SO_RCVTIMEO ran out
+                size = 0
+            opcode, number = unpack_from(buffer) if size >= 4 else (0, 0)
+            if opcode == ACK and number == block & 0xFFFF:
+                if block > 0:
+                    acked += len(out) - 4
+                if last:
+                    return acked
+                block += 1
+                pack_into(packet, 0, DATA, block & 0xFFFF)
+                length = file.readinto(payload)
+                out = packet if length == blksize else packet[:4 + length]
+                tries, resend_at, last = 1, None, length < blksize
+                send(out)
                 continue
-        if tries >= retries:
-            raise TransferFailed(f"no answer after {retries} tries", acked)
-        tries, resend_at = tries + 1, None
-        send(out)
+            if opcode == ERROR:
+                message = bytes(buffer[4:size]).split(b"\0")[0].decode("ascii", "replace")
+                raise TransferFailed(f"client sent error {number}: {message}", acked)
+            if size:  # a stale ACK or a stray packet: re-send once they have come for a whole time-out
+                resend_at = resend_at or time.monotonic() + timeout
+                if time.monotonic() < resend_at:
+                    continue
+            if tries >= retries:
+                raise TransferFailed(f"no answer after {retries} tries", acked)
+            tries, resend_at = tries + 1, None
+            send(out)
+    except OSError as exc:  # ICMP port unreachable (the client is gone), a block too big for UDP, ...
+        raise TransferFailed(f"socket error: {exc.strerror}", acked) from None
 
 
 def serve(sock: socket.socket, client: tuple[str, int], file: BinaryIO, blksize: int, block: int,
