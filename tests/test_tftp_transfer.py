@@ -201,3 +201,25 @@ def test_block_numbers_roll_over_and_clients_run_in_parallel(tree, tmp_path):
         server.stop()
     assert all((tmp_path / f"b{i}").read_bytes() == (tree / "big").read_bytes() for i in range(2))
     assert [t.error for t in transfers] == [None, None]
+
+
+def test_a_boot_storm_gets_one_transfer_per_client(tree, tmp_path):
+    """Clients that all ask at once re-send their requests while the server forks: a request sent
+    before its transfer ended is a duplicate, even when the server reads it later."""
+    busybox = require_tool("busybox")
+    (tree / "small").write_bytes(os.urandom(64 * 1024))
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append).start()
+
+    def get(i):
+        subprocess.run([busybox, "tftp", "-g", "-b", "1468", "-r", "small", "-l", str(tmp_path / f"s{i}"),
+                        "127.0.0.1", str(server.port)], check=True, capture_output=True, timeout=60)
+    try:
+        with ThreadPoolExecutor(48) as pool:
+            list(pool.map(get, range(48)))
+        wait_for(transfers, 48)
+        time.sleep(0.5)  # room for any transfer of a late duplicate request to show up
+    finally:
+        server.stop(grace=0.1)
+    assert all((tmp_path / f"s{i}").read_bytes() == (tree / "small").read_bytes() for i in range(48))
+    assert len(transfers) == 48 and [t for t in transfers if t.error] == []

@@ -19,6 +19,7 @@ import os
 import selectors
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -46,6 +47,8 @@ SYSLINUX_MODULES = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "menu.c32", "c
 GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")  # Debian package grub-efi-amd64-bin
 GRUB_PLATFORM = "x86_64-efi"
 _MAX_PACKET = 65536 + 4
+_SO_TIMESTAMPNS = 35  # Linux: each datagram's kernel receive time (realtime); Python's socket module lacks it
+_TIMESPEC = struct.Struct("ll")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class TftpServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._stop = threading.Event()
         self._stop_deadline = 0.0
+        self._ended: dict[tuple[str, int], float] = {}  # client -> when its last transfer ended (time.time())
         self._thread: threading.Thread | None = None
 
     @property
@@ -145,6 +149,7 @@ class TftpServer:
                 raise ProvisionError(
                     f"TFTP cannot bind {self.host}:{self._requested_port}: {exc.strerror}") from exc
             sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
             self._sock = sock
             log.info("tftp: serving %s read-only on %s:%d", self.root, self.host, self.port)
         return self
@@ -195,11 +200,12 @@ class TftpServer:
     def _accept(self, selector: selectors.BaseSelector, running: dict[int, _Running]) -> None:
         """Answer a request with tftpy (refusal, or OACK / DATA 1) and fork its transfer."""
         try:
-            buffer, client = self._sock.recvfrom(_MAX_PACKET)
+            buffer, ancillary, _, client = self._sock.recvmsg(_MAX_PACKET, socket.CMSG_SPACE(_TIMESPEC.size))
         except BlockingIOError:
             return
-        if any(t.client == client for t in running.values()):
-            return  # a retransmitted request: its transfer answers it already
+        busy = any(t.client == client for t in running.values())
+        if busy or _arrival(ancillary) < self._ended.get(client, 0):
+            return  # a request re-sent while its transfer ran (read now or only later): that one answers
         started = time.monotonic()
         session = _Session(client[0], client[1], self.root, self.timeout, self.retries)
         try:
@@ -220,6 +226,8 @@ class TftpServer:
 
     def _report(self, client: tuple[str, int], filename: str | None, started: float,
                 outcome: Outcome) -> None:
+        now = time.time()  # requests wait in the socket's queue far less than a minute
+        self._ended = {c: t for c, t in self._ended.items() if t > now - 60} | {client: now}
         record = Transfer(filename=filename or "?", client=f"{client[0]}:{client[1]}", bytes=outcome.bytes,
                           seconds=time.monotonic() - started, error=outcome.error)
         log.info("tftp: %s %s to %s: %d bytes in %.3f s%s", "sent" if record.error is None else "FAILED",
@@ -227,6 +235,15 @@ class TftpServer:
                  "" if record.error is None else f" ({record.error})")
         if self.on_transfer is not None:
             self.on_transfer(record)
+
+
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """When the kernel received a datagram, from its SO_TIMESTAMPNS control message."""
+    for level, kind, data in ancillary:
+        if (level, kind) == (socket.SOL_SOCKET, _SO_TIMESTAMPNS):
+            seconds, nanoseconds = _TIMESPEC.unpack(data)
+            return seconds + nanoseconds / 1e9
+    return time.time()
 
 
 def install_boot_files(tftp_root: str | os.PathLike, boot: Boot, pxelinux_dir: Path = PXELINUX_DIR,

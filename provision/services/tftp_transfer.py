@@ -128,9 +128,7 @@ def collect(pid: int, read_end: int, kill: bool = False) -> Outcome:
     """The Outcome of the child `pid` (with `kill`, end it first); waits for it, closes the pipe."""
     if kill:
         os.kill(pid, signal.SIGKILL)
-    message = b""
-    while chunk := os.read(read_end, 4096):
-        message += chunk
+    message = os.read(read_end, 4096)  # the child's one write (atomic: below PIPE_BUF), or EOF
     os.close(read_end)
     status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if message:
