@@ -1,5 +1,6 @@
-"""The installer initrd: a gzip'd newc cpio with busybox, python3-minimal and this project, and the NIC and
-disk modules of the installer kernel in load order; /init is provision/scripts/installer-init.sh.
+"""The installer initrd: a gzip'd newc cpio with busybox, python3-minimal and this project (with pykickstart
+and what it requires, from this Python's site-packages), and the NIC and disk modules of the installer
+kernel in load order; /init is provision/scripts/installer-init.sh.
 
 Everything comes from Debian packages unpacked (not installed): busybox-static, python3.X-minimal and
 libpython3.X-minimal with a few modules of libpython3.X-stdlib, and the shared libraries they need
@@ -15,9 +16,9 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from provision.errors import ProvisionError
@@ -33,13 +34,15 @@ MARKER = "provision-installer: initrd up"  # the first line /init writes on the 
 # Network (virtio, e1000) and disk (virtio, IDE/SATA, SCSI disks) drivers, the root file systems.
 MODULES = ("virtio_pci", "virtio_net", "e1000", "virtio_blk", "ata_piix", "ahci", "sd_mod",
            "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii")
-# Pure-Python modules of libpython3.X-stdlib that this project uses (python3-minimal lacks them).
+# Pure-Python modules of libpython3.X-stdlib that this project and pykickstart use (python3-minimal lacks them).
 STDLIB_EXTRA = ("json", "dataclasses", "tarfile", "uuid", "hmac", "gzip", "_compression", "shlex", "http",
                 "lzma", "bz2", "secrets", "base64", "random", "bisect", "hashlib", "tempfile", "shutil",
                 "fnmatch", "glob", "typing", "textwrap", "string", "pathlib", "ntpath", "urllib", "email",
-                "quopri", "calendar", "locale", "socketserver", "ipaddress", "contextvars")
+                "quopri", "calendar", "locale", "socketserver", "ipaddress", "contextvars", "queue", "mimetypes",
+                "gettext")
 LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1")
 PROJECT_PACKAGES = ("dolly_core", "provision")
+DISTRIBUTIONS = ("pykickstart",)  # the installer reads kickstarts with it (not packaged by Debian 12)
 _UNUSED_EXTENSIONS = re.compile(r"^(_test|_xx|xx|_ctypes_test|ossaudiodev|audioop|_lsprof)")  # of lib-dynload
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
 
@@ -65,6 +68,26 @@ def project_digest(root: Path = project_root()) -> str:
     return digest.hexdigest()[:16]
 
 
+def distributions(names: Iterable[str] = DISTRIBUTIONS) -> list[metadata.Distribution]:
+    """The installed distributions `names` and everything they require (extras left out), each once."""
+    found: dict[str, metadata.Distribution] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop(0)
+        key = name.lower().replace("-", "_")
+        if key in found:
+            continue
+        try:
+            dist = found[key] = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise ProvisionError(f"initrd: Python distribution {name} is not installed here") from None
+        for requirement in dist.requires or ():
+            spec, _, marker = requirement.partition(";")
+            if "extra" not in marker:
+                todo.append(re.match(r"[A-Za-z0-9._-]+", spec.strip()).group(0))
+    return list(found.values())
+
+
 def python_packages() -> list[str]:
     """python3.X-minimal, libpython3.X-minimal, libpython3.X-stdlib for Debian's current python3."""
     minimal = debs.dependency("python3-minimal", "python3.")
@@ -84,9 +107,10 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
     order = load_order((kernel.modules_dir / "modules.dep").read_text(), modules)
     packages = ["busybox-static", *python_packages(), *LIB_PACKAGES]
     versions = [debs.candidate(p) for p in packages]
+    dists = distributions()
     recipe = {"artifact": "initrd", "builder": BUILDER_VERSION, "kernel": kernel.release,
               "debs": [d.spec for d in versions], "modules": order, "stdlib_extra": list(STDLIB_EXTRA),
-              "project": project_digest()}
+              "project": project_digest(), "distributions": [f"{d.name}=={d.version}" for d in dists]}
 
     def make(work: Path) -> None:
         unpacked = {}
@@ -94,7 +118,7 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
             unpacked[deb.package] = work / "debs" / deb.package
             debs.unpack(deb_file, unpacked[deb.package])
         tree = work / "root"
-        _assemble(tree, unpacked, kernel, order)
+        _assemble(tree, unpacked, kernel, order, dists)
         with open(work / INITRD_FILE, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
                                                                    compresslevel=9) as out:
             write_newc(tree, out)
@@ -113,7 +137,8 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: list[str]) -> None:
+def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: list[str],
+              dists: Sequence[metadata.Distribution]) -> None:
     """Lay out the initrd's root in `tree` from the unpacked packages (package -> directory), the kernel
     and this project."""
     minimal, lib_minimal, lib_stdlib = python_packages()
@@ -142,12 +167,17 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
     for package in PROJECT_PACKAGES:
         shutil.copytree(project_root() / package, site / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for dist in dists:
+        for file in dist.files or ():
+            rel = Path(str(file))
+            if ".." not in rel.parts and "__pycache__" not in rel.parts and rel.suffix != ".pyc":
+                _copy(Path(dist.locate_file(file)), site / rel)
 
     # shared libraries: what the interpreter and the kept extension modules need, from the lib packages
     libdir = Path("lib") / "x86_64-linux-gnu"
     available = {p.name: p for package in LIB_PACKAGES for d in (unpacked[package] / libdir,
                  unpacked[package] / "usr" / libdir) if d.is_dir() for p in d.iterdir()}
-    elves = [tree / "usr" / "bin" / python, *(tree / stdlib / "lib-dynload").glob("*.so")]
+    elves = [tree / "usr" / "bin" / python, *(tree / stdlib / "lib-dynload").glob("*.so"), *site.rglob("*.so")]
     wanted: set[str] = {"ld-linux-x86-64.so.2"}
     for elf in elves:
         needed = needed_libraries(elf)

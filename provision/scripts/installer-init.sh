@@ -38,8 +38,9 @@ address=$(ip -4 -o addr show dev "$iface" | sed -n 's/.* inet \([0-9./]*\).*/\1/
 [ -n "$address" ] || fail "udhcpc ended without an address on $iface"
 say "network $iface $address"
 
-python3 -c 'import sys, dolly_core.cli; print("provision-installer: python", sys.version.split()[0], "with dolly_core")' \
-  || fail "python3 cannot import dolly_core"
+python3 -c 'import sys, dolly_core.cli, pykickstart.parser
+print("provision-installer: python", sys.version.split()[0], "with dolly_core and pykickstart")' \
+  || fail "python3 cannot import dolly_core and pykickstart"
 
 if grep -q 'provision.poweroff' /proc/cmdline; then
   say "powering off (provision.poweroff)"
