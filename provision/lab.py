@@ -10,6 +10,9 @@ Lab files live in <state dir>/lab/: lab.json (what is up), disks/<node>/ (the di
 dollyC writes under with --root: its "disk"), nodes/<node>/ (its firmware/installer work files and log).
 `lab_up` also creates the inventory's boot kernel/initrd and image source if they are missing (see
 prepare_lab_files) and `lab_down` removes exactly what `lab_up` made.
+
+With `vm=True` the nodes are QEMU machines instead (provision.lab_vm): same namespaces and links, a tap
+and a sparse disk image (disks/<node>.raw) per node, real firmware, the built installer and golden image.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provision import netns
+from provision import lab_vm, netns
 from provision.cluster import ClusterFiles
 from provision.errors import InputError, ProvisionError
 from provision.inventory import state_dir
-from provision.model import Inventory
+from provision.model import Firmware, Inventory
 from provision.state import write_json_atomic
 
 PREFIX = "pv"  # namespaces pv-sw, pv-<server>, pv-<node>; $PROVISION_LAB_PREFIX overrides (test rigs: pvt-...)
@@ -45,8 +48,9 @@ class LabNode:
     ns: str
     mac: str
     ip: str  # the address the inventory (and so our dhcpd) gives it
-    disk: str  # directory the node's dollyC writes under (--root)
-    work: str  # its firmware/installer files and log
+    disk: str  # directory the node's dollyC writes under (--root); a VM node: its disk image
+    work: str  # its firmware/installer files and log; a VM node: serial.log, qemu.log, OVMF_VARS.fd
+    firmware: str | None = None  # a VM node's firmware (bios or uefi); None: a namespace node
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Lab:
     rate: str | None
     nodes: tuple[LabNode, ...]
     created_files: tuple[str, ...]  # made by lab_up (boot files, image), removed by lab_down
+    vm: bool = False  # nodes are QEMU machines (provision.lab_vm)
 
     def node(self, name: str) -> LabNode:
         for node in self.nodes:
@@ -149,8 +154,10 @@ def prepare_lab_files(inv: Inventory, image_mib: int = DEFAULT_IMAGE_MIB) -> lis
 
 
 def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_RATE,
-           env: Mapping[str, str] = os.environ, image_mib: int = DEFAULT_IMAGE_MIB) -> Lab:
-    """Clear any leftover lab, then build one for the inventory's first `nodes` nodes (all, up to 16)."""
+           env: Mapping[str, str] = os.environ, image_mib: int = DEFAULT_IMAGE_MIB, vm: bool = False,
+           disk_gib: int = lab_vm.DEFAULT_DISK_GIB) -> Lab:
+    """Clear any leftover lab, then build one for the inventory's first `nodes` nodes (all, up to 16);
+    with `vm` the nodes are QEMU machines with `disk_gib` GiB sparse disks."""
     count = min(len(inv.nodes), MAX_NODES) if nodes is None else nodes
     if not 1 <= count <= min(len(inv.nodes), MAX_NODES):
         raise InputError(f"--nodes {nodes}: the lab takes 1 to {min(len(inv.nodes), MAX_NODES)} nodes "
@@ -160,18 +167,23 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
             netns.parse_rate(rate)
         except ValueError as exc:
             raise InputError(f"--rate: {exc}") from None
+    if vm:
+        lab_vm.check_prerequisites(inv)
+        if not 1 <= disk_gib <= 1024:
+            raise InputError(f"--disk-gib {disk_gib}: expected 1 to 1024")
     lab_down(env)
     base = lab_dir(env)
-    created = prepare_lab_files(inv, image_mib)
+    created = lab_vm.prepare_vm_files(inv, env) if vm else prepare_lab_files(inv, image_mib)
     server_address = f"{inv.server.ip}/{inv.network.prefixlen}"
     prefix = lab_prefix(env)
     lab_nodes = tuple(
         LabNode(name=n.name, ns=f"{prefix}-{n.name}", mac=n.mac, ip=str(n.ip),
-                disk=str(base / "disks" / n.name), work=str(base / "nodes" / n.name))
+                disk=str(base / "disks" / (f"{n.name}.raw" if vm else n.name)), work=str(base / "nodes" / n.name),
+                firmware=str(n.firmware) if vm else None)
         for n in inv.nodes[:count])
     lab = Lab(inventory=str(Path(inv.path).resolve()), prefix=prefix, switch_ns=f"{prefix}-sw",
               server_ns=f"{prefix}-{inv.server.name}", server_name=inv.server.name,
-              server_address=server_address, rate=rate, nodes=lab_nodes, created_files=tuple(created))
+              server_address=server_address, rate=rate, nodes=lab_nodes, created_files=tuple(created), vm=vm)
     write_json_atomic(lab_file(env), lab.to_json())  # recorded first: a failed `up` is cleared by `down`
     # New lab machines have blank disks: whatever an earlier lab installed is gone, so are their records.
     ClusterFiles.of(inv, env).store().reset([n.name for n in lab_nodes])
@@ -179,13 +191,20 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
     try:
         net.add_host(inv.server.name, address=server_address)
         for node in lab_nodes:
-            net.add_host(node.name, mac=node.mac)
-            Path(node.disk).mkdir(parents=True)
             Path(node.work).mkdir(parents=True)
+            if vm:  # the machine's NIC has the MAC; the namespace only bridges it to the lab
+                net.add_host(node.name)
+                lab_vm.attach_tap(node.ns)
+                lab_vm.create_disk(Path(node.disk), disk_gib)
+            else:
+                net.add_host(node.name, mac=node.mac)
+                Path(node.disk).mkdir(parents=True)
         names = {inv.server.name: str(inv.server.ip), inv.fqdn(inv.server.name): str(inv.server.ip)}
         for n in inv.nodes[:count]:
             names.update({n.name: str(n.ip), inv.fqdn(n.name): str(n.ip)})
         net.write_hosts(names)
+        if vm:
+            lab_vm.start_router_advertisement(lab.server_ns, base / "ra.log")
     except BaseException:
         lab_down(env)
         raise
@@ -204,6 +223,7 @@ def lab_down(env: Mapping[str, str] = os.environ) -> list[str]:
     base = lab_dir(env)
     for sub in ("disks", "nodes"):
         shutil.rmtree(base / sub, ignore_errors=True)
+    (base / "ra.log").unlink(missing_ok=True)
     if lab is not None:
         for path in lab.created_files:
             Path(path).unlink(missing_ok=True)
@@ -232,11 +252,15 @@ def lab_status(env: Mapping[str, str] = os.environ) -> dict:
             result = json.loads(result_file.read_text())
         except (OSError, ValueError):
             result = None
-        nodes.append({**asdict(node), "namespace": node.ns, "up": node.ns in existing,
-                      "address": node_address(node.ns) if node.ns in existing else None,
-                      "boot_result": result})
+        entry = {**asdict(node), "namespace": node.ns, "up": node.ns in existing, "boot_result": result}
+        if lab.vm:  # the address is the machine's, not the namespace's: what our dhcpd gives it
+            entry.update(address=None, disk_image=node.disk, serial_log=str(Path(node.work) / lab_vm.SERIAL_LOG),
+                         qemu_pids=lab_vm.qemu_pids(node.ns) if node.ns in existing else [])
+        else:
+            entry["address"] = node_address(node.ns) if node.ns in existing else None
+        nodes.append(entry)
     return {"up": lab.switch_ns in existing and lab.server_ns in existing, "inventory": lab.inventory,
-            "rate": lab.rate, "switch": lab.switch_ns,
+            "vm": lab.vm, "rate": lab.rate, "switch": lab.switch_ns,
             "server": {"name": lab.server_name, "namespace": lab.server_ns, "address": lab.server_address},
             "nodes": nodes}
 
@@ -248,10 +272,16 @@ def _select(lab: Lab, names: Sequence[str]) -> list[LabNode]:
 def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
                reboot_seconds: float = 3.0) -> dict[str, subprocess.Popen]:
     """Power on lab nodes (all if `names` is empty): each runs provision.lab_node inside its namespace,
-    output to <work>/boot.log. Returns the processes (they outlive this one if it exits)."""
+    output to <work>/boot.log; in a VM lab, QEMU (a running machine is reset: killed and started again).
+    Returns the processes (they outlive this one if it exits)."""
     procs = {}
     for node in _select(lab, names):
         subprocess.run(["ip", "-n", node.ns, "link", "set", netns.HOST_IFACE, "up"], check=True)
+        if lab.vm:
+            netns.kill_processes(node.ns)
+            vm = lab_vm.machine(node.name, node.mac, Firmware(node.firmware), Path(node.disk), Path(node.work))
+            procs[node.name] = lab_vm.power_on(node.ns, vm)
+            continue
         work = Path(node.work)
         work.mkdir(parents=True, exist_ok=True)
         (work / "result.json").unlink(missing_ok=True)
@@ -265,8 +295,8 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
 
 
 def power_off(lab: Lab, names: Sequence[str] = ()) -> None:
-    """Pull the plug: kill everything running in the nodes' namespaces and take their link down, so
-    they fall silent (no TCP resets), as a dead machine does."""
+    """Pull the plug: kill everything running in the nodes' namespaces (a VM node: its QEMU) and take
+    their link down, so they fall silent (no TCP resets), as a dead machine does."""
     for node in _select(lab, names):
         netns.kill_processes(node.ns)
         subprocess.run(["ip", "-n", node.ns, "link", "set", netns.HOST_IFACE, "down"], check=True)

@@ -7,13 +7,13 @@ import json
 import subprocess
 from collections.abc import Mapping
 
-from provision import lab, lab_demo
+from provision import lab, lab_demo, lab_vm
 from provision.errors import ExitStatus, InputError, ProvisionError
 from provision.inventory import load_inventory, resolve_inventory_path
 from provision.netns import ns_argv
 
 NAME = "lab"
-HELP = "the simulated cluster: a bridge, the server and up to 16 nodes as network namespaces (root)"
+HELP = "the simulated cluster: a bridge, the server and up to 16 nodes as network namespaces or QEMU machines (root)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,22 +27,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     up = action("up", "build the lab (after clearing a leftover one) for the inventory's first N nodes")
     up.add_argument("--nodes", type=int, metavar="N", help=f"how many nodes (default all, at most {lab.MAX_NODES})")
-    up.add_argument("--rate", default=lab.DEFAULT_RATE, metavar="RATE",
-                    help=f"tc rate of every link, both directions (default {lab.DEFAULT_RATE}; 'none' = unshaped)")
+    up.add_argument("--rate", metavar="RATE",
+                    help=f"tc rate of every link, both directions (default {lab.DEFAULT_RATE}, with --vm none; "
+                         f"'none' = unshaped)")
+    up.add_argument("--vm", action="store_true",
+                    help="the nodes are QEMU machines (TCG) with the inventory's firmware, the built installer and "
+                         "golden image, and a sparse disk each")
+    up.add_argument("--disk-gib", type=int, default=lab_vm.DEFAULT_DISK_GIB, metavar="GIB",
+                    help=f"size of each VM's sparse disk image (default {lab_vm.DEFAULT_DISK_GIB})")
     up.add_argument("--image-mib", type=int, default=lab.DEFAULT_IMAGE_MIB, metavar="MIB",
                     help=f"size of the random image made if the inventory's image source is missing "
                          f"(default {lab.DEFAULT_IMAGE_MIB})")
     action("down", "remove everything `lab up` made (also a lab left over by a crash)")
     status = action("status", "show the lab's nodes, namespaces, disks and addresses")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    boot = action("boot", "power on nodes: each plays PXE firmware + installer in its namespace")
+    boot = action("boot", "power on nodes: each plays PXE firmware + installer in its namespace (a VM lab: "
+                          "QEMU starts, or resets, the machine)")
     boot.add_argument("nodes", nargs="*", metavar="NODE", help="node names (default: all lab nodes)")
-    boot.add_argument("--wait", action="store_true", help="wait until they end; non-zero if any failed")
+    boot.add_argument("--wait", action="store_true",
+                      help="wait until they end; non-zero if any failed (not in a VM lab: machines run on)")
     boot.add_argument("--dhcp-wait", type=float, default=300.0, metavar="S",
                       help="seconds a node keeps asking for a DHCP lease (default 300)")
     boot.add_argument("--reboot-seconds", type=float, default=3.0, metavar="S",
                       help="time a node's reboot takes after its install (default 3)")
-    off = action("off", "power off nodes (kill their processes, link down)")
+    off = action("off", "power off nodes (kill their processes, a VM's QEMU, link down)")
     off.add_argument("nodes", nargs="+", metavar="NODE")
     demo = action("demo", "the whole workflow: lab up, provision install, nodes boot, check every node, lab down")
     demo.add_argument("--nodes", type=int, default=4, metavar="N", help="how many nodes (default 4)")
@@ -58,9 +66,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.lab_command == "up":
         inv = load_inventory(resolve_inventory_path(args.inventory, env))
-        rate = None if args.rate == "none" else args.rate
-        built = lab.lab_up(inv, nodes=args.nodes, rate=rate, env=env, image_mib=args.image_mib)
-        print(f"lab up: {len(built.nodes)} nodes + server {built.server_name} ({built.server_address} in "
+        rate = args.rate or (None if args.vm else lab.DEFAULT_RATE)
+        built = lab.lab_up(inv, nodes=args.nodes, rate=None if rate == "none" else rate, env=env,
+                           image_mib=args.image_mib, vm=args.vm, disk_gib=args.disk_gib)
+        kind = "QEMU machines" if built.vm else "nodes"
+        print(f"lab up: {len(built.nodes)} {kind} + server {built.server_name} ({built.server_address} in "
               f"{built.server_ns}), links {built.rate or 'unshaped'}; disks under {lab.lab_dir(env) / 'disks'}")
         return ExitStatus.SUCCESS
     if args.lab_command == "down":
@@ -79,6 +89,9 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if current is None:
         raise ProvisionError("no lab is up (provision lab up --inventory FILE)")
     if args.lab_command == "boot":
+        if args.wait and current.vm:
+            raise InputError("lab boot --wait: a VM lab's machines run until `lab off`; follow their serial logs "
+                             "(provision lab status)")
         procs = lab.boot_nodes(current, args.nodes, dhcp_wait=args.dhcp_wait, reboot_seconds=args.reboot_seconds)
         print("lab boot: " + ", ".join(f"{name} (pid {p.pid})" for name, p in procs.items()))
         if not args.wait:
@@ -105,6 +118,13 @@ def _status(env: Mapping[str, str], as_json: bool) -> ExitStatus:
         server = status["server"]
         print(f"lab {'up' if status['up'] else 'BROKEN'}: server {server['name']} {server['address']} "
               f"in {server['namespace']}, links {status['rate'] or 'unshaped'}")
+        if status["vm"]:
+            print(f"{'node':8} {'namespace':12} {'firmware':9} {'QEMU':14} {'disk image':40} serial log")
+            for n in status["nodes"]:
+                qemu = f"pid {n['qemu_pids'][0]}" if n["qemu_pids"] else "off"
+                print(f"{n['name']:8} {n['namespace']:12} {n['firmware']:9} {qemu:14} {n['disk_image']:40} "
+                      f"{n['serial_log']}")
+            return ExitStatus.SUCCESS if status["up"] else ExitStatus.ERROR
         print(f"{'node':8} {'namespace':12} {'address':18} {'boot result':24} disk")
         for n in status["nodes"]:
             result = n["boot_result"]

@@ -1,0 +1,143 @@
+"""The VM side of the lab (`provision lab up --vm`): lab nodes that are QEMU machines (TCG) with real firmware.
+
+A VM node keeps the namespace layout of the simulated cluster: its namespace `pv-<node>` is joined to the
+lab bridge by a veth pair (tc-shaped as any lab link); inside it a bridge joins that veth to a tap, and
+QEMU, started in the namespace, puts the machine's NIC (the inventory's MAC) on the tap. So nothing
+appears in the host's namespace, and pulling the plug is what it is for any lab node: every process of
+the namespace (QEMU) killed. The veth end in the node's namespace gets a MAC of its own (the machine's
+MAC must be learnt on the tap, not owned by the namespace's bridge).
+
+Per node, under <state dir>/lab/: disks/<node>.raw (a sparse disk image), nodes/<node>/ (serial.log: the
+machine's console from firmware to login prompt, qemu.log, OVMF_VARS.fd for UEFI nodes).
+The server namespace also runs the lab's IPv6 router advertisement (provision.ra: ends iPXE's IPv6 wait).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from provision.errors import ProvisionError
+from provision.model import Firmware, Inventory
+from provision.netns import HOST_IFACE, ns_argv
+from provision.qemu import OVMF_CODE, OVMF_VARS, Machine
+
+TAP = "tap0"
+NODE_BRIDGE = "br0"
+DEFAULT_DISK_GIB = 4
+SERIAL_LOG = "serial.log"
+QEMU_LOG = "qemu.log"
+EFI_VARS = "OVMF_VARS.fd"
+IPXE_ROM = Path("/usr/lib/ipxe/qemu/efi-virtio.rom")  # Debian package ipxe-qemu
+
+
+def check_prerequisites(inv: Inventory) -> None:
+    """QEMU, the NIC's iPXE ROM and (for uefi nodes) OVMF must be installed; a clear error otherwise."""
+    missing = []
+    if shutil.which("qemu-system-x86_64") is None:
+        missing.append("qemu-system-x86_64 (Debian package qemu-system-x86)")
+    if not IPXE_ROM.is_file():
+        missing.append(f"{IPXE_ROM} (Debian package ipxe-qemu)")
+    if any(n.firmware is Firmware.UEFI for n in inv.nodes) and not (OVMF_CODE.is_file() and OVMF_VARS.is_file()):
+        missing.append(f"{OVMF_CODE} and {OVMF_VARS} (Debian package ovmf)")
+    if missing:
+        raise ProvisionError("lab up --vm: missing " + "; ".join(missing))
+
+
+def prepare_vm_files(inv: Inventory, env: Mapping[str, str] = os.environ) -> list[str]:
+    """Point the inventory's boot kernel/initrd at the built installer and its image source(s) at the
+    golden image's root file system (symlinks into the build cache; built there first if needed).
+    Paths that exist as regular files are a site's own and are left alone. Returns the links made."""
+    from provision.images.golden import golden_image  # building needs root and Debian tools: import late
+    from provision.images.initrd import installer_initrd
+
+    wanted = {Path(inv.boot.kernel): None, Path(inv.boot.initrd): None,
+              **{Path(image.source): None for image in inv.images}}
+    if not all(p.is_file() and not p.is_symlink() for p in wanted):
+        initrd = installer_initrd(env)
+        golden = golden_image(env)
+        wanted = {Path(inv.boot.kernel): initrd.kernel.vmlinuz, Path(inv.boot.initrd): initrd.path,
+                  **{Path(image.source): golden.rootfs for image in inv.images}}
+    made = []
+    for path, target in wanted.items():
+        if target is None or (path.is_file() and not path.is_symlink()):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.link")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, path)
+        made.append(str(path))
+    return made
+
+
+def attach_tap(ns: str) -> None:
+    """In namespace `ns`: a bridge joining its veth (eth0) and a new tap for QEMU."""
+    for argv in (["link", "add", NODE_BRIDGE, "type", "bridge", "forward_delay", "0", "stp_state", "0"],
+                 ["tuntap", "add", TAP, "mode", "tap"],
+                 ["link", "set", HOST_IFACE, "master", NODE_BRIDGE],
+                 ["link", "set", TAP, "master", NODE_BRIDGE],
+                 ["link", "set", TAP, "up"],
+                 ["link", "set", NODE_BRIDGE, "up"]):
+        proc = subprocess.run(["ip", "-n", ns, *argv], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ProvisionError(f"`ip -n {ns} {' '.join(argv)}` failed: {proc.stderr.strip()}")
+
+
+def create_disk(path: Path, gib: int) -> None:
+    """A blank sparse disk image of `gib` GiB (no block is allocated until the machine writes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(gib << 30)
+
+
+def start_router_advertisement(server_ns: str, log: Path) -> subprocess.Popen:
+    """provision.ra on the server's eth0, every second; returns once the first advertisement is out."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(ns_argv(server_ns, [sys.executable, "-m", "provision.ra", HOST_IFACE]),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out,
+                                start_new_session=True)
+    line = proc.stdout.readline().decode(errors="replace")
+    proc.stdout.close()
+    if not line.startswith("provision.ra: advertising"):
+        proc.kill()
+        proc.wait()
+        raise ProvisionError(f"the lab's router advertisement did not start (see {log})")
+    return proc
+
+
+def machine(name: str, mac: str, firmware: Firmware, disk: Path, work: Path) -> Machine:
+    return Machine(name, mac, TAP, work / SERIAL_LOG, firmware, disk=disk,
+                   efi_vars=work / EFI_VARS if firmware is Firmware.UEFI else None)
+
+
+def power_on(ns: str, vm: Machine) -> subprocess.Popen:
+    """Start QEMU for `vm` in namespace `ns` (a fresh serial log; UEFI: a fresh copy of OVMF's variable
+    store the first time). The process outlives its caller; `lab off` / `lab down` kill it."""
+    work = vm.serial_log.parent
+    work.mkdir(parents=True, exist_ok=True)
+    if vm.efi_vars is not None and not vm.efi_vars.exists():
+        shutil.copyfile(OVMF_VARS, vm.efi_vars)
+    vm.serial_log.unlink(missing_ok=True)
+    with open(work / QEMU_LOG, "ab") as log:
+        return subprocess.Popen(ns_argv(ns, vm.argv()), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def qemu_pids(ns: str) -> list[int]:
+    """QEMU processes running in namespace `ns`."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if argv0.endswith(b"qemu-system-x86_64"):
+            found.append(int(pid))
+    return found

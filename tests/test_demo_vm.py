@@ -1,0 +1,127 @@
+"""The VM lab (root, QEMU under TCG): `provision lab up --vm` builds QEMU machines with real firmware on taps in
+the lab's namespaces; `provision install` in the server namespace serves them; `lab off` / `lab down` leave
+nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from provision import lab, netns
+from provision.cli import main
+from provision.images.cache import Cache
+from provision.images.initrd import MARKER
+from provision.inventory import load_inventory
+from provision.qemu import OVMF_CODE
+from tests.conftest import REPO, require_root, require_tool, skip_or_fail
+
+pytestmark = [pytest.mark.vm, pytest.mark.root]
+LAB_FILES = "/var/lib/provision/lab-vm"
+
+
+def _require() -> None:
+    require_root()
+    for tool in ("qemu-system-x86_64", "dhcpd", "apt-get", "dpkg-deb", "depmod", "readelf", "mmdebstrap"):
+        require_tool(tool)
+    if not Path("/usr/lib/ipxe/qemu/efi-virtio.rom").is_file() or not OVMF_CODE.is_file():
+        skip_or_fail("needs Debian packages ipxe-qemu and ovmf")
+
+
+@pytest.fixture
+def vm_lab(tmp_path):
+    """inventory/lab-vm.yaml with its lab files under tmp_path (node lines kept: `keep`), a private state
+    dir and namespace prefix, the shared build cache; everything of the lab removed afterwards."""
+    _require()
+    env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvv-{uuid.uuid4().hex[:5]}",
+           "PROVISION_CACHE": str(Cache.of(os.environ).root)}
+
+    def inventory(keep: tuple[str, ...] | None = None) -> Path:
+        text = (REPO / "inventory" / "lab-vm.yaml").read_text().replace(LAB_FILES, str(tmp_path / "files"))
+        if keep is not None:
+            node_line = re.compile(r"\s+- \{name: (\w+),")
+            text = "".join(line for line in text.splitlines(keepends=True)
+                           if (m := node_line.match(line)) is None or m.group(1) in keep)
+        path = tmp_path / "lab-vm.yaml"
+        path.write_text(text)
+        return path
+
+    try:
+        yield inventory, env
+    finally:
+        lab.lab_down(env)
+        netns.teardown_prefix(env["PROVISION_LAB_PREFIX"])
+
+
+def _serial(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, tmp_path, capsys):
+    """A BIOS and a UEFI machine in the lab: both get their lease from our dhcpd, their loader from our TFTP
+    server and come up in our installer with the inventory's address; `lab off` kills one QEMU, `lab down`
+    removes the machines, taps, disks, links and namespaces."""
+    make_inventory, env = vm_lab
+    inv_path = make_inventory(keep=("n01", "n03"))
+    inv = load_inventory(inv_path)
+    assert main(["lab", "up", "--vm", "--inventory", str(inv_path)], env) == 0
+    built = lab.load_lab(env)
+    assert built.vm and [(n.name, n.firmware) for n in built.nodes] == [("n01", "bios"), ("n03", "uefi")]
+    capsys.readouterr()
+    assert main(["lab", "status", "--json"], env) == 0
+    status = json.loads(capsys.readouterr().out)
+    for node in status["nodes"]:
+        disk = Path(node["disk_image"])
+        assert disk.stat().st_size == 4 << 30 and disk.stat().st_blocks == 0  # sparse, blank
+        assert node["qemu_pids"] == [] and node["up"]
+    install_log = tmp_path / "install.log"
+    with open(install_log, "wb") as log:
+        subprocess.Popen(netns.ns_argv(built.server_ns, [
+            sys.executable, "-m", "provision", "install", "--inventory", str(inv_path), "--wait", "600", "-v"]),
+            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    while "dhcpd serving" not in install_log.read_text():
+        time.sleep(0.2)
+    started = time.monotonic()
+    assert main(["lab", "boot"], env) == 0
+    serials = {n.name: Path(n.work) / "serial.log" for n in built.nodes}
+    seconds = {}
+    while len(seconds) < len(serials):
+        for node in inv.nodes:
+            if node.name not in seconds and f"network eth0 {node.ip}/24" in _serial(serials[node.name]):
+                seconds[node.name] = time.monotonic() - started
+        assert time.monotonic() - started < 600, {n: _serial(p)[-2000:] for n, p in serials.items()}
+        time.sleep(1)
+    for node in inv.nodes:
+        assert MARKER in _serial(serials[node.name])
+    served = install_log.read_text()
+    assert re.search(rf"sent pxelinux\.0 to {inv.node('n01').ip}:", served), served[-3000:]
+    assert re.search(rf"sent grub/x86_64-efi/core\.efi to {inv.node('n03').ip}:", served), served[-3000:]
+
+    capsys.readouterr()
+    assert main(["lab", "status", "--json"], env) == 0
+    pids = {n["name"]: n["qemu_pids"] for n in json.loads(capsys.readouterr().out)["nodes"]}
+    assert all(len(p) == 1 for p in pids.values()), pids
+    assert main(["lab", "off", "n01"], env) == 0
+    assert not Path(f"/proc/{pids['n01'][0]}/cmdline").exists() or _zombie(pids["n01"][0])
+    assert main(["lab", "down"], env) == 0
+    assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
+    for pid in pids["n03"]:
+        assert not Path(f"/proc/{pid}/cmdline").exists() or _zombie(pid)
+    assert not (tmp_path / "state" / "lab" / "disks").exists()
+    assert not (tmp_path / "files" / "rootfs.ext4").is_symlink()
+    print(f"\nVM lab, 2 machines at once (TCG): lab boot to installer network up: "
+          + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except OSError:
+        return True
