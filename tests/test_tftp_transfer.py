@@ -223,3 +223,18 @@ def test_a_boot_storm_gets_one_transfer_per_client(tree, tmp_path):
         server.stop(grace=0.1)
     assert all((tmp_path / f"s{i}").read_bytes() == (tree / "small").read_bytes() for i in range(48))
     assert len(transfers) == 48 and [t for t in transfers if t.error] == []
+
+
+def test_a_long_error_message_from_a_client_is_cut_short(tree):
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append).start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(5)
+            client.sendto(b"\x00\x01kernel\x00octet\x00", ("127.0.0.1", server.port))
+            _, peer = client.recvfrom(2048)  # DATA 1, from the transfer's own port
+            client.sendto(struct.pack("!HH", ERROR, 3) + b"x" * 5000 + b"\0", peer)
+            wait_for(transfers, 1)
+    finally:
+        server.stop()
+    assert [t.error for t in transfers] == ["client sent error 3: " + "x" * 200]

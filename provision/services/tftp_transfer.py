@@ -77,7 +77,7 @@ def send_file(sock: socket.socket, file: BinaryIO, blksize: int, block: int, sen
                 send(out)
                 continue
             if opcode == ERROR:
-                message = bytes(buffer[4:size]).split(b"\0")[0].decode("ascii", "replace")
+                message = bytes(buffer[4:min(size, 204)]).split(b"\0")[0].decode("ascii", "replace")
                 raise TransferFailed(f"client sent error {number}: {message}", acked)
             if size:  # a stale ACK or a stray packet: re-send once they have come for a whole time-out
                 resend_at = resend_at or time.monotonic() + timeout
@@ -128,7 +128,7 @@ def collect(pid: int, read_end: int, kill: bool = False) -> Outcome:
     """The Outcome of the child `pid` (with `kill`, end it first); waits for it, closes the pipe."""
     if kill:
         os.kill(pid, signal.SIGKILL)
-    message = os.read(read_end, 4096)  # the child's one write (atomic: below PIPE_BUF), or EOF
+    message = os.read(read_end, 4096)  # the child's one short write (atomic: below PIPE_BUF), or EOF
     os.close(read_end)
     status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     if message:
