@@ -15,6 +15,7 @@ the server watches and `collect`s.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -114,6 +115,7 @@ def fork_send(sock: socket.socket, client: tuple[str, int], file: BinaryIO, blks
     if pid == 0:  # the child: never return into the caller's code
         status = 1
         try:
+            gc.freeze()  # the collector never walks (and so copies) the parent's objects
             _close_fds_except(sock.fileno(), file.fileno(), write_end)
             outcome = serve(sock, client, file, blksize, block, sent, timeout, retries)
             os.write(write_end, json.dumps({"bytes": outcome.bytes, "error": outcome.error}).encode())
