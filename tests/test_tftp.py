@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -43,6 +44,15 @@ def server(tree):
         srv.stop()
 
 
+def logged(server, count: int, timeout: float = 10.0) -> list:
+    """The server's transfer records once `count` are in: a transfer process reports its record to the
+    server after the client already has its last packet."""
+    deadline = time.monotonic() + timeout
+    while len(server.transfers) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.transfers
+
+
 def tftp_get(port: int, remote: str, local: Path) -> str:
     """tftp-hpa exits 0 even on errors: return its output, the caller checks the file."""
     tftp = require_tool("tftp")
@@ -57,7 +67,7 @@ def test_get_with_tftp_hpa_is_byte_identical_and_logged(server, tree, tmp_path):
     assert (tmp_path / "cfg").read_text() == "DEFAULT local\n"
     tftp_get(server.port, "in-link", tmp_path / "k")  # a symlink inside the root is fine
     assert (tmp_path / "k").read_bytes() == (tree / "kernel").read_bytes()
-    done = {t.filename: t for t in server.transfers}
+    done = {t.filename: t for t in logged(server, 2)}
     assert done["pxelinux.cfg/01-52-54-00-00-00-01"].error is None
     assert done["pxelinux.cfg/01-52-54-00-00-00-01"].bytes == len("DEFAULT local\n")
     assert done["in-link"].client.startswith("127.0.0.1:")
@@ -75,7 +85,7 @@ def test_write_request_is_an_access_violation(server, tree, tmp_path):
     assert "Access violation" in proc.stdout + proc.stderr
     assert not (tree / "new").exists()
     assert (tree / "kernel").stat().st_size == 3 * 1024 * 1024 + 123
-    assert all(t.error and "refused" in t.error for t in server.transfers)
+    assert all(t.error and "refused" in t.error for t in logged(server, 2))
 
 
 @pytest.mark.parametrize("remote, message", [
@@ -89,7 +99,7 @@ def test_escapes_are_refused(server, tmp_path, remote, message):
     out = tftp_get(server.port, remote, tmp_path / "got")
     assert message in out
     assert not (tmp_path / "got").exists() or SECRET not in (tmp_path / "got").read_bytes()
-    assert server.transfers[-1].error is not None
+    assert logged(server, 1)[-1].error is not None
 
 
 def test_absolute_path_stays_inside_the_root(server, tmp_path):
@@ -103,7 +113,7 @@ def test_sixteen_clients_at_once(server, tree, tmp_path):
         outs = list(pool.map(lambda i: tftp_get(server.port, "kernel", tmp_path / f"k{i}"), range(16)))
     assert not [o for o in outs if "Error" in o or "timed out" in o]
     assert all((tmp_path / f"k{i}").read_bytes() == want for i in range(16))
-    ok = [t for t in server.transfers if t.filename == "kernel" and t.error is None]
+    ok = [t for t in logged(server, 16) if t.filename == "kernel" and t.error is None]
     assert len(ok) == 16 and len({t.client for t in ok}) == 16
 
 
