@@ -20,6 +20,7 @@ from provision.images.cache import CACHE_ENV, Cache, cache_key
 from provision.images.cpio import write_newc
 from provision.images.golden import MARKER_FILE, golden_image, mbr_partition_table
 from provision.images.initrd import MARKER, installer_initrd, project_digest
+from provision.images.kernel import installer_kernel
 from provision.images.modules import load_order, module_name
 from provision.inventory import load_inventory
 from provision.render import render_files
@@ -138,9 +139,9 @@ def initrd():
     for tool in ("apt-get", "dpkg-deb", "depmod", "readelf", "busybox"):
         require_tool(tool)
     built = installer_initrd()
-    mtime = built.path.stat().st_mtime
-    again = installer_initrd()  # at once, before the sources can change: from the cache
-    assert again.path == built.path and again.path.stat().st_mtime == mtime
+    kernel_mtime = built.kernel.vmlinuz.stat().st_mtime
+    again = installer_kernel()  # from the cache: same entry, not unpacked again
+    assert again == built.kernel and again.vmlinuz.stat().st_mtime == kernel_mtime
     return built
 
 
