@@ -76,17 +76,20 @@ def test_cache_builds_once_and_keeps_nothing_from_a_failed_build(tmp_path):
     assert cache.build("thing", {"v": 2}, make) != first and len(calls) == 2  # another recipe, another entry
 
 
-def test_cache_keeps_the_newest_entries_of_a_kind(tmp_path):
+def test_cache_removes_day_old_entries_beyond_the_newest(tmp_path):
     cache = Cache(tmp_path)
     entries = []
     for version in range(4):
         entries.append(cache.build("thing", {"v": version}, lambda work: None, keep=2))
-        os.utime(entries[-1] / "recipe.json", (version, version))  # distinct ages, oldest first
+        os.utime(entries[-1] / "recipe.json", (version, version))  # built long ago, oldest first
     assert [e.exists() for e in entries] == [False, False, True, True]
-    dead = tmp_path / "thing" / ".0123456789abcdef.999999999.tmp"  # a builder that died (no such pid)
+    young = cache.build("thing", {"v": 4}, lambda work: None, keep=2)  # removes v=2
+    cache.build("thing", {"v": 5}, lambda work: None, keep=1)  # v=4 and v=3 are beyond keep; v=4 is young
+    assert young.exists() and not entries[3].exists() and not entries[2].exists()
+    dead = tmp_path / "thing" / ".0123456789abcdef.999999999.tmp"  # the work of a builder that died
     dead.mkdir()
-    again = cache.build("thing", {"v": 0}, lambda work: None, keep=2)  # rebuilt: newest, kept with v=3
-    assert again.exists() and entries[3].exists() and not entries[2].exists() and not dead.exists()
+    cache.build("thing", {"v": 6}, lambda work: None)
+    assert not dead.exists()
 
 
 def test_module_load_order_puts_dependencies_first_once():

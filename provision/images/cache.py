@@ -6,9 +6,9 @@
 
 The cache is $PROVISION_CACHE, else <state dir>/cache. An entry is built in a temporary directory beside
 its final place and renamed into it when complete, under a lock per kind, so an interrupted build leaves
-nothing that looks finished and two builders never race. After a build, only the `keep` newest entries of
-its kind stay (every change of this project's sources makes a new initrd), and work directories of builders
-that died are removed.
+nothing that looks finished and two builders never race. After a build, entries of its kind beyond the
+`keep` newest are removed once they are a day old (every change of this project's sources makes a new
+initrd; a day's grace keeps what a running lab links to), and so are work directories of dead builders.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from provision.inventory import state_dir
 CACHE_ENV = "PROVISION_CACHE"
 RECIPE_FILE = "recipe.json"
 KEEP = 3  # entries kept per kind
+GRACE_SECONDS = 24 * 3600  # younger entries are never removed
 
 
 def cache_key(recipe: Mapping[str, Any]) -> str:
@@ -78,11 +80,12 @@ class Cache:
 
     @staticmethod
     def _prune(directory: Path, keep: int, built: Path) -> None:
-        """Remove all but the `keep` newest complete entries (never `built`) and dead builders' work."""
+        """Remove day-old complete entries beyond the `keep` newest (never `built`) and dead builders' work."""
         complete = sorted((p for p in directory.iterdir() if (p / RECIPE_FILE).is_file()),
                           key=lambda p: (p == built, (p / RECIPE_FILE).stat().st_mtime), reverse=True)
         for old in complete[max(keep, 1):]:
-            shutil.rmtree(old, ignore_errors=True)
+            if time.time() - (old / RECIPE_FILE).stat().st_mtime > GRACE_SECONDS:
+                shutil.rmtree(old, ignore_errors=True)
         for work in directory.glob(".*.tmp"):
             pid = work.name.rsplit(".", 2)[-2]
             if pid.isdigit() and not Path(f"/proc/{pid}").exists():
