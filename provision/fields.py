@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from provision.yaml_lines import FieldPath, YamlDocument
 
 _MISSING = object()
 _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_FILE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]+$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # crypt(3) hashes as written by openssl passwd / mkpasswd / passlib: md5, sha256, sha512, bcrypt, yescrypt
 _CRYPT_HASH = re.compile(
@@ -23,6 +26,29 @@ _CRYPT_HASH = re.compile(
     r"|\$2[abxy]\$\d\d\$[./0-9A-Za-z]{53}"
     r"|\$g?y\$[./0-9A-Za-z]+\$[./0-9A-Za-z]{1,86}\$[./0-9A-Za-z]{43})$"
 )
+
+
+_SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_SSH_KEY = re.compile(r"^(\S+) ([A-Za-z0-9+/]+={0,2})( [^'\"`$\\]*)?$")
+
+
+def ssh_public_key_problem(line: str) -> str | None:
+    """Why `line` is not an OpenSSH public key line (`type base64 [comment]`, no quotes or $ in the
+    comment), or None when it is one."""
+    m = _SSH_KEY.match(line.strip())
+    if m is None:
+        return "not an OpenSSH public key line (type, base64 key, optional comment without quotes or $)"
+    if m.group(1) not in _SSH_KEY_TYPES:
+        return f"unknown key type {m.group(1)!r} (known: {', '.join(_SSH_KEY_TYPES)})"
+    try:
+        blob = base64.b64decode(m.group(2), validate=True)
+    except (binascii.Error, ValueError):
+        return "the key is not valid base64"
+    kind = m.group(1).encode()
+    if blob[:4] != len(kind).to_bytes(4, "big") or blob[4:4 + len(kind)] != kind:
+        return f"the key's data is not a {m.group(1)} key"
+    return None
 
 
 def format_path(path: FieldPath) -> str:
@@ -160,6 +186,29 @@ class Fields:
             )
             return None
         return text
+
+    def ssh_keys(self, path: FieldPath, value: Any) -> tuple[str, ...] | None:
+        """A list of OpenSSH public key lines or absolute paths of files holding such lines."""
+        items = self.sequence(path, value)
+        if items is None:
+            return None
+        keys = []
+        for i, item in enumerate(items):
+            text = self.text(path + (i,), item)
+            if text is None:
+                continue
+            if text.startswith("/"):
+                if _FILE_PATH.match(text):
+                    keys.append(text)
+                else:
+                    self.problem(path + (i,), "invalid path of a public key file", text)
+                continue
+            problem = ssh_public_key_problem(text)
+            if problem:
+                self.problem(path + (i,), problem, text)
+            else:
+                keys.append(text.strip())
+        return tuple(keys) if len(keys) == len(items) else None
 
     def crypt_hash(self, path: FieldPath, value: Any) -> str | None:
         """A password hash; the value is never echoed (it may be a plaintext password by mistake)."""

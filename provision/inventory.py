@@ -43,11 +43,12 @@ LAST_INSTALL_FILE = "last-install.json"
 
 TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "defaults", "nodes")
 NODE_SETTINGS = ("interface", "os_family", "bootloader", "firmware", "disk", "dolly_port", "append",
-                 "root_password_hash")
+                 "root_password_hash", "ssh_authorized_keys")
 FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap")
 DEFAULT_DISK = Disk("sda", (Partition("/", "ext4", 4096, grow=True, label="root"),))
 SETTING_DEFAULTS = {"interface": "eth0", "os_family": "redhat", "bootloader": "grub2", "firmware": "bios",
-                    "disk": DEFAULT_DISK, "dolly_port": DOLLY_PORT, "append": "", "root_password_hash": None}
+                    "disk": DEFAULT_DISK, "dolly_port": DOLLY_PORT, "append": "", "root_password_hash": None,
+                    "ssh_authorized_keys": ()}
 
 _DEVICE = re.compile(r"^[a-z][a-z0-9]*$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -234,6 +235,8 @@ class _Parser:
             return f.port(path, value)
         if key == "append":
             return self._append(path, value)
+        if key == "ssh_authorized_keys":
+            return value if value == () else f.ssh_keys(path, value)
         return None if value is None else f.crypt_hash(path, value)  # root_password_hash
 
     def disk(self, path: tuple, data: Any) -> Disk | None:

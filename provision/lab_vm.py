@@ -62,7 +62,7 @@ def prepare_vm_files(inv: Inventory, env: Mapping[str, str] = os.environ) -> lis
         golden = golden_image(env)
         wanted = {Path(inv.boot.kernel): initrd.kernel.vmlinuz, Path(inv.boot.initrd): initrd.path,
                   **{Path(image.source): golden.rootfs for image in inv.images}}
-    made = []
+    made = make_key_pairs(inv)
     for path, target in wanted.items():
         if target is None or (path.is_file() and not path.is_symlink()):
             continue
@@ -72,6 +72,32 @@ def prepare_vm_files(inv: Inventory, env: Mapping[str, str] = os.environ) -> lis
         tmp.symlink_to(target)
         os.replace(tmp, path)
         made.append(str(path))
+    return made
+
+
+def key_pairs(inv: Inventory) -> list[Path]:
+    """Private key files of the inventory's ssh_authorized_keys files (`X.pub` -> `X`), in order."""
+    files = dict.fromkeys(Path(k) for n in inv.nodes for k in n.ssh_authorized_keys if k.startswith("/"))
+    return [p.with_suffix("") for p in files if p.suffix == ".pub"]
+
+
+def make_key_pairs(inv: Inventory) -> list[str]:
+    """The lab's SSH key pair(s): every `.pub` file named in ssh_authorized_keys that is missing is made with
+    ssh-keygen (ed25519, no passphrase), its private half beside it; returns the files made."""
+    made = []
+    for key in key_pairs(inv):
+        pub = key.with_name(key.name + ".pub")
+        if pub.exists():
+            continue
+        if shutil.which("ssh-keygen") is None:
+            raise ProvisionError(f"lab up --vm: ssh-keygen (Debian package openssh-client) is needed to make {key}")
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.unlink(missing_ok=True)
+        proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "provision lab", "-f", str(key)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ProvisionError(f"ssh-keygen for {key} failed: {proc.stderr.strip()}")
+        made += [str(key), str(pub)]
     return made
 
 

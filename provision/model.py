@@ -170,6 +170,8 @@ class Node:
     dolly_port: int
     append: str  # extra kernel arguments for this node's installer
     root_password_hash: str | None  # a crypt(3) hash; None locks the root password
+    # root's SSH public keys: OpenSSH key lines, or absolute paths of files of them (read when rendering)
+    ssh_authorized_keys: tuple[str, ...] = ()
 
     @property
     def pxelinux_name(self) -> str:

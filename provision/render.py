@@ -20,6 +20,7 @@ import jinja2
 from provision.bootmode import BootMode, modes_for
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
+from provision.fields import ssh_public_key_problem
 from provision.model import DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, Firmware, Inventory, Node
 from provision.outputs import Prune, WriteReport, write_tree
 from provision.services import dhcpd
@@ -149,6 +150,7 @@ def _render_files(
     kickstart = template(env, "kickstart/node.ks.j2")
     files: dict[str, str] = {}
     shared = {"inv": inv, "default_dolly_port": DOLLY_PORT}
+    key_files: dict[str, list[str]] = {}
     for node in inv.nodes:
         mode = modes[node.name]
         ks_url = kickstart_url(inv, node)
@@ -159,6 +161,7 @@ def _render_files(
             "fqdn": inv.fqdn(node.name),
             "kickstart_url": ks_url,
             "report_url": report_url(inv, node),
+            "ssh_keys": authorized_keys(inv, node, key_files),
             "kernel_args": " ".join(a for a in (f"inst.ks={ks_url}", f"provision.boot_url={boot_url(inv, node)}",
                                                 "ip=dhcp", inv.boot.append, node.append) if a),
         }
@@ -171,6 +174,31 @@ def _render_files(
     loaders = {"loader": PXE_LOADER, "uefi_loader": GRUB_EFI_LOADER}
     files[DHCPD_CONF] = render_template(template(env, "dhcpd.conf.j2"), {**shared, "hosts": hosts, **loaders})
     return files
+
+
+def authorized_keys(inv: Inventory, node: Node, key_files: dict[str, list[str]]) -> list[str]:
+    """The node's `ssh_authorized_keys` as key lines: files named there are read (once per render, kept in
+    `key_files`) and every line checked; a missing or bad file is an InputError naming it."""
+    keys: list[str] = []
+    for entry in node.ssh_authorized_keys:
+        if not entry.startswith("/"):
+            keys.append(entry)
+            continue
+        if entry not in key_files:
+            try:
+                lines = Path(entry).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"{inv.path}: ssh_authorized_keys of {node.name}: cannot read {entry}: {exc}") from None
+            found = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            for line in found:
+                problem = ssh_public_key_problem(line)
+                if problem:
+                    raise InputError(f"{inv.path}: ssh_authorized_keys of {node.name}: {entry}: {problem}")
+            if not found:
+                raise InputError(f"{inv.path}: ssh_authorized_keys of {node.name}: {entry} holds no key")
+            key_files[entry] = found
+        keys.extend(key_files[entry])
+    return keys
 
 
 def dolly_ring(inv: Inventory, nodes: Sequence[Node] | None = None, by_address: bool = False) -> dict[str, Any]:

@@ -74,6 +74,8 @@ def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, 
     assert main(["lab", "up", "--vm", "--inventory", str(inv_path)], env) == 0
     built = lab.load_lab(env)
     assert built.vm and [(n.name, n.firmware) for n in built.nodes] == [("n01", "bios"), ("n03", "uefi")]
+    key = tmp_path / "files" / "ssh" / "id_ed25519"
+    assert key.is_file() and key.with_suffix(".pub").read_text().startswith("ssh-ed25519 ")  # the lab's key pair
     capsys.readouterr()
     assert main(["lab", "status", "--json"], env) == 0
     status = json.loads(capsys.readouterr().out)
@@ -115,8 +117,8 @@ def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, 
     for pid in pids["n03"]:
         assert not Path(f"/proc/{pid}/cmdline").exists() or _zombie(pid)
     assert not (tmp_path / "state" / "lab" / "disks").exists()
-    assert not (tmp_path / "files" / "rootfs.ext4").is_symlink()
-    print(f"\nVM lab, 2 machines at once (TCG): lab boot to installer network up: "
+    assert not (tmp_path / "files" / "rootfs.ext4").is_symlink() and not key.exists()
+    print("\nVM lab, 2 machines at once (TCG): lab boot to installer network up: "
           + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()))
 
 
@@ -125,3 +127,4 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except OSError:
         return True
+
