@@ -59,7 +59,7 @@ class Ring:
 
     def start_server(self, *extra, env=None) -> subprocess.Popen:
         return dolly("server", "-v", "-f", self.config, "--chunk-size", CHUNK, "--json", self.report_path,
-                     "--progress", self.progress_path, "--timeout", 2, *extra, env={**self.env, **(env or {})})
+                     "--progress", self.progress_path, "--timeout", 4, *extra, env={**self.env, **(env or {})})
 
     def run(self, *extra, env=None) -> tuple[int, str]:
         server = self.start_server(*extra, env=env)
