@@ -18,7 +18,8 @@ from provision.cli import main
 from provision.errors import ExitStatus, ProvisionError
 from provision.images.cache import CACHE_ENV, Cache, cache_key
 from provision.images.cpio import write_newc
-from provision.images.golden import MARKER_FILE, golden_image, mbr_partition_table
+from provision.images.bootsector import mbr_partition_table, write_bios_grub
+from provision.images.golden import BIOS_CORE, EFI_CORE, MARKER_FILE, golden_image
 from provision.images.initrd import MARKER, installer_initrd, project_digest
 from provision.images.kernel import installer_kernel
 from provision.images.modules import load_order, module_name
@@ -211,6 +212,23 @@ def test_mbr_partition_table_entries():
         mbr_partition_table([(1, 1, 0x83, False)] * 5)
 
 
+def test_bios_grub_goes_into_the_gap_before_the_first_partition(tmp_path):
+    disk = tmp_path / "disk.raw"
+    table = mbr_partition_table([(3000, 100, 0xEF, False), (2048, 900, 0x83, True)])
+    disk.write_bytes(table + bytes(3100 * 512 - 512))
+    boot_img, core_img = b"B" * 512, b"C" * (2047 * 512)  # fills the gap exactly (sectors 1..2047)
+    with open(disk, "r+b") as out:
+        write_bios_grub(out, boot_img, core_img)
+    data = disk.read_bytes()
+    assert data[:440] == b"B" * 440 and data[440:512] == table[440:]  # the partition table stays
+    assert data[512:2048 * 512] == core_img and data[2048 * 512:2049 * 512] == bytes(512)
+    with open(disk, "r+b") as out, pytest.raises(ProvisionError, match="does not fit"):
+        write_bios_grub(out, boot_img, core_img + b"C")
+    (tmp_path / "blank.raw").write_bytes(bytes(4096))
+    with open(tmp_path / "blank.raw", "r+b") as out, pytest.raises(ProvisionError, match="no MBR"):
+        write_bios_grub(out, boot_img, b"C")
+
+
 def _text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
@@ -233,6 +251,13 @@ def test_golden_image_is_debian_with_ssh_and_boots_from_its_disk(tmp_path):
     assert _debugfs_cat(golden.rootfs, "/" + MARKER_FILE) == golden.marker
     assert _debugfs_cat(golden.rootfs, "/etc/fstab") == "LABEL=root / ext4 defaults 0 1\n"
     assert "linux /vmlinuz root=LABEL=root" in _debugfs_cat(golden.rootfs, "/boot/grub/grub.cfg")
+    core = subprocess.run(["debugfs", "-R", f"cat /{BIOS_CORE}", str(golden.rootfs)], capture_output=True,
+                          check=True).stdout
+    with open(golden.disk, "rb") as disk:  # the BIOS GRUB on the disk is the one the image carries
+        assert disk.read(512 + len(core))[512:] == core and len(core) > 10000
+    efi = subprocess.run(["debugfs", "-R", f"cat /{EFI_CORE}", str(golden.rootfs)], capture_output=True,
+                         check=True).stdout
+    assert efi[:2] == b"MZ"  # a PE image: the installer copies it to an ESP as EFI/BOOT/BOOTX64.EFI
     assert "sshd" in subprocess.run(["debugfs", "-R", "ls /usr/sbin", str(golden.rootfs)],
                                     capture_output=True, text=True).stdout
     used_mib = golden.rootfs.stat().st_blocks * 512 >> 20

@@ -7,4 +7,5 @@ modules.py  kernel module load order from modules.dep (pure)
 cpio.py   newc cpio archives (the initramfs format), written in Python
 initrd.py the installer initrd: busybox, python3-minimal, this project, the NIC and disk modules
 golden.py the golden image: a small bootable Debian made with mmdebstrap, GRUB placed without loop devices
+bootsector.py  MBR partition tables and BIOS GRUB (boot.img + core.img) written as bytes, no tools
 """

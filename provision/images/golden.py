@@ -8,6 +8,11 @@ whole BIOS-bootable disk image (MBR, that partition at 1 MiB, GRUB) -- all witho
                   the MBR and core.img (prefix (hd0,msdos1)/boot/grub) right after it. Both GRUBs read
                   /boot/grub/grub.cfg and their modules from /boot/grub/<platform> on the root file system.
 
+Both GRUB images also stay in the root file system where grub-install would put them --
+/boot/grub/i386-pc/core.img (with boot.img) and /boot/grub/x86_64-efi/core.efi -- so an installer can
+make a clone bootable for either firmware without GRUB's tools (provision.images.bootsector; the EFI one
+goes to /EFI/BOOT/BOOTX64.EFI on an ESP).
+
 The image's own initramfs holds only the listed modules (initramfs-tools MODULES=list plus a hook):
 auto-detection would look at the build host. Downloaded packages are kept in <cache>/golden-debs.
 """
@@ -17,16 +22,16 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from provision.errors import ProvisionError
 from provision.images import debs
+from provision.images.bootsector import mbr_partition_table, write_bios_grub
 from provision.images.cache import Cache
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 PACKAGES = ("systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "ifupdown",
             "isc-dhcp-client", "iproute2", "e2fsprogs", "grub2-common", "grub-pc-bin", "grub-efi-amd64-bin")
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ata_piix", "ahci", "sd_mod", "ext4")
@@ -43,6 +48,8 @@ PART_OFFSET = 1 << 20  # the root partition starts at 1 MiB (sector 2048)
 ESP_MIB = 32
 ESP_LABEL = "EFI"
 EFI_LOADER = "EFI/BOOT/BOOTX64.EFI"  # the removable-media path: found without NVRAM boot entries
+BIOS_CORE = Path("boot/grub/i386-pc/core.img")  # in the root file system, beside boot.img
+EFI_CORE = Path("boot/grub/x86_64-efi/core.efi")  # becomes EFI_LOADER on an ESP
 MARKER_FILE = "etc/provision-golden"
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2")  # enough for core.img to read /boot/grub from the root
@@ -104,12 +111,12 @@ def golden_image(env: Mapping[str, str] = os.environ, rootfs_mib: int = ROOTFS_M
         tree = work / "tree"
         _bootstrap(tree, work / "overlay", cache.root / "golden-debs", sources)
         _configure(tree, marker)
+        _grub_images(tree, work / "scratch")
         rootfs = work / "rootfs.ext4"
         debs.run(["mkfs.ext4", "-q", "-L", LABEL, "-d", str(tree), "-F", str(rootfs), f"{rootfs_mib}M"],
                  "mkfs.ext4 -d")
-        grub_lib = tree / "usr" / "lib" / "grub"
-        esp = _esp(work / "scratch", grub_lib / "x86_64-efi")
-        _disk(work / "disk.raw", rootfs, esp, grub_lib / "i386-pc", work / "scratch")
+        esp = _esp(work / "scratch", tree / EFI_CORE)
+        _disk(work / "disk.raw", rootfs, esp, tree / BIOS_CORE.parent)
         for scratch in (tree, work / "overlay", work / "scratch"):
             shutil.rmtree(scratch)
 
@@ -150,32 +157,30 @@ def _configure(tree: Path, marker: str) -> None:
         leftover.unlink()
 
 
-def mbr_partition_table(partitions: list[tuple[int, int, int, bool]]) -> bytes:
-    """The first sector of a disk with up to four primary partitions, each (start LBA, sectors, type,
-    bootable): no boot code (zeros), LBA fields only (CHS marked unused), signature 0x55AA."""
-    if len(partitions) > 4:
-        raise ValueError("an MBR holds four primary partitions")
-    entries = b"".join(struct.pack("<B3sB3sII", 0x80 if bootable else 0, b"\xfe\xff\xff", kind, b"\xfe\xff\xff",
-                                   start, sectors) for start, sectors, kind, bootable in partitions)
-    return bytes(446) + entries.ljust(64, b"\0") + b"\x55\xaa"
-
-
-def _esp(scratch: Path, grub_efi_dir: Path) -> Path:
-    """A FAT image with GRUB for x86-64 UEFI at EFI/BOOT/BOOTX64.EFI (it finds the root by its label)."""
+def _grub_images(tree: Path, scratch: Path) -> None:
+    """GRUB's BIOS core.img and UEFI image, made from the tree's own GRUB, into the tree's /boot/grub."""
     scratch.mkdir(exist_ok=True)
+    grub_lib = tree / "usr" / "lib" / "grub"
+    debs.run(["grub-mkimage", "-O", "i386-pc", "-d", str(grub_lib / "i386-pc"), "-p", "(hd0,msdos1)/boot/grub",
+              "-o", str(tree / BIOS_CORE), *GRUB_MODULES], "grub-mkimage i386-pc")
     (scratch / "early.cfg").write_text(GRUB_EFI_EARLY_CFG)
-    loader = scratch / "BOOTX64.EFI"
-    debs.run(["grub-mkimage", "-O", "x86_64-efi", "-d", str(grub_efi_dir), "-p", "/boot/grub",
-              "-c", str(scratch / "early.cfg"), "-o", str(loader), *GRUB_EFI_MODULES], "grub-mkimage x86_64-efi")
+    debs.run(["grub-mkimage", "-O", "x86_64-efi", "-d", str(grub_lib / "x86_64-efi"), "-p", "/boot/grub",
+              "-c", str(scratch / "early.cfg"), "-o", str(tree / EFI_CORE), *GRUB_EFI_MODULES],
+             "grub-mkimage x86_64-efi")
+
+
+def _esp(scratch: Path, efi_core: Path) -> Path:
+    """A FAT image with GRUB for x86-64 UEFI at EFI/BOOT/BOOTX64.EFI (it finds the root by its label)."""
     esp = scratch / "esp.img"
     debs.run(["mkfs.vfat", "-C", "-n", ESP_LABEL, str(esp), str(ESP_MIB * 1024)], "mkfs.vfat")
     debs.run(["mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT"], "mmd")
-    debs.run(["mcopy", "-i", str(esp), str(loader), f"::/{EFI_LOADER}"], "mcopy")
+    debs.run(["mcopy", "-i", str(esp), str(efi_core), f"::/{EFI_LOADER}"], "mcopy")
     return esp
 
 
-def _disk(disk: Path, rootfs: Path, esp: Path, grub_dir: Path, scratch: Path) -> None:
-    """MBR disk image: the root partition at 1 MiB holding `rootfs`, the ESP after it, GRUB in front."""
+def _disk(disk: Path, rootfs: Path, esp: Path, bios_grub: Path) -> None:
+    """MBR disk image: the root partition at 1 MiB holding `rootfs`, the ESP after it, BIOS GRUB in front
+    (boot.img and core.img from `bios_grub`)."""
     root_start, root_sectors = PART_OFFSET // 512, rootfs.stat().st_size // 512
     esp_start, esp_sectors = root_start + root_sectors, esp.stat().st_size // 512
     with open(disk, "wb") as out:
@@ -184,14 +189,5 @@ def _disk(disk: Path, rootfs: Path, esp: Path, grub_dir: Path, scratch: Path) ->
     for image, start in ((rootfs, root_start), (esp, esp_start)):
         debs.run(["dd", f"if={image}", f"of={disk}", "bs=512", f"seek={start}", "conv=notrunc,sparse",
                   "status=none"], f"dd {image.name} into the disk image")
-    core = scratch / "core.img"
-    debs.run(["grub-mkimage", "-O", "i386-pc", "-d", str(grub_dir), "-p", "(hd0,msdos1)/boot/grub",
-              "-o", str(core), *GRUB_MODULES], "grub-mkimage")
-    core_bytes = core.read_bytes()
-    if 512 + len(core_bytes) > PART_OFFSET:
-        raise ProvisionError(f"GRUB core.img ({len(core_bytes)} bytes) does not fit before the partition")
-    boot = (grub_dir / "boot.img").read_bytes()
     with open(disk, "r+b") as out:
-        out.write(boot[:440])  # boot code only: the partition table and signature stay
-        out.seek(512)
-        out.write(core_bytes)  # grub-mkimage wrote core.img's own sector count into its first sector
+        write_bios_grub(out, (bios_grub / "boot.img").read_bytes(), (bios_grub / "core.img").read_bytes())
