@@ -64,6 +64,6 @@ def test_rendered_lab_files_are_understood():
     assert kickstart_url(entry.append) == f"http://{inv.server.ip}:{inv.server.http_port}/kickstart/{node.name}.ks"
     (post,) = post_scripts(files[f"kickstart/{node.name}.ks"])
     assert not post.in_chroot and post.error_on_fail and post.interpreter == "/bin/bash"
-    assert 'dollyC -v --root "$SYSIMAGE"' in post.script
+    assert 'dollyC -v --root "${DOLLY_ROOT:-$SYSIMAGE}"' in post.script
     local = render_files(inv, boot_modes={node.name: "local"})
     assert parse_pxelinux(local[f"tftpboot/pxelinux.cfg/{node.pxelinux_name}"]).localboot

@@ -66,8 +66,8 @@ def test_dolly_conf_follows_ring_order_and_writes_non_default_ports(tmp_path):
         "iofiles 1\n/srv/image.raw > /dev/sda1\nserver srv:9200\nfirstclient node001\nlastclient odd:9100\n"
         "clients 3\nnode001\nnode002\nodd:9100\nendconfig\n"
     )
-    assert "dollyC -v --root \"$SYSIMAGE\" --listen 0.0.0.0:9100 &" in files["kickstart/odd.ks"]
-    assert "dollyC -v --root \"$SYSIMAGE\" &" in files["kickstart/node001.ks"]
+    assert "dollyC -v --root \"${DOLLY_ROOT:-$SYSIMAGE}\" --listen 0.0.0.0:9100 &" in files["kickstart/odd.ks"]
+    assert "dollyC -v --root \"${DOLLY_ROOT:-$SYSIMAGE}\" &" in files["kickstart/node001.ks"]
 
 
 def test_boot_mode_is_one_variable_per_node():

@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of provision's installer initrd (see provision/images/initrd.py): bring up the installer
 # environment -- console, kernel modules in modules.dep order, the boot NIC by DHCP, Python with this
-# project -- and report each step on the console with a `provision-installer:` line.
+# project -- and report each step on the console with a `provision-installer:` line; with inst.ks= on the
+# kernel line, run the installer (provision/installer.py).
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -45,6 +46,12 @@ print("provision-installer: python", sys.version.split()[0], "with dolly_core an
 if grep -q 'provision.poweroff' /proc/cmdline; then
   say "powering off (provision.poweroff)"
   poweroff -f
+fi
+if grep -q 'inst.ks=' /proc/cmdline; then
+  say "starting the installer (inst.ks=)"
+  python3 -m provision.installer
+  say "the installer stopped (exit $?): shell on the console, nothing rebooted"
+  exec setsid cttyhack sh
 fi
 say "environment ready; shell on the console"
 exec setsid cttyhack sh
