@@ -35,7 +35,7 @@ def test_key_lines_and_key_files_reach_the_kickstart(tmp_path, key_pair):
     kickstart = render_files(inv)["kickstart/node001.ks"]
     (post,) = parse(kickstart).scripts
     root = tmp_path / "root"
-    block = post.script[post.script.index('install -d -m 700 "$SYSIMAGE/root/.ssh"'):]
+    block = post.script[post.script.index('mkdir -p "$SYSIMAGE/root/.ssh"'):]
     block = block[:block.index("PROVISION_EOF\n", block.index("PROVISION_EOF") + 1) + len("PROVISION_EOF\n")]
     block += 'chmod 600 "$SYSIMAGE/root/.ssh/authorized_keys"\n'
     subprocess.run(["bash", "-euc", block], env={"SYSIMAGE": str(root), "PATH": "/usr/bin:/bin"}, check=True)
