@@ -4,7 +4,9 @@
     python3 -m provision.installer bootloader SYSIMAGE DISK   # `provision-bootloader`, called by the %post
 
 1. the kernel line: inst.ks=URL, provision.boot_url=URL, BOOTIF=01-<mac>;
-2. due check: GET provision.boot_url; `local` -> say so, reboot without touching the disk (no install loop);
+2. due check: GET provision.boot_url; `local` -> say so and boot the local disk without touching it (no
+   install loop): the kickstart's root partition (found by its label) is mounted read-only and /init
+   switch_roots into it (exit status 3) when it holds modules for this kernel; else `reboot -f`;
 3. the kickstart over HTTP, parsed with pykickstart (RHEL 9 syntax);
 4. partitions: an MBR table written in Python from the kickstart's `part` lines (1 MiB aligned, `--grow`
    parts share what is left); the root partition stays unformatted (the ring writes the image raw onto
@@ -42,6 +44,8 @@ BIN_DIR = Path("/run/provision/bin")
 BIOS_GRUB = Path("boot/grub/i386-pc")
 EFI_CORE = Path("boot/grub/x86_64-efi/core.efi")
 EFI_LOADER = Path("EFI/BOOT/BOOTX64.EFI")
+SWITCH_ROOT = 3  # exit status: /init is to switch_root into SYSIMAGE (the local disk's system)
+EXT_MAGIC = 0xEF53
 BLKRRPART = 0x125F  # ioctl: re-read the partition table
 POST_PHASES = {"provision: report ready": "ready (dollyC listening)", "provision: report cloning": "cloned",
                "provision: identity written": "identity"}
@@ -315,6 +319,45 @@ def post_phase(line: str) -> str | None:
     return None
 
 
+def ext_label(device: str) -> str | None:
+    """The volume label of an ext2/3/4 file system on `device` (read-only), None if it is none."""
+    try:
+        with open(device, "rb") as dev:
+            dev.seek(1024)
+            sb = dev.read(136)
+    except OSError:
+        return None
+    if len(sb) < 136 or int.from_bytes(sb[56:58], "little") != EXT_MAGIC:
+        return None
+    return sb[120:136].rstrip(b"\0").decode(errors="replace")
+
+
+def find_by_label(label: str) -> str | None:
+    """The partition device holding the ext file system labelled `label`."""
+    for part in sorted(Path("/sys/class/block").glob("*/partition")):
+        device = f"/dev/{part.parent.name}"
+        if ext_label(device) == label:
+            return device
+    return None
+
+
+def local_system(handler) -> str | None:
+    """Mount the kickstart's root partition (by its label) read-only at SYSIMAGE; its device when it holds
+    a system this kernel can boot (/sbin/init, /lib/modules/<release>), else None (unmounted)."""
+    root = next((p for p in handler.partition.partitions if p.mountpoint == "/"), None)
+    device = find_by_label(root.label) if root is not None and root.label else None
+    if device is None:
+        return None
+    Path(SYSIMAGE).mkdir(parents=True, exist_ok=True)
+    run(["mount", "-o", "ro", device, SYSIMAGE])
+    sysimage = Path(SYSIMAGE)
+    init = sysimage / "sbin" / "init"  # often an absolute symlink (to /lib/systemd/systemd): not followed here
+    if os.path.lexists(init) and (sysimage / "lib" / "modules" / os.uname().release).is_dir():
+        return device
+    run(["umount", SYSIMAGE])
+    return None
+
+
 def reboot() -> None:
     subprocess.run(["sync"])
     say("rebooting")
@@ -323,11 +366,16 @@ def reboot() -> None:
 
 def install(cmdline_text: str, work: Path = Path("/run/provision")) -> None:
     cmd = parse_cmdline(cmdline_text)
-    if cmd.boot_url is not None and not due_for_install(cmd.boot_url):
+    due = cmd.boot_url is None or due_for_install(cmd.boot_url)
+    handler = read_kickstart(http_get(cmd.kickstart_url).decode())
+    if not due:
         say(f"not due for install ({cmd.boot_url} says local boot): the disk is left alone")
+        device = local_system(handler)
+        if device is not None:
+            say(f"booting the local system on {device}")
+            raise SystemExit(SWITCH_ROOT)
         reboot()
     say("due for install")
-    handler = read_kickstart(http_get(cmd.kickstart_url).decode())
     scripts = post_scripts(handler)
     say(f"kickstart {cmd.kickstart_url}: {len(handler.partition.partitions)} part(s), {len(scripts)} %post")
     plan = plan_disk(handler, disk_sectors(kickstart_disk(handler)))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ProvisionError
-from provision.installer import (MIB_SECTORS, bootloader_main, format_commands, install_bootloader, mbr,
-                                 parse_cmdline, partition_device, plan_disk, post_phase, post_scripts,
+from provision.installer import (MIB_SECTORS, bootloader_main, ext_label, format_commands, install_bootloader,
+                                 mbr, parse_cmdline, partition_device, plan_disk, post_phase, post_scripts,
                                  read_kickstart)
 from provision.inventory import load_inventory
 from provision.render import render_files
@@ -93,7 +93,8 @@ def test_mbr_reads_back_with_fdisk(kickstart, tmp_path):
     # device [*] start-CHS end-CHS start-LBA end-LBA sectors size id type
     fields = [(r[1] == "*", r[2:] if r[1] == "*" else r[1:]) for r in rows]
     assert [(boot, int(f[2]), int(f[4]), f[6]) for boot, f in fields] == [
-        (True, MIB_SECTORS, plan.partitions[0].sectors, "83"), (False, plan.partitions[1].start, 64 * MIB_SECTORS, "ef")]
+        (True, MIB_SECTORS, plan.partitions[0].sectors, "83"),
+        (False, plan.partitions[1].start, 64 * MIB_SECTORS, "ef")]
 
 
 def test_other_file_systems_are_refused(kickstart):
@@ -181,3 +182,14 @@ def test_bootloader_from_the_clone_images(tmp_path, kickstart):
     empty.mkdir()
     with pytest.raises(ProvisionError, match="no GRUB images"):
         bootloader_main([str(empty), str(disk)])
+
+
+def test_ext_label_read_from_the_superblock(tmp_path):
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs mkfs.ext4 (e2fsprogs)")
+    image = tmp_path / "fs.img"
+    subprocess.run(["mkfs.ext4", "-q", "-L", "root", "-F", str(image), "8M"], check=True)
+    assert ext_label(str(image)) == "root"
+    blank = tmp_path / "blank.img"
+    blank.write_bytes(bytes(4096))
+    assert ext_label(str(blank)) is None and ext_label(str(tmp_path / "missing")) is None

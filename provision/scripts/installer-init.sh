@@ -50,7 +50,14 @@ fi
 if grep -q 'inst.ks=' /proc/cmdline; then
   say "starting the installer (inst.ks=)"
   python3 -m provision.installer
-  say "the installer stopped (exit $?): shell on the console, nothing rebooted"
+  rc=$?
+  if [ "$rc" = 3 ]; then  # not due for install: its local system is mounted at /mnt/sysimage
+    ip addr flush dev "$iface"
+    ip link set "$iface" down
+    for fs in dev proc sys; do mount --move "/$fs" "/mnt/sysimage/$fs"; done
+    exec switch_root /mnt/sysimage /sbin/init
+  fi
+  say "the installer stopped (exit $rc): shell on the console, nothing rebooted"
   exec setsid cttyhack sh
 fi
 say "environment ready; shell on the console"
