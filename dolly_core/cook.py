@@ -5,8 +5,10 @@ streaming into the OUT directory. Nothing is staged in a temporary copy.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
+import struct
 import subprocess
 import tarfile
 import threading
@@ -38,8 +40,13 @@ def cook_plan(source: str) -> tuple[list[str] | None, bool]:
     return command, is_tar
 
 
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a byte range of a block device inside the device
+
+
 class PlainTarget:
-    """A regular file (created/truncated; holes stay holes) or an existing block device (zeros written)."""
+    """A regular file (created/truncated; holes stay holes) or an existing block device, whose holes are
+    zeroed by the device (BLKZEROOUT: write-zeroes or a discard that reads back as zeros), else written
+    as zeros: never a stale block."""
 
     ZERO = bytes(1 << 20)
 
@@ -62,10 +69,23 @@ class PlainTarget:
         if self.sparse:
             self.pos = os.lseek(self.fd, length, os.SEEK_CUR)
             return
+        if self._zero_out(length):
+            return
         while length:
             step = min(length, len(self.ZERO))
             self.write(memoryview(self.ZERO)[:step])
             length -= step
+
+    def _zero_out(self, length: int) -> bool:
+        """Let the block device zero [pos, pos + length); False where it cannot (then zeros are written)."""
+        if self.pos % 512 or length % 512:
+            return False
+        try:
+            fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("QQ", self.pos, length))
+        except OSError:
+            return False
+        self.pos = os.lseek(self.fd, self.pos + length, os.SEEK_SET)
+        return True
 
     def close(self) -> None:
         try:

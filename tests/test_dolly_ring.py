@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_tool
+
 REPO = Path(__file__).resolve().parents[1]
 CHUNK = 256 << 10
 
@@ -373,3 +375,32 @@ def test_sparse_image_holes_are_neither_read_nor_sent_nor_allocated(tmp_path, ri
         assert clone.stat().st_size == 1 << 30
         assert clone.stat().st_blocks * 512 < 5 << 20  # holes stayed holes, also inside chunks
         assert same_sparse_bytes(clone, image)
+
+
+@pytest.mark.root
+def test_block_device_target_has_no_stale_blocks(tmp_path, rings):
+    """A sparse image onto a loop device full of 0xff: the holes read back as zeros (zeroed by the device
+    with BLKZEROOUT, or written), the data as sent."""
+    losetup = require_tool("losetup")
+    backing = tmp_path / "device.img"
+    backing.write_bytes(b"\xff" * (8 << 20))
+    device = subprocess.run([losetup, "--find", "--show", str(backing)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    try:
+        image = tmp_path / "sparse.img"
+        with open(image, "wb") as f:
+            f.truncate(8 << 20)
+            f.seek(1 << 20)
+            f.write(os.urandom(300_000))
+            f.seek(6 << 20)
+            f.write(os.urandom(100_000))
+        ring = rings(tmp_path, 1, [(image, ">", device)])
+        ring.roots = [Path("/")]  # OUT is the device itself
+        ring.start_clients()
+        rc, err = ring.run()
+        assert rc == 0, err
+        assert ring.finish_clients()[0][0] == 0
+        with open(device, "rb") as dev:
+            assert hashlib.sha256(dev.read(8 << 20)).hexdigest() == sha(image)
+    finally:
+        subprocess.run([losetup, "-d", device], check=False)
