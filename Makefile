@@ -9,7 +9,7 @@ DEB_PKGS  := isc-dhcp-server tftp-hpa pxelinux syslinux-common busybox udhcpc op
              dosfstools mtools
 PYTEST_ARGS ?=
 
-.PHONY: all deps debs venv test test-fast demo bench clean
+.PHONY: all deps debs venv test test-fast demo demo-vm bench clean
 
 all: test
 
@@ -47,6 +47,11 @@ test-fast: deps
 # in the lab's server namespace, the nodes PXE-boot and install with real clients, summary, lab down.
 demo: deps
 	$(PY) -m provision lab demo --inventory inventory/lab.yaml --nodes 4
+
+# The whole install on QEMU machines (root; TCG): 2 BIOS + 1 UEFI machines PXE-boot our installer, are cloned
+# through the ring, reboot from their own disks and answer `provision verify` over SSH; per-phase timings.
+demo-vm: deps
+	$(PY) -m provision lab demo --vm --inventory inventory/lab-vm.yaml
 
 bench: deps
 	$(PY) bench/render_bench.py

@@ -15,15 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from provision import lab, netns
+from provision import lab, lab_vm_demo, netns
 from provision.cli import main
+from provision.cluster import ClusterFiles
 from provision.images.cache import Cache
 from provision.images.initrd import MARKER
 from provision.inventory import load_inventory
 from provision.qemu import OVMF_CODE
 from tests.conftest import REPO, require_root, require_tool, skip_or_fail
 
-pytestmark = [pytest.mark.vm, pytest.mark.root]
+vm = pytest.mark.vm
 LAB_FILES = "/var/lib/provision/lab-vm"
 
 
@@ -64,6 +65,8 @@ def _serial(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+@vm
+@pytest.mark.root
 def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, tmp_path, capsys):
     """A BIOS and a UEFI machine in the lab: both get their lease from our dhcpd, their loader from our TFTP
     server and come up in our installer with the inventory's address; `lab off` kills one QEMU, `lab down`
@@ -128,3 +131,82 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True
 
+
+def _assert_served_loaders(inv, install_log: Path) -> None:
+    served = install_log.read_text()
+    for node in inv.nodes:
+        loader = r"grub/x86_64-efi/core\.efi" if node.firmware == "uefi" else r"pxelinux\.0"
+        assert re.search(rf"sent /?{loader} to {node.ip}:", served), served[-3000:]
+
+
+@vm
+@pytest.mark.root
+def test_demo_vm_installs_three_machines_that_boot_their_own_disks(vm_lab, tmp_path):
+    """`make demo-vm`: 2 BIOS + 1 UEFI machines install over the network, reboot from their own disks and
+    answer over SSH as themselves; the clones hold the golden image's files byte for byte."""
+    make_inventory, env = vm_lab
+    inv = load_inventory(make_inventory())
+    result = lab_vm_demo.run_vm_demo(inv, env=env, show=print, logs=tmp_path / "logs")
+    summary = lab_vm_demo.summary(result)
+    assert result.install_status == 0 and result.verify_status == 0, summary
+    for node in result.nodes:
+        assert (node.state, node.boot) == ("done", "local"), summary
+        assert node.verified, summary          # hostname and IP, asked over SSH
+        assert node.identical, summary         # sha256 of the golden marker files
+        assert node.booted_from_disk, summary  # /proc/cmdline of the disk's GRUB entry, not the installer's
+        assert node.installs == 1, summary     # no second installer fetch after the flip
+    _assert_served_loaders(inv, tmp_path / "logs" / "install.log")
+    assert result.ok
+    assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
+    print("\n" + summary)
+
+
+@vm
+@pytest.mark.root
+def test_demo_vm_one_machine_killed_mid_clone(vm_lab, tmp_path):
+    """n02's QEMU is killed while the ring feeds it: n01 and n03 finish and boot from disk; n02 is reported
+    failed and stays on install boot."""
+    make_inventory, env = vm_lab
+    inv = load_inventory(make_inventory())
+    result = lab_vm_demo.run_vm_demo(inv, kill="n02", env=env, show=print, logs=tmp_path / "logs")
+    summary = lab_vm_demo.summary(result)
+    assert result.install_status == 1, summary
+    outcome = {n.name: n for n in result.nodes}
+    for name in ("n01", "n03"):
+        node = outcome[name]
+        assert (node.state, node.boot, node.verified, node.identical, node.booted_from_disk) == \
+            ("done", "local", True, True, True), summary
+    assert (outcome["n02"].state, outcome["n02"].boot) == ("failed", "install"), summary
+    assert outcome["n02"].error, summary
+    pxe = ClusterFiles.of(inv, env).tftp_root / "pxelinux.cfg" / inv.node("n02").pxelinux_name
+    assert "DEFAULT install" in pxe.read_text()
+    assert result.ok
+    print("\n" + summary)
+
+
+CHECKS_OUTPUT = """== n01 (10.78.0.11): exit 0
+a132511c232b09f61823e49754e08255ea200ed956cdf0346d3968c5de2c398c  /etc/provision-golden
+26f2e57c99338feaf71c46fa4babdc7e1a6c115943002d109fdb746667104f5f  /vmlinuz
+BOOT_IMAGE=/vmlinuz root=LABEL=root ro console=ttyS0,115200 net.ifnames=0
+== n02 (10.78.0.12): ERROR ssh: timed out
+1 of 2 node(s) ok
+"""
+
+
+def test_parse_checks_takes_sums_and_command_line_per_node():
+    checks = lab_vm_demo.parse_checks(CHECKS_OUTPUT)
+    sums, cmdline = checks["n01"]
+    assert sums == {"/etc/provision-golden": "a132511c232b09f61823e49754e08255ea200ed956cdf0346d3968c5de2c398c",
+                    "/vmlinuz": "26f2e57c99338feaf71c46fa4babdc7e1a6c115943002d109fdb746667104f5f"}
+    assert cmdline.startswith("BOOT_IMAGE=/vmlinuz root=LABEL=root")
+    assert checks["n02"] == ({}, "")
+
+
+def test_timing_table_shows_each_phase_or_a_dash():
+    outcome = lab_vm_demo.VmOutcome("n01", "uefi", "failed", "install", "dead", True, False, False, False, 1)
+    clock = lab_vm_demo.NodeClock("n01", 100.0, {"firmware": 14.2, "installer up": 31.0})
+    result = lab_vm_demo.VmDemoResult(1, 1, (outcome,), (clock,), 60.0, Path("/logs"))
+    header, row = lab_vm_demo.timing_table(result).splitlines()
+    assert header.split()[:3] == ["node", "fw", "firmware"]
+    assert row.split()[:10] == ["n01", "uefi", "14", "31", "-", "-", "-", "-", "-", "killed"]
+    assert result.ok  # the killed machine failed and stayed on install boot

@@ -7,7 +7,7 @@ import json
 import subprocess
 from collections.abc import Mapping
 
-from provision import lab, lab_demo, lab_vm
+from provision import lab, lab_demo, lab_vm, lab_vm_demo
 from provision.errors import ExitStatus, InputError, ProvisionError
 from provision.inventory import load_inventory, resolve_inventory_path
 from provision.netns import ns_argv
@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     off = action("off", "power off nodes (kill their processes, a VM's QEMU, link down)")
     off.add_argument("nodes", nargs="+", metavar="NODE")
     demo = action("demo", "the whole workflow: lab up, provision install, nodes boot, check every node, lab down")
-    demo.add_argument("--nodes", type=int, default=4, metavar="N", help="how many nodes (default 4)")
+    demo.add_argument("--nodes", type=int, metavar="N", help="how many nodes (default 4; with --vm all, at most 16)")
+    demo.add_argument("--vm", action="store_true",
+                      help="QEMU machines: install, reboot from their own disks, provision verify, phase timings")
     demo.add_argument("--kill", metavar="NODE", help="pull this node's plug in the middle of the clone")
     demo.add_argument("--rate", default=lab.DEFAULT_RATE, metavar="RATE", help="tc rate of every link")
     demo.add_argument("--image-mib", type=int, default=lab.DEFAULT_IMAGE_MIB, metavar="MIB",
@@ -79,8 +81,14 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return ExitStatus.SUCCESS
     if args.lab_command == "status":
         return _status(env, args.json)
+    if args.lab_command == "demo" and args.vm:
+        inv = load_inventory(resolve_inventory_path(args.inventory, env))
+        vm_result = lab_vm_demo.run_vm_demo(inv, args.nodes, kill=args.kill, env=env)
+        print(lab_vm_demo.summary(vm_result))
+        return ExitStatus.SUCCESS if vm_result.ok else ExitStatus.ERROR
     if args.lab_command == "demo":
         inv = load_inventory(resolve_inventory_path(args.inventory, env))
+        args.nodes = args.nodes or 4
         result = lab_demo.run_demo(inv, args.nodes, kill=args.kill, rate=None if args.rate == "none" else args.rate,
                                    image_mib=args.image_mib, env=env)
         print(lab_demo.summary(result))
