@@ -28,7 +28,7 @@ from provision.images.cpio import write_newc
 from provision.images.kernel import Kernel, installer_kernel
 from provision.images.modules import load_order
 
-BUILDER_VERSION = 2  # change when what goes into the initrd changes in a way the recipe does not show
+BUILDER_VERSION = 3  # change when what goes into the initrd changes in a way the recipe does not show
 INITRD_FILE = "initrd.img"
 MARKER = "provision-installer: initrd up"  # the first line /init writes on the console
 # Network (virtio, e1000) and disk (virtio, IDE/SATA, SCSI disks) drivers, the root file systems.
@@ -40,7 +40,7 @@ STDLIB_EXTRA = ("json", "dataclasses", "tarfile", "uuid", "hmac", "gzip", "_comp
                 "fnmatch", "glob", "typing", "textwrap", "string", "pathlib", "ntpath", "urllib", "email",
                 "quopri", "calendar", "locale", "socketserver", "ipaddress", "contextvars", "queue", "mimetypes",
                 "gettext")
-LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6")
+LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6", "libgcc-s1")
 PROJECT_PACKAGES = ("dolly_core", "provision")
 DISTRIBUTIONS = ("pykickstart",)  # the installer reads kickstarts with it (not packaged by Debian 12)
 _UNUSED_EXTENSIONS = re.compile(r"^(_test|_xx|xx|_ctypes_test|ossaudiodev|audioop|_lsprof)")  # of lib-dynload
@@ -179,7 +179,9 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
     available = {p.name: p for package in LIB_PACKAGES for d in (unpacked[package] / libdir,
                  unpacked[package] / "usr" / libdir) if d.is_dir() for p in d.iterdir()}
     elves = [tree / "bin" / "bash", tree / "usr" / "bin" / python, *(tree / stdlib / "lib-dynload").glob("*.so"), *site.rglob("*.so")]
-    wanted: set[str] = {"ld-linux-x86-64.so.2"}
+    # libgcc_s is no DT_NEEDED of anything, but glibc dlopens it to unwind a thread that ends (pthread_exit,
+    # pthread_cancel): without it dollyC's threads abort the process at exit.
+    wanted: set[str] = {"ld-linux-x86-64.so.2", "libgcc_s.so.1"}
     for elf in elves:
         needed = needed_libraries(elf)
         if elf.suffix == ".so" and not all(n in available for n in needed):
