@@ -120,13 +120,17 @@ class Uplink:
             return f"our upstream is {self.setup.ring.name(self.current.sender)}, which is alive"
         return None
 
+    def _wait_pending(self, deadline: float | None) -> None:
+        """With self.cond held: wait until an upstream is pending (TimeoutError past `deadline`)."""
+        while self.pending is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError
+            self.cond.wait(remaining if remaining is not None else 1.0)
+
     def _take_upstream(self, deadline: float | None) -> Upstream:
         with self.cond:
-            while self.pending is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError
-                self.cond.wait(remaining if remaining is not None else 1.0)
+            self._wait_pending(deadline)
             self.current, self.pending = self.pending, None
             return self.current
 
@@ -139,11 +143,7 @@ class Uplink:
     # ---- receiving --------------------------------------------------------------------------
     def wait_for_run(self, deadline: float | None) -> RunSetup:
         with self.cond:
-            while self.pending is None:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError
-                self.cond.wait(remaining if remaining is not None else 1.0)
+            self._wait_pending(deadline)
             return self.setup
 
     def run(self) -> None:
