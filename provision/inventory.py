@@ -30,6 +30,7 @@ from provision.model import (
     OsFamily,
     Partition,
     Server,
+    Transport,
 )
 from provision.yaml_lines import YamlSyntaxError, load_yaml
 
@@ -133,18 +134,19 @@ class _Parser:
 
     def network(self, data: Any) -> Network | None:
         p = ("network",)
-        m = self.f.mapping(p, data, ("subnet", "gateway", "dns", "domain"), ("subnet",))
+        m = self.f.mapping(p, data, ("subnet", "gateway", "dns", "domain", "ipv6_ra"), ("subnet",))
         if m is None:
             return None
         subnet = self.checked(m, p, "subnet", self.f.subnet)
         gateway = self.checked(m, p, "gateway", self.f.ipv4)
         dns = self.dns(p + ("dns",), m.get("dns"))
         domain = self.checked(m, p, "domain", self.f.hostname)
+        ipv6_ra = self.f.boolean(p + ("ipv6_ra",), m.get("ipv6_ra", False))
         if subnet is not None and gateway is not None and gateway not in subnet:
             self.f.problem(p + ("gateway",), f"gateway is outside the subnet {subnet}", str(gateway))
-        if subnet is None or dns is None:
+        if subnet is None or dns is None or ipv6_ra is None:
             return None
-        return Network(subnet, gateway, dns, domain)
+        return Network(subnet, gateway, dns, domain, ipv6_ra)
 
     def dns(self, path: tuple, value: Any) -> tuple[IPv4Address, ...] | None:
         """One address or a list of them."""
@@ -161,18 +163,19 @@ class _Parser:
 
     def boot(self, data: Any) -> Boot | None:
         p = ("boot",)
-        m = self.f.mapping(p, data, ("kernel", "initrd", "append"), ("kernel", "initrd"))
+        m = self.f.mapping(p, data, ("kernel", "initrd", "append", "transport"), ("kernel", "initrd"))
         if m is None:
             return None
         kernel = self.checked(m, p, "kernel", self.f.text, _WORD, "path")
         initrd = self.checked(m, p, "initrd", self.f.text, _WORD, "path")
         append = self._append(p + ("append",), m.get("append", ""))
+        transport = self.f.choice(p + ("transport",), m.get("transport", Transport.HTTP.value), Transport)
         if kernel and initrd and Path(kernel).name == Path(initrd).name:
             self.f.problem(p + ("initrd",), "kernel and initrd need different file names", initrd)
             return None
-        if None in (kernel, initrd, append):
+        if None in (kernel, initrd, append, transport):
             return None
-        return Boot(kernel, initrd, append)
+        return Boot(kernel, initrd, append, transport)
 
     def images(self, data: Any) -> tuple[Image, ...] | None:
         items = self.f.sequence(("images",), data)

@@ -13,6 +13,8 @@ prepare_lab_files) and `lab_down` removes exactly what `lab_up` made.
 
 With `vm=True` the nodes are QEMU machines instead (provision.lab_vm): same namespaces and links, a tap
 and a sparse disk image (disks/<node>.raw) per node, real firmware, the built installer and golden image.
+The server namespace runs the lab's own IPv6 router advertisement only for inventories that do not ask
+`provision install` for one (`network.ipv6_ra`): one sender at a time, and the lab proves the install's.
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
         for n in inv.nodes[:count]:
             names.update({n.name: str(n.ip), inv.fqdn(n.name): str(n.ip)})
         net.write_hosts(names)
-        if vm:
+        if vm and not inv.network.ipv6_ra:  # else `provision install` advertises while it serves
             lab_vm.start_router_advertisement(lab.server_ns, base / "ra.log")
     except BaseException:
         lab_down(env)

@@ -7,7 +7,8 @@
 1. firmware: DHCP with busybox udhcpc (retrying until a server answers), the address checked on eth0;
    TFTP (tftp-hpa) of the lease's boot file from its next-server, then of ldlinux.c32, then the PXE
    config in pxelinux's search order (01-<mac>, hex IP prefixes, default);
-2. install entry: fetch the KERNEL and INITRD it names over TFTP, the kickstart named by `inst.ks=` in
+2. install entry: fetch the KERNEL and INITRD it names (http:// URLs, as lpxelinux.0 takes them, with curl;
+   other names over TFTP, as pxelinux.0 does), the kickstart named by `inst.ks=` in
    APPEND over HTTP, take its %post script(s) with pykickstart and run them with SYSIMAGE=<disk> and
    the venv's bin on PATH (so `dollyC` is found); a failing %post with --erroronfail stops here;
 3. "reboot": drop the address, DHCP and PXE again, and expect LOCALBOOT.
@@ -185,6 +186,27 @@ class LabNode:
             raise ProvisionError(f"TFTP {server}:{remote} failed: {out or f'exit {proc.returncode}'}")
         return local
 
+    def http_get(self, url: str) -> Path:
+        """Fetch an http:// boot file with curl (a real client, as lpxelinux's own HTTP); 404 is an error."""
+        curl = shutil.which("curl")
+        if curl is None:
+            raise ProvisionError("curl not found (Debian package curl): the lab firmware's HTTP client")
+        local = self.work / "http" / url.rsplit("/", 1)[-1]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.unlink(missing_ok=True)
+        proc = subprocess.run([curl, "-fsS", "--max-time", "120", "-o", str(local), url],
+                              capture_output=True, text=True, timeout=130)
+        if proc.returncode != 0 or not local.is_file():
+            raise ProvisionError(f"HTTP {url} failed: {proc.stderr.strip() or f'curl exit {proc.returncode}'}")
+        return local
+
+    def fetch_boot_file(self, server: str, name: str) -> None:
+        """A KERNEL or INITRD of the PXE config: over HTTP when it is an http:// URL, else over TFTP."""
+        if name.startswith("http://"):
+            self.http_get(name)
+        elif self.tftp_get(server, name) is None:
+            raise ProvisionError(f"TFTP {server}: {name} (named by the PXE config) not found")
+
     def pxe(self, lease: Lease) -> PxeEntry:
         started = time.monotonic()
         server = lease.next_server
@@ -216,8 +238,8 @@ class LabNode:
         """Run the installer; None when the server says the node is not due for install."""
         started = time.monotonic()
         for file in (entry.kernel, entry.initrd):
-            if file and self.tftp_get(lease.next_server, file) is None:
-                raise ProvisionError(f"TFTP {lease.next_server}: {file} (named by the PXE config) not found")
+            if file:
+                self.fetch_boot_file(lease.next_server, file)
         self.step("kernel", started, f"{entry.kernel} and {entry.initrd} fetched")
         if not self.due_for_install(entry):
             return None

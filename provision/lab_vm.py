@@ -9,7 +9,10 @@ MAC must be learnt on the tap, not owned by the namespace's bridge).
 
 Per node, under <state dir>/lab/: disks/<node>.raw (a sparse disk image), nodes/<node>/ (serial.log: the
 machine's console from firmware to login prompt, qemu.log, OVMF_VARS.fd for UEFI nodes).
-The server namespace also runs the lab's IPv6 router advertisement (provision.ra: ends iPXE's IPv6 wait).
+The server namespace also runs the lab's IPv6 router advertisement (provision.ra: ends iPXE's IPv6 wait)
+when the inventory leaves it out of `provision install` (`network.ipv6_ra: false`); inventory/lab-vm.yaml
+sets it, so there the install's own advertisement is the one the machines hear, and a machine booted
+while no install runs (its local boot after the install ended) waits iPXE's ~13 s, as on a real cluster.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
 from provision.images.initrd import MARKER
 from provision.inventory import state_dir
-from provision.model import Inventory
+from provision.model import Inventory, Transport
 
 PHASES = ("firmware", "installer up", "partitioned", "cloned", "flipped", "booted from disk", "verified")
 KERNEL_START = "Linux version"  # the kernel's first console line: firmware, PXE and loader are done
@@ -111,7 +111,7 @@ class VmOutcome:
     verified: bool         # `provision verify`: hostname and IP as the inventory says, over SSH
     identical: bool        # sha256 of MARKER_FILES on the clone = on the golden image
     booted_from_disk: bool  # /proc/cmdline is the disk's GRUB entry, not the installer's
-    installs: int          # how often it fetched the installer's initrd over TFTP
+    installs: int          # how often it fetched the installer's initrd (over boot.transport: HTTP or TFTP)
     note: str = ""
 
     @property
@@ -305,7 +305,7 @@ def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, bo
         record = records[node.name]
         sums, cmdline = checks.get(node.name, ({}, ""))
         ip = str(inv.node(node.name).ip)
-        installs = len(re.findall(rf"sent /?{re.escape(inv.boot.initrd_tftp_path)} to {re.escape(ip)}:", install_output))
+        installs = installer_fetches(inv, ip, install_output)
         verified = (logs / "verify.log").exists() and re.search(
             rf"^{node.name} \([0-9.]+\): ok:", (logs / "verify.log").read_text(), re.M) is not None
         outcomes.append(VmOutcome(
@@ -313,6 +313,17 @@ def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, bo
             verified, bool(sums) and sums == expected, "root=" in cmdline and "inst.ks=" not in cmdline,
             installs))
     return tuple(outcomes)
+
+
+def installer_fetches(inv: Inventory, ip: str, install_output: str) -> int:
+    """Whole fetches of the installer's initrd by `ip` in the log of `provision install -v`: from the HTTP
+    server's log lines when boot.transport is http (a ranged re-read does not count), else from the TFTP's."""
+    initrd = re.escape(inv.boot.initrd_tftp_path)
+    if inv.boot.transport is Transport.HTTP:
+        line = rf"http: sent /?{initrd} to {re.escape(ip)}: \d+ bytes in [0-9.]+ s$"
+    else:
+        line = rf"tftp: sent /?{initrd} to {re.escape(ip)}:"
+    return len(re.findall(line, install_output, re.M))
 
 
 def timing_table(result: VmDemoResult) -> str:

@@ -43,6 +43,13 @@ class Firmware(enum.StrEnum):
     UEFI = "uefi"  # x86-64 UEFI (option 93 = 7 or 9): GRUB's network image from grub-mknetdir
 
 
+class Transport(enum.StrEnum):
+    """How a node's loader fetches the installer kernel and initrd (the small files always go over TFTP)."""
+
+    HTTP = "http"  # from our HTTP server: BIOS nodes get lpxelinux.0 (http:// URLs), GRUB its http module
+    TFTP = "tftp"  # from the TFTP root, as pxelinux.0 and GRUB's tftp do everywhere
+
+
 class Bootloader(enum.StrEnum):
     GRUB2 = "grub2"
     LILO = "lilo"
@@ -67,6 +74,7 @@ class Network:
     gateway: IPv4Address | None = None
     dns: tuple[IPv4Address, ...] = ()
     domain: str | None = None
+    ipv6_ra: bool = False  # `provision install` sends IPv6 router advertisements (offering nothing) meanwhile
 
     @property
     def netmask(self) -> IPv4Address:
@@ -79,11 +87,12 @@ class Network:
 
 @dataclass(frozen=True, slots=True)
 class Boot:
-    """Installer kernel and initrd (paths on the server) and the kernel command line."""
+    """Installer kernel and initrd (paths on the server), the kernel command line, and how loaders fetch them."""
 
     kernel: str
     initrd: str
     append: str = ""
+    transport: Transport = Transport.HTTP
 
     @property
     def kernel_tftp_path(self) -> str:

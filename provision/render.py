@@ -21,7 +21,7 @@ from provision.bootmode import BootMode, modes_for
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
 from provision.fields import ssh_public_key_problem
-from provision.model import DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, Firmware, Inventory, Node
+from provision.model import DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, Firmware, Inventory, Node, Transport
 from provision.outputs import Prune, WriteReport, write_tree
 from provision.services import dhcpd
 
@@ -31,7 +31,8 @@ TFTP_ROOT = "tftpboot"
 PXELINUX_DIR = f"{TFTP_ROOT}/pxelinux.cfg"
 GRUB_DIR = f"{TFTP_ROOT}/{GRUB_TFTP_DIR}"
 KICKSTART_DIR = "kickstart"
-PXE_LOADER = "pxelinux.0"
+PXE_LOADER = "pxelinux.0"  # BIOS loader when boot files go over TFTP
+HTTP_PXE_LOADER = "lpxelinux.0"  # pxelinux with its own TCP/IP stack: also http:// URLs in KERNEL/INITRD
 SHIPPED_PREFIX = "shipped"
 
 # Per-node files of nodes no longer in the inventory are removed on render (a removed node must not reinstall).
@@ -74,6 +75,35 @@ def boot_url(inv: Inventory, node: Node) -> str:
 
 def report_url(inv: Inventory, node: Node) -> str:
     return f"{inv.server.url}/api/nodes/{node.name}/state"
+
+
+@dataclass(frozen=True)
+class BootSource:
+    """How one loader's config names the installer kernel and initrd."""
+
+    kernel: str
+    initrd: str
+
+
+def pxe_loader(inv: Inventory) -> str:
+    """The boot file dhcpd names for BIOS nodes: lpxelinux.0 when the kernel and initrd go over HTTP."""
+    return HTTP_PXE_LOADER if inv.boot.transport is Transport.HTTP else PXE_LOADER
+
+
+def pxelinux_boot(inv: Inventory) -> BootSource:
+    """KERNEL/INITRD for (l)pxelinux: http://SERVER:PORT/boot/<file>, or boot/<file> in the TFTP root."""
+    boot = inv.boot
+    if boot.transport is Transport.HTTP:
+        return BootSource(f"{inv.server.url}/{boot.kernel_tftp_path}", f"{inv.server.url}/{boot.initrd_tftp_path}")
+    return BootSource(boot.kernel_tftp_path, boot.initrd_tftp_path)
+
+
+def grub_boot(inv: Inventory) -> BootSource:
+    """linux/initrd paths for GRUB: (http,SERVER:PORT)/boot/<file> (its http module), or /boot/<file> from the
+    TFTP server it was loaded from."""
+    boot = inv.boot
+    device = f"(http,{inv.server.ip}:{inv.server.http_port})" if boot.transport is Transport.HTTP else ""
+    return BootSource(f"{device}/{boot.kernel_tftp_path}", f"{device}/{boot.initrd_tftp_path}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,12 +180,14 @@ def _render_files(
     kickstart = template(env, "kickstart/node.ks.j2")
     files: dict[str, str] = {}
     shared = {"inv": inv, "default_dolly_port": DOLLY_PORT}
+    sources = {"pxelinux_boot": pxelinux_boot(inv), "grub_boot": grub_boot(inv)}
     key_files: dict[str, list[str]] = {}
     for node in inv.nodes:
         mode = modes[node.name]
         ks_url = kickstart_url(inv, node)
         context = {
             **shared,
+            **sources,
             "node": node,
             "mode": mode,
             "fqdn": inv.fqdn(node.name),
@@ -171,7 +203,7 @@ def _render_files(
         files[kickstart_path(node)] = render_template(kickstart, context)
     files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
     hosts = [(node, modes[node.name]) for node in inv.nodes]
-    loaders = {"loader": PXE_LOADER, "uefi_loader": GRUB_EFI_LOADER}
+    loaders = {"loader": pxe_loader(inv), "uefi_loader": GRUB_EFI_LOADER}
     files[DHCPD_CONF] = render_template(template(env, "dhcpd.conf.j2"), {**shared, "hosts": hosts, **loaders})
     return files
 

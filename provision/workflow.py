@@ -27,11 +27,12 @@ from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
 from provision.flip import apply_modes, current_modes
-from provision.model import Firmware, Inventory, Node
+from provision.model import BOOT_TFTP_DIR, Firmware, Inventory, Node, Transport
 from provision.probe import answering_arp
-from provision.render import render_ring_config
+from provision.ra import RouterAdvertiser, interface_with
+from provision.render import HTTP_PXE_LOADER, render_ring_config
 from provision.services.http import HttpServer
-from provision.services.tftp import TftpServer, install_boot_files
+from provision.services.tftp import PXELINUX_DIR, TftpServer, install_boot_files
 from provision.ssh import forget_hosts
 from provision.state import NodeRecord, NodeState
 from provision.table import clone_table
@@ -120,11 +121,29 @@ class Install:
         apply_modes(self.inv, self.files, modes, self.options.site_templates)
         install_boot_files(self.files.tftp_root, self.inv.boot,
                            uefi=any(node.firmware is Firmware.UEFI for node in self.inv.nodes))
+        over_http = self.inv.boot.transport is Transport.HTTP
+        if over_http:
+            install_http_loader(self.files.tftp_root)
+        advertiser = None
+        if self.inv.network.ipv6_ra:  # before any node boots: iPXE waits ~13 s for IPv6 without one
+            advertiser = RouterAdvertiser(interface_with(str(self.inv.server.ip))).start()
+        try:
+            self.serve(pending, boot_dir=self.files.tftp_root / BOOT_TFTP_DIR if over_http else None,
+                       ra=f"; IPv6 router advertisements on {advertiser.iface}" if advertiser else "")
+        finally:
+            if advertiser is not None:
+                advertiser.stop()
+        selected = set(self.options.nodes or self.inv.node_names)
+        return InstallResult(tuple(r for r in self.records() if r.name in selected))
+
+    def serve(self, pending: list[Node], boot_dir: Path | None, ra: str) -> None:
+        """dhcpd, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
+        done or failed."""
         dhcpd = self.files.dhcpd()
         if not dhcpd.running():
             dhcpd.start()
         selected = len(self.options.nodes or self.inv.nodes)
-        self.show(f"dhcpd serving {self.inv.network.subnet} (pid {dhcpd.pid()}); "
+        self.show(f"dhcpd serving {self.inv.network.subnet} (pid {dhcpd.pid()}){ra}; "
                   f"{len(pending)} node(s) to install, {selected - len(pending)} done before")
         tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
         flipper = Flipper(self.flip_to_local, self.fail)
@@ -132,7 +151,7 @@ class Install:
                           on_report=lambda n, s, m: self.on_report(flipper, n, s, m),
                           host=str(self.inv.server.ip), port=self.inv.server.http_port,
                           states=lambda: [r.to_json() for r in self.records()],
-                          boot_of=lambda name: self.record(name).boot)
+                          boot_of=lambda name: self.record(name).boot, boot_dir=boot_dir)
         tftp.start()
         try:
             http.start()
@@ -148,8 +167,6 @@ class Install:
         finally:
             tftp.stop()
             flipper.close()
-        selected = set(self.options.nodes or self.inv.node_names)
-        return InstallResult(tuple(r for r in self.records() if r.name in selected))
 
     def prepare_state(self) -> list[Node]:
         """Nodes to install: every (selected) node not done before; they restart as `waiting` on install
@@ -319,6 +336,20 @@ def progress_line(records: list[NodeRecord], ring: dict) -> str:
     dead = [n["name"] for n in nodes if n["state"] in ("dead", "failed")]
     return (f"clone: {ring.get('seconds', 0):.0f} s, every live node has {100 * slowest / total:.0f}% "
             f"of {total / 2**20:,.0f} MiB" + (f"; dead: {' '.join(dead)}" if dead else ""))
+
+
+def install_http_loader(tftp_root: Path, pxelinux_dir: Path = PXELINUX_DIR) -> Path:
+    """Debian's lpxelinux.0 (pxelinux with its own TCP/IP stack, so KERNEL/INITRD may be http:// URLs) at the
+    top of the TFTP root, beside the pxelinux.0 and ldlinux.c32 that install_boot_files put there."""
+    source = pxelinux_dir / HTTP_PXE_LOADER
+    if not source.is_file():
+        raise ProvisionError(f"cannot install boot files: missing {source} (Debian package pxelinux), needed by "
+                             "boot.transport: http (or set boot.transport: tftp)")
+    target = tftp_root / HTTP_PXE_LOADER
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
 
 
 def dolly_server() -> str:

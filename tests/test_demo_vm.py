@@ -106,7 +106,7 @@ def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, 
     for node in inv.nodes:
         assert MARKER in _serial(serials[node.name])
     served = install_log.read_text()
-    assert re.search(rf"sent pxelinux\.0 to {inv.node('n01').ip}:", served), served[-3000:]
+    assert re.search(rf"sent l?pxelinux\.0 to {inv.node('n01').ip}:", served), served[-3000:]  # l: boot.transport http
     assert re.search(rf"sent grub/x86_64-efi/core\.efi to {inv.node('n03').ip}:", served), served[-3000:]
 
     capsys.readouterr()
@@ -135,7 +135,7 @@ def _zombie(pid: int) -> bool:
 def _assert_served_loaders(inv, install_log: Path) -> None:
     served = install_log.read_text()
     for node in inv.nodes:
-        loader = r"grub/x86_64-efi/core\.efi" if node.firmware == "uefi" else r"pxelinux\.0"
+        loader = r"grub/x86_64-efi/core\.efi" if node.firmware == "uefi" else r"l?pxelinux\.0"
         assert re.search(rf"sent /?{loader} to {node.ip}:", served), served[-3000:]
 
 

@@ -18,13 +18,15 @@ from provision.dhcp_client import busybox, install_script, parse_lease_file
 from provision.inventory import load_inventory
 from provision.errors import ProvisionError
 from provision.model import GRUB_EFI_LOADER, Boot, Firmware
-from provision.render import render_files, render_to
+from provision.render import HTTP_PXE_LOADER, PXE_LOADER, render_files, render_to
 from provision.services.dhcpd import DhcpdProcess, check_config_text, install
 from provision.services.tftp import GRUB_EFI_DIR, install_boot_files
+from provision.workflow import install_http_loader
 from tests.conftest import require_root, require_tool, skip_or_fail
 from tests.fixtures.inventories import REPO, inventory_yaml, write
 
 MIXED = REPO / "tests" / "fixtures" / "mixed-firmware.yaml"
+MIXED_TFTP = REPO / "tests" / "fixtures" / "mixed-firmware-tftp.yaml"  # the same with boot.transport: tftp
 UEFI_GRUB = "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"
 UEFI_PXELINUX = "tftpboot/pxelinux.cfg/01-02-00-00-00-00-02"
 
@@ -44,9 +46,20 @@ def test_only_uefi_nodes_get_a_grub_config():
     assert UEFI_PXELINUX in files  # the pxelinux config stays: the layout of issue 3 holds for every node
     install_cfg = files[UEFI_GRUB]
     (linux,) = [line.split() for line in install_cfg.splitlines() if line.strip().startswith("linux ")]
-    assert linux[:3] == ["linux", "/boot/vmlinuz", "inst.ks=http://10.9.0.1:8080/kickstart/uefi1.ks"]
+    assert linux[:3] == ["linux", "(http,10.9.0.1:8080)/boot/vmlinuz", "inst.ks=http://10.9.0.1:8080/kickstart/uefi1.ks"]
     assert linux[-2:] == ["console=ttyS0,115200", "BOOTIF=01-02-00-00-00-00-02"]  # after the node's own arguments
-    assert "initrd /boot/initrd.img\n" in install_cfg
+    assert "initrd (http,10.9.0.1:8080)/boot/initrd.img\n" in install_cfg
+    assert "insmod http\n" in install_cfg  # GRUB's net image loads the module from its TFTP prefix
+
+
+def test_tftp_transport_keeps_kernel_and_initrd_on_tftp():
+    files = render_files(load_inventory(MIXED_TFTP))
+    install_cfg = files[UEFI_GRUB]
+    assert "  linux /boot/vmlinuz " in install_cfg and "initrd /boot/initrd.img\n" in install_cfg
+    assert "http" not in install_cfg.replace("inst.ks=http", "").replace("boot_url=http", "")
+    assert "  KERNEL boot/vmlinuz\n  INITRD boot/initrd.img\n" in files["tftpboot/pxelinux.cfg/01-02-00-00-00-00-01"]
+    assert files["dhcpd.conf"].count(f'filename "{PXE_LOADER}";') == 2
+    assert HTTP_PXE_LOADER not in files["dhcpd.conf"]
 
 
 def test_flip_switches_both_loader_configs():
@@ -72,11 +85,12 @@ def test_node_switched_to_bios_loses_its_grub_config(tmp_path):
 
 def test_mixed_dhcpd_conf_passes_dhcpd(tmp_path):
     require_tool("dhcpd")
-    inv = load_inventory(MIXED)
-    for modes in ({}, dict.fromkeys(inv.node_names, "local")):
-        text = render_files(inv, boot_modes=modes)["dhcpd.conf"]
-        assert text.count(f'filename "{GRUB_EFI_LOADER}";') == 2
-        check_config_text(text, label="mixed dhcpd.conf")
+    for inv, loader in ((load_inventory(MIXED), HTTP_PXE_LOADER), (load_inventory(MIXED_TFTP), PXE_LOADER)):
+        for modes in ({}, dict.fromkeys(inv.node_names, "local")):
+            text = render_files(inv, boot_modes=modes)["dhcpd.conf"]
+            assert text.count(f'filename "{GRUB_EFI_LOADER}";') == 2
+            assert text.count(f'filename "{loader}";') == 2
+            check_config_text(text, label=f"mixed dhcpd.conf ({inv.boot.transport})")
 
 
 def _udhcpc_boot_file(ns: str, work, arch: str) -> str:
@@ -109,7 +123,7 @@ def test_dhcpd_picks_the_loader_by_client_architecture(tmp_path):
         dhcpd.start()
         assert _udhcpc_boot_file(node.ns, tmp_path / "efi", "0007") == GRUB_EFI_LOADER
         assert _udhcpc_boot_file(node.ns, tmp_path / "efi9", "0009") == GRUB_EFI_LOADER
-        assert _udhcpc_boot_file(node.ns, tmp_path / "bios", "0000") == "pxelinux.0"
+        assert _udhcpc_boot_file(node.ns, tmp_path / "bios", "0000") == HTTP_PXE_LOADER  # boot.transport: http
     finally:
         if dhcpd is not None:
             dhcpd.stop()
@@ -132,7 +146,8 @@ def test_uefi_boot_files_are_grubs_net_image(tmp_path):
     installed = {str(p.relative_to(root)) for p in install_boot_files(root, _boot(tmp_path), uefi=True)}
     assert {"pxelinux.0", "boot/vmlinuz", GRUB_EFI_LOADER} <= installed
     platform = root / "grub" / "x86_64-efi"
-    assert {"normal.mod", "linux.mod", "efinet.mod", "tftp.mod", "chain.mod"} <= {p.name for p in platform.iterdir()}
+    modules = {"normal.mod", "linux.mod", "efinet.mod", "tftp.mod", "http.mod", "chain.mod"}
+    assert modules <= {p.name for p in platform.iterdir()}  # http.mod: `insmod http` of boot.transport: http
     assert (root / GRUB_EFI_LOADER).read_bytes()[:2] == b"MZ"  # a PE image the firmware can start
     assert (root / "grub" / "grub.cfg-01-02-00-00-00-00-02").read_text() == "rendered\n"  # renders stay
     assert not list(root.rglob(".*.tmp"))
@@ -150,3 +165,14 @@ def test_missing_grub_is_named_and_nothing_is_copied(tmp_path):
     with pytest.raises(ProvisionError, match=r"missing .*/nogrub \(Debian package grub-efi-amd64-bin\)"):
         install_boot_files(tmp_path / "root", _boot(tmp_path), uefi=True, grub_efi_dir=tmp_path / "nogrub")
     assert not (tmp_path / "root").exists()
+
+
+def test_http_loader_is_debians_lpxelinux(tmp_path):
+    if not Path("/usr/lib/PXELINUX/lpxelinux.0").is_file():
+        skip_or_fail("needs Debian's pxelinux package")
+    root = tmp_path / "tftpboot"
+    root.mkdir()
+    assert install_http_loader(root) == root / HTTP_PXE_LOADER
+    assert (root / HTTP_PXE_LOADER).read_bytes() == Path("/usr/lib/PXELINUX/lpxelinux.0").read_bytes()
+    with pytest.raises(ProvisionError, match=r"missing .*/nopxe/lpxelinux.0 \(Debian package pxelinux\)"):
+        install_http_loader(root, tmp_path / "nopxe")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import logging
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -10,9 +13,12 @@ import urllib.request
 import pytest
 
 from provision.errors import ProvisionError
-from provision.services.http import HttpServer
+from provision.services.http import HttpServer, byte_range
 from provision.state import NodeState, StateStore
 from tests.conftest import require_tool
+
+
+KERNEL = os.urandom(3 << 20) + b"end"  # an installer kernel stand-in: several sendfile rounds, odd size
 
 
 @pytest.fixture
@@ -21,11 +27,16 @@ def served(tmp_path):
     ks.mkdir()
     (ks / "n01.ks").write_text("%post\necho n01\n%end\n")
     (ks / "stale.ks").write_text("not a node any more\n")
+    boot = tmp_path / "tftpboot" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "vmlinuz").write_bytes(KERNEL)
+    (boot / "empty").write_bytes(b"")
+    (boot / "outside").symlink_to(tmp_path / "nodes.json")
     store = StateStore(tmp_path / "nodes.json")
     store.ensure(["n01", "n02"])
     server = HttpServer(ks, nodes=["n01", "n02"], on_report=store.report, host="127.0.0.1", port=0,
                         states=lambda: [r.to_json() for r in store.load().values()],
-                        boot_of=lambda name: store.load()[name].boot).start()
+                        boot_of=lambda name: store.load()[name].boot, boot_dir=boot).start()
     server.store = store
     try:
         yield server
@@ -99,3 +110,68 @@ def test_installer_asks_whether_it_is_due_for_install(served):
     served.store.set_boot(["n01"], "local")
     assert json.loads(request(served, "/api/nodes/n01/boot")[1]) == {"name": "n01", "boot": "local"}
     assert request(served, "/api/nodes/n99/boot")[0] == 404
+
+
+def raw_request(server, method, path, headers=None):
+    """One request with the path exactly as given (no client-side normalisation of `..`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def test_boot_file_is_sent_whole_with_its_length(served, caplog):
+    with caplog.at_level(logging.INFO, logger="provision.http"):
+        status, headers, body = raw_request(served, "GET", "/boot/vmlinuz")
+    assert status == 200 and body == KERNEL and headers["Content-Length"] == str(len(KERNEL))
+    assert f"http: sent boot/vmlinuz to 127.0.0.1: {len(KERNEL)} bytes in" in caplog.text
+    assert raw_request(served, "GET", "/boot/empty")[::2] == (200, b"")
+
+
+def test_boot_file_head_and_range(served):
+    status, headers, body = raw_request(served, "HEAD", "/boot/vmlinuz")
+    assert (status, headers["Content-Length"], body) == (200, str(len(KERNEL)), b"")
+    status, headers, body = raw_request(served, "GET", "/boot/vmlinuz", {"Range": "bytes=1000-"})
+    assert status == 206 and body == KERNEL[1000:]
+    assert headers["Content-Range"] == f"bytes 1000-{len(KERNEL) - 1}/{len(KERNEL)}"
+    assert raw_request(served, "GET", "/boot/vmlinuz", {"Range": "bytes=5-9"})[::2] == (206, KERNEL[5:10])
+    assert raw_request(served, "GET", "/boot/vmlinuz", {"Range": f"bytes={len(KERNEL)}-"})[0] == 416
+
+
+def test_boot_file_over_curl_keeps_the_connection_for_the_next(served):
+    curl = require_tool("curl")
+    url = f"http://127.0.0.1:{served.port}/boot/vmlinuz"
+    out = subprocess.run([curl, "-fsS", "-m", "20", url, url], capture_output=True, timeout=30, check=True).stdout
+    assert out == KERNEL + KERNEL
+
+
+@pytest.mark.parametrize("path", ["/boot/initrd.img", "/boot/", "/boot/nothing/../vmlinuz.gz"])
+def test_missing_boot_file_is_404(served, path):
+    assert raw_request(served, "GET", path)[0] == 404
+
+
+@pytest.mark.parametrize("path", ["/boot/../kickstart/n01.ks", "/boot/%2e%2e/nodes.json", "/boot/..%2fnodes.json",
+                                  "/boot/outside", "/boot//etc/passwd", "/boot/%2fetc%2fpasswd"])
+def test_boot_file_path_escape_is_refused(served, path):
+    status, _, body = raw_request(served, "GET", path)
+    assert status == 403 and b"outside the boot files" in body
+
+
+def test_no_boot_files_without_a_boot_dir(tmp_path):
+    server = HttpServer(tmp_path, nodes=[], on_report=print, host="127.0.0.1", port=0).start()
+    try:
+        assert raw_request(server, "GET", "/boot/vmlinuz")[0] == 404
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("header, expected", [
+    (None, (0, 100)), ("bytes=0-", (0, 100)), ("bytes=10-19", (10, 10)), ("bytes=90-200", (90, 10)),
+    ("bytes=-30", (70, 30)), ("bytes=100-", None), ("bytes=20-10", None), ("bytes=-0", None),
+    ("bytes=1-2,5-6", (0, 100)), ("lines=1-2", (0, 100)),
+])
+def test_byte_range(header, expected):
+    assert byte_range(header, 100) == expected

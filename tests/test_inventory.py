@@ -11,7 +11,7 @@ from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, snaps
 from provision.cli import main
 from provision.errors import ExitStatus, InputError
 from provision.inventory import load_inventory, resolve_inventory_path
-from provision.model import Bootloader, OsFamily
+from provision.model import Bootloader, OsFamily, Transport
 
 
 def test_example_is_the_seed_cluster():
@@ -120,7 +120,21 @@ BAD = [
     ("key-given-twice", BASE.replace("  name: srv\n", "  name: srv\n  name: srv2\n"),
      "server.name", "key given twice", "srv2"),
     ("no-nodes", BASE.split("nodes:")[0] + "nodes: []\n", "nodes", "at least one node", "nodes:"),
+    ("bad-transport", BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: ftp\n"),
+     "boot.transport", "expected one of http, tftp: 'ftp'", "transport: ftp"),
+    ("ipv6-ra-not-boolean", BASE.replace("  domain: test.example\n", "  domain: test.example\n  ipv6_ra: on-site\n"),
+     "network.ipv6_ra", "expected true or false: 'on-site'", "ipv6_ra:"),
 ]
+
+
+def test_boot_transport_and_ipv6_ra_defaults_and_choices(tmp_path):
+    inv = load_inventory(write(tmp_path, BASE))
+    assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.HTTP, False)  # RAs are the admin's choice
+    text = BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: tftp\n")
+    text = text.replace("  domain: test.example\n", "  domain: test.example\n  ipv6_ra: true\n")
+    inv = load_inventory(write(tmp_path, text))
+    assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.TFTP, True)
+    assert load_inventory(LAB.with_name("lab-vm.yaml")).network.ipv6_ra is True
 
 
 @pytest.mark.parametrize("text, field, value, line_text", [b[1:] for b in BAD], ids=[b[0] for b in BAD])

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import ipaddress
+import logging
 from pathlib import Path
 
 import pytest
 
 from provision.errors import ProvisionError
-from provision.inventory import load_inventory
-from provision.lab_node import kickstart_url, parse_pxelinux, post_scripts, pxelinux_search_order
+from provision.inventory import load_inventory, parse_inventory
+from provision.lab_node import LabNode, kickstart_url, parse_pxelinux, post_scripts, pxelinux_search_order
 from provision.render import render_files
+from provision.services.http import HttpServer
+from tests.conftest import require_tool
+
+LAB = Path(__file__).resolve().parent.parent / "inventory" / "lab.yaml"
 
 INSTALL = """# n01: install
 DEFAULT install
@@ -56,14 +62,45 @@ def test_search_order_is_pxelinux_s():
 
 
 def test_rendered_lab_files_are_understood():
-    inv = load_inventory(Path(__file__).resolve().parent.parent / "inventory" / "lab.yaml")
+    inv = load_inventory(LAB)
     files = render_files(inv)
     node = inv.nodes[0]
     entry = parse_pxelinux(files[f"tftpboot/pxelinux.cfg/{node.pxelinux_name}"])
-    assert entry.kernel == inv.boot.kernel_tftp_path and entry.initrd == inv.boot.initrd_tftp_path
+    assert entry.kernel == f"http://{inv.server.ip}:{inv.server.http_port}/{inv.boot.kernel_tftp_path}"
+    assert entry.initrd == f"http://{inv.server.ip}:{inv.server.http_port}/{inv.boot.initrd_tftp_path}"
     assert kickstart_url(entry.append) == f"http://{inv.server.ip}:{inv.server.http_port}/kickstart/{node.name}.ks"
     (post,) = post_scripts(files[f"kickstart/{node.name}.ks"])
     assert not post.in_chroot and post.error_on_fail and post.interpreter == "/bin/bash"
     assert 'dollyC -v --root "${DOLLY_ROOT:-$SYSIMAGE}"' in post.script
     local = render_files(inv, boot_modes={node.name: "local"})
     assert parse_pxelinux(local[f"tftpboot/pxelinux.cfg/{node.pxelinux_name}"]).localboot
+
+
+def test_rendered_tftp_transport_names_files_in_the_tftp_root():
+    text = LAB.read_text().replace("  append: console=ttyS0,115200\n", "  append: console=ttyS0,115200\n  transport: tftp\n")
+    inv = parse_inventory(text, LAB)
+    node = inv.nodes[0]
+    entry = parse_pxelinux(render_files(inv)[f"tftpboot/pxelinux.cfg/{node.pxelinux_name}"])
+    assert (entry.kernel, entry.initrd) == (inv.boot.kernel_tftp_path, inv.boot.initrd_tftp_path)
+
+
+def test_lab_firmware_fetches_http_boot_files_with_curl(tmp_path, caplog):
+    """An http:// KERNEL goes to our HTTP server through curl (its log shows the file sent); a missing one
+    is an error naming the URL."""
+    require_tool("curl")
+    require_tool("tftp")
+    boot = tmp_path / "tftpboot" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "vmlinuz").write_bytes(b"K" * 100_000)
+    server = HttpServer(tmp_path, nodes=[], on_report=print, host="127.0.0.1", port=0, boot_dir=boot).start()
+    node = LabNode("n01", "02:77:00:00:00:01", tmp_path / "disk", tmp_path / "work", 1.0, io.StringIO())
+    url = f"http://127.0.0.1:{server.port}/boot"
+    try:
+        with caplog.at_level(logging.INFO, logger="provision.http"):
+            node.fetch_boot_file("127.0.0.1", f"{url}/vmlinuz")
+            with pytest.raises(ProvisionError, match=f"HTTP {url}/initrd.img failed: .*404"):
+                node.fetch_boot_file("127.0.0.1", f"{url}/initrd.img")
+    finally:
+        server.stop()
+    assert (tmp_path / "work" / "http" / "vmlinuz").read_bytes() == b"K" * 100_000
+    assert "http: sent boot/vmlinuz to 127.0.0.1: 100000 bytes" in caplog.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -64,6 +65,10 @@ def test_eight_nodes_one_killed_mid_clone(lab_inventory, tmp_path):
     for node in inv.nodes[:8]:
         assert f"DHCPACK on {node.ip} to {node.mac}" in dhcpd_log
         assert f"sent pxelinux.cfg/01-{node.mac.replace(':', '-')} to {node.ip}:" in install_output
+        assert f"tftp: sent lpxelinux.0 to {node.ip}:" in install_output  # the loader of boot.transport: http
+        # ... which fetches the installer from our HTTP server (curl in the lab's firmware)
+        assert re.search(rf"http: sent boot/initrd\.img to {node.ip}: \d+ bytes", install_output)
+    assert not re.search(r"tftp: sent /?boot/", install_output)  # only the small files over TFTP
     # the dead node's PXE config still installs; the others boot locally
     pxe = files.tftp_root / "pxelinux.cfg"
     assert "DEFAULT install" in (pxe / f"01-{inv.node('n04').mac.replace(':', '-')}").read_text()

@@ -23,6 +23,7 @@ from tests.fixtures.inventories import EXAMPLE, LAB, REPO, inventory_yaml, snaps
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 MIXED_FIRMWARE = REPO / "tests" / "fixtures" / "mixed-firmware.yaml"
+MIXED_FIRMWARE_TFTP = REPO / "tests" / "fixtures" / "mixed-firmware-tftp.yaml"
 # (golden set, inventory, boot modes, rendered files kept as golden)
 GOLDEN_CASES = [
     ("example", EXAMPLE, {}, ["dhcpd.conf", "dolly.conf", "tftpboot/pxelinux.cfg/01-00-16-3e-10-00-01",
@@ -30,9 +31,12 @@ GOLDEN_CASES = [
     ("example-n002-local", EXAMPLE, {"n002": BootMode.LOCAL},
      ["dhcpd.conf", "tftpboot/pxelinux.cfg/01-00-16-3e-10-00-02"]),
     ("lab", LAB, {}, ["kickstart/n01.ks", "tftpboot/pxelinux.cfg/01-02-77-00-00-00-01", "dolly.conf"]),
-    ("mixed-firmware", MIXED_FIRMWARE, {}, ["dhcpd.conf", "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
+    ("mixed-firmware", MIXED_FIRMWARE, {}, ["dhcpd.conf", "tftpboot/pxelinux.cfg/01-02-00-00-00-00-01",
+                                            "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
     ("mixed-firmware-local", MIXED_FIRMWARE, {"uefi1": BootMode.LOCAL},
      ["tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
+    ("mixed-firmware-tftp", MIXED_FIRMWARE_TFTP, {}, ["dhcpd.conf", "tftpboot/pxelinux.cfg/01-02-00-00-00-00-01",
+                                                       "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
 ]
 
 

@@ -6,9 +6,13 @@
     GET  /api/nodes                    the current records, if a `states` callable was given
     GET  /api/nodes/<name>/boot        {"name", "boot": "install"|"local"}: asked by a node's installer before
                                        it touches the disk (no install loops), if a `boot_of` callable was given
+    GET  /boot/<file>                  a boot file (installer kernel, initrd) from `boot_dir`, if one was given:
+                                       sendfile from the page cache, Content-Length, one Range (GRUB seeks with
+                                       it), HEAD; missing file 404; a path leaving `boot_dir` (.., symlinks) 403;
+                                       one log line per file sent
 
     server = HttpServer("build/kickstart", nodes=inv.node_names, on_report=store.report,
-                        host=str(inv.server.ip), port=inv.server.http_port).start()
+                        host=str(inv.server.ip), port=inv.server.http_port, boot_dir="build/tftpboot/boot").start()
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import logging
 import os
 import re
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Collection
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +38,8 @@ MAX_BODY = 64 * 1024
 _KICKSTART = re.compile(r"^/kickstart/([A-Za-z0-9][A-Za-z0-9.-]*)\.ks$")
 _REPORT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/state$")
 _BOOT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/boot$")
+BOOT_FILES = "/boot/"  # URL prefix of the boot files (the same relative paths as in the TFTP root)
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 Report = Callable[[str, NodeState, str], object]
 
@@ -61,6 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
+        if path.startswith(BOOT_FILES) and self.server.boot_dir is not None:
+            return self._boot_file(path[len(BOOT_FILES):])
         if m := _KICKSTART.match(path):
             name = m.group(1)
             file = self.server.kickstart_dir / f"{name}.ks"
@@ -77,6 +87,58 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(HTTPStatus.NOT_FOUND, "not found")
 
     do_HEAD = do_GET
+
+    def _boot_file(self, name: str) -> None:
+        """Send one file of the boot directory (its contents straight from the page cache with sendfile)."""
+        root = self.server.boot_dir
+        relative = urllib.parse.unquote(name)
+        try:
+            file = (root / relative).resolve()  # `..` and symlinks resolved before the containment check
+        except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
+            return self._error(HTTPStatus.NOT_FOUND, f"no boot file {relative!r}")
+        if not file.is_relative_to(root):
+            return self._error(HTTPStatus.FORBIDDEN, f"{relative!r} is outside the boot files")
+        if not file.is_file():  # missing, a directory, a FIFO, ...
+            return self._error(HTTPStatus.NOT_FOUND, f"no boot file {relative!r}")
+        try:
+            f = open(file, "rb")
+        except OSError as exc:
+            return self._error(HTTPStatus.NOT_FOUND, f"boot file {relative!r}: {exc.strerror}")
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            span = byte_range(self.headers.get("Range"), size)
+            if span is None:
+                self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            start, count = span
+            partial = count != size
+            self.send_response(HTTPStatus.PARTIAL_CONTENT if partial else HTTPStatus.OK)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(count))
+            self.send_header("Accept-Ranges", "bytes")
+            if partial:
+                self.send_header("Content-Range", f"bytes {start}-{start + count - 1}/{size}")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            self.wfile.flush()
+            began = time.monotonic()
+            try:
+                sent = self.connection.sendfile(f, start, count) if count else 0
+            except OSError as exc:
+                sent, problem = 0, str(exc)
+            else:
+                problem = "" if sent == count else "the file shrank"
+            if problem:
+                self.close_connection = True
+                log.warning("http: boot/%s to %s cut (%s)", relative, self.client_address[0], problem)
+                return
+        seconds = time.monotonic() - began
+        log.info("http: sent boot/%s to %s: %d bytes in %.2f s%s", relative, self.client_address[0], sent, seconds,
+                 f" (bytes {start}-)" if partial else "")
 
     def do_POST(self):
         m = _REPORT.match(self.path)
@@ -118,16 +180,36 @@ class _Server(ThreadingHTTPServer):
     on_report: Report
     states: Callable[[], list] | None
     boot_of: Callable[[str], str] | None
+    boot_dir: Path | None
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first byte, count) that a Range header asks of a `size`-byte file: the whole file without one (or
+    with one this server does not take: several ranges, other units), None if it cannot be satisfied."""
+    m = _RANGE.match(header.strip()) if header else None
+    if m is None or m.groups() == ("", ""):
+        return 0, size
+    first, last = m.groups()
+    if first == "":  # the last N bytes
+        count = min(int(last), size)
+        return (size - count, count) if count else None
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end - start + 1
 
 
 class HttpServer:
     """Serves kickstarts from `kickstart_dir` for `nodes` and passes their reports to `on_report(name,
-    state, message)`. `start()` binds (port 0 = any free port, see `.port`) and serves in a thread."""
+    state, message)`; with `boot_dir`, also the files in it under /boot/. `start()` binds (port 0 = any
+    free port, see `.port`) and serves in a thread."""
 
     def __init__(self, kickstart_dir: str | os.PathLike, nodes: Collection[str], on_report: Report,
                  host: str = "0.0.0.0", port: int = 8080, states: Callable[[], list] | None = None,
-                 boot_of: Callable[[str], str] | None = None):
+                 boot_of: Callable[[str], str] | None = None, boot_dir: str | os.PathLike | None = None):
         self.kickstart_dir = Path(kickstart_dir)
+        self.boot_dir = Path(boot_dir).resolve() if boot_dir is not None else None
         self.nodes = frozenset(nodes)
         self.on_report, self.states, self.boot_of = on_report, states, boot_of
         self.host, self._requested_port = host, port
@@ -147,11 +229,13 @@ class HttpServer:
             raise ProvisionError(f"HTTP cannot bind {self.host}:{self._requested_port}: {exc.strerror}") from exc
         httpd.kickstart_dir, httpd.nodes = self.kickstart_dir, self.nodes
         httpd.on_report, httpd.states, httpd.boot_of = self.on_report, self.states, self.boot_of
+        httpd.boot_dir = self.boot_dir
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="http", daemon=True)
         self._thread.start()
-        log.info("http: serving kickstarts and node reports on %s:%d", self.host, self.port)
+        log.info("http: serving kickstarts and node reports%s on %s:%d",
+                 f", boot files from {self.boot_dir}" if self.boot_dir else "", self.host, self.port)
         return self
 
     def stop(self) -> None:
