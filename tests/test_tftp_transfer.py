@@ -1,20 +1,22 @@
-"""The TFTP data phase: `serve` against scripted clients on loopback (lost, duplicated and stale ACKs,
-silent, vanished and refusing clients), and the forked transfers behind TftpServer with real clients."""
+"""The TFTP data phase: a TransferPool against scripted clients on loopback (lost, duplicated and stale
+ACKs, silent, vanished and refusing clients), and the pool behind TftpServer with real clients."""
 
 from __future__ import annotations
 
 import os
+import select
+import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from provision.services.tftp import TftpServer
-from provision.services.tftp_transfer import Outcome, serve
+from provision.services.tftp_transfer import Outcome, TransferPool
 from tests.conftest import require_tool
 
 DATA, ACK, ERROR = 3, 4, 5
@@ -25,34 +27,23 @@ def ack(block: int) -> bytes:
 
 
 class Rig:
-    """A server socket whose first packet went out, `serve` for it in a thread, and the client's socket."""
+    """A server socket whose first packet went out, handed to a one-worker TransferPool, and the client's socket."""
 
     def __init__(self, tmp_path, content: bytes, blksize: int = 512, oack: bool = False,
                  timeout: float = 0.3, retries: int = 4):
         path = tmp_path / "file"
         path.write_bytes(content)
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.server.bind(("127.0.0.1", 0))
-        self.address = self.server.getsockname()
         self.client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.client.bind(("127.0.0.1", 0))
         self.client.settimeout(5)
         block, first = (0, b"\x00\x06blksize\x00%d\x00" % blksize) if oack else \
             (1, struct.pack("!HH", DATA, 1) + content[:blksize])
-        client = self.client.getsockname()
-        self.server.sendto(first, client)
-        self.outcome: Outcome | None = None
-        file = path.open("rb")
-
-        def run():
-            try:
-                self.outcome = serve(self.server, client, file, blksize, block, first,
-                                     timeout, retries)
-            finally:
-                file.close()
-                self.server.close()
-        self.thread = threading.Thread(target=run)
-        self.thread.start()
+        self.pool = TransferPool(timeout, retries, workers=1).start()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, path.open("rb") as file:
+            server.bind(("127.0.0.1", 0))
+            self.address = server.getsockname()
+            server.sendto(first, self.client.getsockname())
+            self.ident = self.pool.submit(server, self.client.getsockname(), file, blksize, block, first)
 
     def receive(self) -> tuple[int, int, bytes]:
         packet, _ = self.client.recvfrom(65536)
@@ -62,10 +53,18 @@ class Rig:
     def send(self, packet: bytes) -> None:
         self.client.sendto(packet, self.address)
 
-    def finish(self) -> Outcome:
-        self.thread.join(10)
-        self.client.close()
-        return self.outcome
+    def finish(self) -> Outcome | None:
+        """The transfer's Outcome (None if it has not ended within 10 s); stops the pool."""
+        try:
+            worker = self.pool.sockets[0]
+            if not select.select([worker], [], [], 10)[0]:
+                return None
+            [(ident, outcome)] = self.pool.collect(worker)
+            assert ident == self.ident
+            return outcome
+        finally:
+            self.pool.stop()
+            self.client.close()
 
 
 def fetch(rig: Rig, blksize: int, drop_first_ack_of=(), stale_every: int = 0) -> tuple[bytes, int]:
@@ -122,8 +121,24 @@ def test_a_vanished_client_ends_the_transfer_at_once(tmp_path):
     rig.receive()
     rig.send(ack(1))
     rig.client.close()  # DATA 2 meets a closed port: ICMP port unreachable
-    rig.thread.join(10)
-    assert rig.outcome == Outcome(512, "socket error: Connection refused")
+    assert rig.finish() == Outcome(512, "socket error: Connection refused")
+
+
+def test_stale_acks_do_not_hold_off_the_time_out(tmp_path):
+    """A client that only ever re-ACKs the block before the one in flight gets that block again once
+    per time-out, never once per stale ACK, until the tries run out."""
+    rig = Rig(tmp_path, os.urandom(2000), timeout=0.2, retries=2)
+    rig.client.settimeout(0.02)
+    got = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        rig.send(ack(0))
+        try:
+            got.append(rig.receive()[:2])
+        except TimeoutError:
+            pass
+    assert got == [(DATA, 1)] * 2
+    assert rig.finish() == Outcome(0, "no answer after 2 tries")
 
 
 def test_an_error_from_the_client_ends_the_transfer(tmp_path):
@@ -158,10 +173,12 @@ def silent_client(port: int) -> socket.socket:
     return sock
 
 
-def test_a_vanished_client_times_out_and_frees_its_slot(tree, tmp_path):
+def test_a_vanished_client_times_out_and_does_not_hold_up_another(tree, tmp_path):
+    """Both transfers run in the one worker: the silent client's time-outs, the other's blocks."""
     tftp = require_tool("tftp")
     transfers = []
-    server = TftpServer(tree, host="127.0.0.1", port=0, timeout=0.2, retries=2, on_transfer=transfers.append)
+    server = TftpServer(tree, host="127.0.0.1", port=0, timeout=0.2, retries=2, on_transfer=transfers.append,
+                        workers=1)
     try:
         with silent_client(server.start().port) as silent:
             subprocess.run([tftp, "127.0.0.1", str(server.port), "-m", "binary", "-c", "get", "kernel",
@@ -174,6 +191,52 @@ def test_a_vanished_client_times_out_and_frees_its_slot(tree, tmp_path):
     assert (lost.error, lost.bytes) == ("no answer after 2 tries", 0)
     assert [t.error for t in by_client.values()] == [None]
     assert (tmp_path / "k").read_bytes() == (tree / "kernel").read_bytes()
+
+
+def test_one_worker_serves_many_clients_at_once(tree, tmp_path):
+    busybox = require_tool("busybox")
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append, workers=1).start()
+
+    def get(i):
+        subprocess.run([busybox, "tftp", "-g", "-b", "1468", "-r", "kernel", "-l", str(tmp_path / f"k{i}"),
+                        "127.0.0.1", str(server.port)], check=True, capture_output=True, timeout=60)
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            list(pool.map(get, range(12)))
+        wait_for(transfers, 12)
+    finally:
+        server.stop()
+    assert all((tmp_path / f"k{i}").read_bytes() == (tree / "kernel").read_bytes() for i in range(12))
+    assert [t.error for t in transfers] == [None] * 12
+    assert {t.bytes for t in transfers} == {(tree / "kernel").stat().st_size}
+
+
+def children() -> list[int]:
+    """This process's child processes (the TFTP servers' workers)."""
+    return [int(pid) for task in Path("/proc/self/task").iterdir()
+            for pid in (task / "children").read_text().split()]
+
+
+def test_a_dead_worker_fails_its_transfers_and_another_takes_its_place(tree, tmp_path):
+    busybox = require_tool("busybox")
+    transfers = []
+    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append, workers=1).start()
+    try:
+        with silent_client(server.port):
+            [worker] = children()
+            os.kill(worker, signal.SIGKILL)
+            wait_for(transfers, 1)
+        assert [t.error for t in transfers] == ["transfer process died (exit status -9)"]
+        subprocess.run([busybox, "tftp", "-g", "-b", "1468", "-r", "kernel", "-l", str(tmp_path / "k"),
+                        "127.0.0.1", str(server.port)], check=True, capture_output=True, timeout=60)
+        wait_for(transfers, 2)
+        assert children() != [worker]
+    finally:
+        server.stop()
+    assert (tmp_path / "k").read_bytes() == (tree / "kernel").read_bytes()
+    assert transfers[1].error is None
+    assert children() == []
 
 
 def test_stop_ends_running_transfers(tree):

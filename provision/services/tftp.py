@@ -4,8 +4,9 @@ tftpy parses each request, negotiates its options (blksize, tsize) and sends the
 module adds what a safe boot server needs around it: write requests get an access violation, a
 path must stay inside the root after resolving `..` *and* symlinks, only regular files are served,
 and every transfer ends with one log line (file, client, bytes, seconds, result). The rest of each
-transfer runs in a forked process of its own (tftp_transfer.py: a lean DATA/ACK loop, like
-tftpd-hpa's fork per request); the receive loop is ours, so it can stop at once and report transfers.
+transfer runs in a pool of worker processes, one per core (tftp_transfer.py: a lean DATA/ACK loop
+serving many transfers per process); the receive loop is ours, so it can stop at once and report
+transfers.
 
     server = TftpServer("build/tftpboot", host="10.0.0.1", port=69).start()
     ...
@@ -35,7 +36,7 @@ from tftpy.TftpStates import TftpStateServerRecvRRQ, TftpStateServerStart
 
 from provision.errors import ProvisionError
 from provision.model import GRUB_EFI_LOADER, GRUB_TFTP_DIR, Boot
-from provision.services.tftp_transfer import Outcome, collect, fork_send
+from provision.services.tftp_transfer import Outcome, TransferPool
 
 log = logging.getLogger("provision.tftp")
 
@@ -102,10 +103,8 @@ class _Session(TftpContextServer):
 
 @dataclass(frozen=True)
 class _Running:
-    """A transfer handed to its process (`pid`, result pipe `read_end`)."""
+    """A transfer handed to the worker pool."""
 
-    pid: int
-    read_end: int
     client: tuple[str, int]
     filename: str | None
     started: float
@@ -113,17 +112,19 @@ class _Running:
 
 class TftpServer:
     """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
-    and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it."""
+    and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it.
+    `workers` transfer processes (default: one per usable core) run the transfers' data phase."""
 
     def __init__(self, root: str | os.PathLike, host: str = "0.0.0.0", port: int = 69,
                  timeout: float = 2.0, retries: int = 5,
-                 on_transfer: Callable[[Transfer], None] | None = None):
+                 on_transfer: Callable[[Transfer], None] | None = None, workers: int | None = None):
         if logging.getLogger("tftpy").level == logging.NOTSET:
             logging.getLogger("tftpy").setLevel(logging.WARNING)  # our one line per transfer is enough
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise ProvisionError(f"TFTP root {root} is not a directory")
         self.host, self.timeout, self.retries = host, timeout, retries
+        self.workers = workers or len(os.sched_getaffinity(0))
         self.on_transfer = on_transfer
         self._requested_port = port
         self._sock: socket.socket | None = None
@@ -172,10 +173,13 @@ class TftpServer:
 
     def serve_forever(self) -> None:
         self.bind()
-        running: dict[int, _Running] = {}  # by the read end of the transfer process's pipe
+        running: dict[int, _Running] = {}  # by transfer id
+        pool = TransferPool(self.timeout, self.retries, self.workers).start()
         with selectors.DefaultSelector() as selector:
             selector.register(self._wake_r, selectors.EVENT_READ)
             selector.register(self._sock, selectors.EVENT_READ)
+            for control in pool.sockets:
+                selector.register(control, selectors.EVENT_READ)
             try:
                 while not (self._stop.is_set() and
                            (not running or time.monotonic() > self._stop_deadline)):
@@ -185,20 +189,26 @@ class TftpServer:
                             if self._stop.is_set() and self._sock in selector.get_map():
                                 selector.unregister(self._sock)
                         elif key.fileobj is self._sock:
-                            self._accept(selector, running)
+                            self._accept(pool, running)
                         else:
-                            selector.unregister(key.fileobj)
-                            self._finish(running.pop(key.fileobj), kill=False)
+                            for ident, outcome in pool.collect(key.fileobj):
+                                self._report(running.pop(ident), outcome)
+                            if key.fileobj not in pool.sockets:  # a worker died: watch its successor
+                                selector.unregister(key.fileobj)
+                                for control in pool.sockets:
+                                    if control not in selector.get_map():
+                                        selector.register(control, selectors.EVENT_READ)
             finally:
+                pool.stop()
                 for transfer in running.values():
-                    self._finish(transfer, kill=True)
+                    self._report(transfer, Outcome(0, "server stopped"))
                 self._sock.close()
                 self._wake_r.close()
                 self._wake_w.close()
                 log.info("tftp: stopped")
 
-    def _accept(self, selector: selectors.BaseSelector, running: dict[int, _Running]) -> None:
-        """Answer a request with tftpy (refusal, or OACK / DATA 1) and fork its transfer."""
+    def _accept(self, pool: TransferPool, running: dict[int, _Running]) -> None:
+        """Answer a request with tftpy (refusal, or OACK / DATA 1) and hand its transfer to the pool."""
         try:
             buffer, ancillary, _, client = self._sock.recvmsg(_MAX_PACKET, socket.CMSG_SPACE(_TIMESPEC.size))
         except BlockingIOError:
@@ -210,26 +220,21 @@ class TftpServer:
         session = _Session(client[0], client[1], self.root, self.timeout, self.retries)
         try:
             session.start(buffer)
-            pid, read_end = fork_send(session.sock, client, session.fileobj, session.getBlocksize(),
-                                      session.next_block, session.last_pkt.buffer, self.timeout, self.retries)
+            ident = pool.submit(session.sock, client, session.fileobj, session.getBlocksize(),
+                                session.next_block, session.last_pkt.buffer)
         except Exception as exc:  # tftpy raises TftpException, bad packets can raise others
-            self._report(client, session.file_to_transfer, started, Outcome(0, str(exc)))
+            self._report(_Running(client, session.file_to_transfer, started), Outcome(0, str(exc)))
             return
         finally:
-            session.end()  # the transfer process has its own socket and file
-        running[read_end] = _Running(pid, read_end, client, session.file_to_transfer, started)
-        selector.register(read_end, selectors.EVENT_READ)
+            session.end()  # the worker has its own socket and file
+        running[ident] = _Running(client, session.file_to_transfer, started)
 
-    def _finish(self, transfer: _Running, kill: bool) -> None:
-        outcome = collect(transfer.pid, transfer.read_end, kill=kill)
-        self._report(transfer.client, transfer.filename, transfer.started, outcome)
-
-    def _report(self, client: tuple[str, int], filename: str | None, started: float,
-                outcome: Outcome) -> None:
+    def _report(self, transfer: _Running, outcome: Outcome) -> None:
         now = time.time()  # requests wait in the socket's queue far less than a minute
+        client = transfer.client
         self._ended = {c: t for c, t in self._ended.items() if t > now - 60} | {client: now}
-        record = Transfer(filename=filename or "?", client=f"{client[0]}:{client[1]}", bytes=outcome.bytes,
-                          seconds=time.monotonic() - started, error=outcome.error)
+        record = Transfer(filename=transfer.filename or "?", client=f"{client[0]}:{client[1]}",
+                          bytes=outcome.bytes, seconds=time.monotonic() - transfer.started, error=outcome.error)
         log.info("tftp: %s %s to %s: %d bytes in %.3f s%s", "sent" if record.error is None else "FAILED",
                  record.filename, record.client, record.bytes, record.seconds,
                  "" if record.error is None else f" ({record.error})")

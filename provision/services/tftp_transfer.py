@@ -1,33 +1,39 @@
-"""The data phase of a TFTP read, lean and in a process of its own (tftpd-hpa's model, in Python).
+"""The data phase of TFTP reads: a few worker processes, each serving many transfers with one epoll loop.
 
-tftpy parses the request, checks it and sends the first packet (the OACK, or DATA 1 without options);
-from there `send_file` serves the blocks: each DATA header packed with struct and its payload read
-straight into one reused packet buffer, a UDP socket connected to the client, a blocking receive
-with a kernel time-out (SO_RCVTIMEO, one system call per ACK). Only the ACK of the block in flight
-moves the transfer on. An older (duplicate) ACK is ignored, as RFC 1123 (4.2.3.1) asks against the
-sorcerer's apprentice, unless such ACKs have kept coming for a whole time-out: then the block goes out
-again, as on a time-out.
+tftpy answers a request and sends its first packet (the OACK, or DATA 1 without options); then
+`TransferPool.submit` connects the transfer's socket to the client and hands it with the open file to
+the least busy worker (the descriptors travel over a Unix socket). A worker answers each ACK of the
+block in flight with the next DATA packet: one receive and one send per block, the header packed into
+one reused packet buffer and the payload read straight into it. An older (duplicate) ACK or any stray
+packet is ignored, as RFC 1123 (4.2.3.1) asks against the sorcerer's apprentice: a packet goes out again
+only when its ACK has not come for a whole time-out, at most `retries` times in all. Each transfer's
+`Outcome` goes back over the worker's Unix socket.
 
-`serve` is a transfer after its first packet; `fork_send` runs it in a forked child, so transfers
-use every core and a slow one never holds up another. The child writes its `Outcome` to a pipe that
-the server watches and `collect`s.
+One worker per core, not tftpd-hpa's process per transfer: with many clients a wake-up often finds
+several ACKs waiting, and the cores do not switch between dozens of Python processes.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
+import select
 import signal
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 DATA, ACK, ERROR = 3, 4, 5
 _HEADER = struct.Struct("!HH")  # opcode, block number (or error code)
-_MAX_PACKET = 65536 + 4
+_ERROR_OPCODE = ERROR.to_bytes(2, "big")
+_REPLY_SIZE = 4 + 200  # an ACK, or an ERROR with the part of its message that gets reported
+_HANDOFF = struct.Struct("!QHI")  # transfer id, blksize, block number of the packet already sent
+_MAX_HANDOFF = _HANDOFF.size + 4 + 65535
+_READ_BUFFER = 64 * 1024  # file read-ahead per transfer
 
 
 @dataclass(frozen=True)
@@ -38,109 +44,188 @@ class Outcome:
     error: str | None
 
 
-class TransferFailed(Exception):
-    """A transfer ended early; `acked` bytes had been acknowledged."""
+class _Transfer:
+    """One transfer inside a worker: its socket (connected to the client), its file, the packet in flight."""
 
-    def __init__(self, message: str, acked: int):
-        super().__init__(message)
-        self.acked = acked
+    __slots__ = ("ident", "sock", "file", "blksize", "block", "last", "packet", "payload", "out", "expected",
+                 "tries", "deadline")
 
+    def __init__(self, ident: int, sock: socket.socket, file: BinaryIO, blksize: int, block: int, sent: bytes,
+                 deadline: float):
+        self.ident, self.sock, self.file, self.blksize = ident, sock, file, blksize
+        self.packet = bytearray(4 + blksize)
+        self.payload = memoryview(self.packet)[4:]
+        file.seek(block * blksize)  # the payload of the block after `block`
+        self.block, self.out, self.tries, self.deadline = block, sent, 1, deadline
+        self.last = block > 0 and len(sent) < 4 + blksize  # a short block is the last one
+        self.expected = _HEADER.pack(ACK, block)
 
-def send_file(sock: socket.socket, file: BinaryIO, blksize: int, block: int, sent: bytes,
-              timeout: float, retries: int) -> int:
-    """Serve `file` to the peer of the connected, blocking `sock` whose receive time-out is `timeout`,
-    after `sent` went out: the OACK (`block` 0) or DATA `block` (1). Each packet goes out at most
-    `retries` times. Returns the bytes the client acknowledged (the whole file); raises TransferFailed."""
-    packet, buffer = bytearray(4 + blksize), bytearray(_MAX_PACKET)
-    payload = memoryview(packet)[4:]
-    file.seek(block * blksize)  # the payload of the block after `block`
-    send, recv_into = sock.send, sock.recv_into
-    pack_into, unpack_from = _HEADER.pack_into, _HEADER.unpack_from
-    out, tries, resend_at = sent, 1, None
-    acked, last = 0, block > 0 and len(sent) < 4 + blksize  # a short block is the last one
-    try:
-        while True:
-            try:
-                size = recv_into(buffer)
-            except BlockingIOError:  # SO_RCVTIMEO ran out
-                size = 0
-            opcode, number = unpack_from(buffer) if size >= 4 else (0, 0)
-            if opcode == ACK and number == block & 0xFFFF:
-                if block > 0:
-                    acked += len(out) - 4
-                if last:
-                    return acked
-                block += 1
-                pack_into(packet, 0, DATA, block & 0xFFFF)
-                length = file.readinto(payload)
-                out = packet if length == blksize else packet[:4 + length]
-                tries, resend_at, last = 1, None, length < blksize
-                send(out)
-                continue
-            if opcode == ERROR:
-                message = bytes(buffer[4:min(size, 204)]).split(b"\0")[0].decode("ascii", "replace")
-                raise TransferFailed(f"client sent error {number}: {message}", acked)
-            if size:  # a stale ACK or a stray packet: re-send once they have come for a whole time-out
-                resend_at = resend_at or time.monotonic() + timeout
-                if time.monotonic() < resend_at:
-                    continue
-            if tries >= retries:
-                raise TransferFailed(f"no answer after {retries} tries", acked)
-            tries, resend_at = tries + 1, None
-            send(out)
-    except OSError as exc:  # ICMP port unreachable (the client is gone), a block too big for UDP, ...
-        raise TransferFailed(f"socket error: {exc.strerror}", acked) from None
+    def acked(self) -> int:
+        """Bytes the client acknowledged while the packet in flight is not (every earlier block was full)."""
+        return max(self.block - 1, 0) * self.blksize
 
-
-def serve(sock: socket.socket, client: tuple[str, int], file: BinaryIO, blksize: int, block: int,
-          sent: bytes, timeout: float, retries: int) -> Outcome:
-    """The rest of a transfer whose first packet `sent` (OACK: `block` 0, else DATA `block`) went
-    out of `sock`: connect `sock` to `client`, set its receive time-out, `send_file`."""
-    sock.settimeout(None)
-    seconds, micros = divmod(int(timeout * 1e6), 1_000_000)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", seconds, micros))
-    sock.connect(client)
-    try:
-        return Outcome(send_file(sock, file, blksize, block, sent, timeout, retries), None)
-    except TransferFailed as exc:
-        return Outcome(exc.acked, str(exc))
-
-
-def fork_send(sock: socket.socket, client: tuple[str, int], file: BinaryIO, blksize: int, block: int,
-              sent: bytes, timeout: float, retries: int) -> tuple[int, int]:
-    """`serve` in a forked child that keeps only the socket, the file and its pipe; returns (child
-    pid, read end of the pipe its Outcome arrives on). The caller closes its own socket and file."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return into the caller's code
-        status = 1
+    def on_readable(self, now: float, timeout: float) -> Outcome | None:
+        """Take the client's packet: the ACK of the block in flight sends the next block (or ends the
+        transfer), an ERROR ends it, anything else is left to the time-out."""
         try:
-            gc.freeze()  # the collector never walks (and so copies) the parent's objects
-            _close_fds_except(sock.fileno(), file.fileno(), write_end)
-            outcome = serve(sock, client, file, blksize, block, sent, timeout, retries)
-            os.write(write_end, json.dumps({"bytes": outcome.bytes, "error": outcome.error}).encode())
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_end)
-    return pid, read_end
+            reply = self.sock.recv(_REPLY_SIZE)
+            if reply[:4] != self.expected:
+                if len(reply) >= 4 and reply[:2] == _ERROR_OPCODE:
+                    message = reply[4:].split(b"\0")[0].decode("ascii", "replace")
+                    return Outcome(self.acked(), f"client sent error {_HEADER.unpack_from(reply)[1]}: {message}")
+                return None
+            if self.last:
+                return Outcome(self.acked() + len(self.out) - 4, None)
+            self.block = block = self.block + 1
+            _HEADER.pack_into(self.packet, 0, DATA, block & 0xFFFF)
+            length = self.file.readinto(self.payload)
+            self.out = self.packet if length == self.blksize else self.packet[:4 + length]
+            self.last = length < self.blksize
+            self.expected = _HEADER.pack(ACK, block & 0xFFFF)
+            self.tries, self.deadline = 1, now + timeout
+            self.sock.send(self.out)
+        except BlockingIOError:  # nothing to read after all
+            return None
+        except OSError as exc:  # ICMP port unreachable (the client is gone), a block too big for UDP, ...
+            return Outcome(self.acked(), f"socket error: {exc.strerror}")
+        return None
+
+    def on_timeout(self, now: float, timeout: float, retries: int) -> Outcome | None:
+        """No ACK for a whole time-out: send the packet in flight again, or give up after `retries` tries."""
+        if self.tries >= retries:
+            return Outcome(self.acked(), f"no answer after {retries} tries")
+        self.tries, self.deadline = self.tries + 1, now + timeout
+        try:
+            self.sock.send(self.out)
+        except OSError as exc:
+            return Outcome(self.acked(), f"socket error: {exc.strerror}")
+        return None
 
 
-def collect(pid: int, read_end: int, kill: bool = False) -> Outcome:
-    """The Outcome of the child `pid` (with `kill`, end it first); waits for it, closes the pipe."""
-    if kill:
-        os.kill(pid, signal.SIGKILL)
-    message = os.read(read_end, 4096)  # the child's one short write (atomic: below PIPE_BUF), or EOF
-    os.close(read_end)
-    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-    if message:
-        return Outcome(**json.loads(message))
-    return Outcome(0, "server stopped" if kill else f"transfer process died (exit status {status})")
+def _work(control: socket.socket, timeout: float, retries: int) -> None:
+    """A worker: take transfers from `control`, serve them, report each Outcome on it as JSON
+    [id, bytes, error]; returns when the server closes its end."""
+    transfers: dict[int, _Transfer] = {}  # by socket descriptor
+    tick = timeout / 8  # how often the time-outs are looked at
+    next_check = 0.0
+    with select.epoll() as epoll:
+        epoll.register(control, select.EPOLLIN)
+
+        def end(transfer: _Transfer, outcome: Outcome) -> None:
+            del transfers[transfer.sock.fileno()]
+            epoll.unregister(transfer.sock)
+            transfer.sock.close()
+            transfer.file.close()
+            control.send(json.dumps([transfer.ident, outcome.bytes, outcome.error]).encode())
+
+        while True:
+            events = epoll.poll(tick if transfers else -1)
+            now = time.monotonic()
+            for fd, _ in events:
+                transfer = transfers.get(fd)
+                if transfer is None:  # the control socket: a new transfer, or the server is gone
+                    message, fds, _, _ = socket.recv_fds(control, _MAX_HANDOFF, 2)
+                    if not message:
+                        return
+                    ident, blksize, block = _HANDOFF.unpack_from(message)
+                    sock = socket.socket(fileno=fds[0])
+                    sock.setblocking(False)
+                    file = open(fds[1], "rb", buffering=_READ_BUFFER)
+                    transfers[fds[0]] = _Transfer(ident, sock, file, blksize, block, message[_HANDOFF.size:],
+                                                  now + timeout)
+                    epoll.register(fds[0], select.EPOLLIN)
+                elif (outcome := transfer.on_readable(now, timeout)) is not None:
+                    end(transfer, outcome)
+            if now >= next_check:
+                next_check = now + tick
+                for transfer in [t for t in transfers.values() if now >= t.deadline]:
+                    if (outcome := transfer.on_timeout(now, timeout, retries)) is not None:
+                        end(transfer, outcome)
+
+
+@dataclass
+class _Worker:
+    pid: int
+    control: socket.socket
+    running: set[int] = field(default_factory=set)  # ids of the transfers it serves
+
+
+class TransferPool:
+    """`workers` processes serving transfers (`submit`); the caller watches `sockets` and calls
+    `collect` on one when it is readable. `stop` ends the workers and every transfer they serve."""
+
+    def __init__(self, timeout: float, retries: int, workers: int):
+        self.timeout, self.retries, self.size = timeout, retries, workers
+        self._workers: list[_Worker] = []
+        self._ids = itertools.count(1)
+
+    def start(self) -> TransferPool:
+        self._workers = [self._fork() for _ in range(self.size)]
+        return self
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [worker.control for worker in self._workers]
+
+    def submit(self, sock: socket.socket, client: tuple[str, int], file: BinaryIO, blksize: int, block: int,
+               sent: bytes) -> int:
+        """Hand over the transfer whose first packet `sent` (OACK: `block` 0, else DATA `block`) went
+        out of `sock` to `client`; returns its id. The caller closes its own socket and file."""
+        sock.connect(client)
+        worker = min(self._workers, key=lambda w: len(w.running))
+        ident = next(self._ids)
+        socket.send_fds(worker.control, [_HANDOFF.pack(ident, blksize, block) + sent], [sock.fileno(), file.fileno()])
+        worker.running.add(ident)
+        return ident
+
+    def collect(self, control: socket.socket) -> list[tuple[int, Outcome]]:
+        """The transfers that ended, from the worker whose socket `control` is readable. A worker that
+        died takes its transfers with it; a new one takes its place in `sockets`."""
+        worker = next(w for w in self._workers if w.control is control)
+        try:
+            message = control.recv(4096)
+        except ConnectionResetError:
+            message = b""
+        if message:
+            ident, acked, error = json.loads(message)
+            worker.running.discard(ident)
+            return [(ident, Outcome(acked, error))]
+        status = self._end(worker, kill=False)
+        self._workers[self._workers.index(worker)] = self._fork()
+        return [(ident, Outcome(0, f"transfer process died (exit status {status})")) for ident in worker.running]
+
+    def stop(self) -> None:
+        """Kill the workers; their transfers end where they are."""
+        for worker in self._workers:
+            self._end(worker, kill=True)
+        self._workers = []
+
+    @staticmethod
+    def _end(worker: _Worker, kill: bool) -> int:
+        if kill:
+            os.kill(worker.pid, signal.SIGKILL)
+        worker.control.close()
+        return os.waitstatus_to_exitcode(os.waitpid(worker.pid, 0)[1])
+
+    def _fork(self) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:  # the worker: never return into the caller's code
+            status = 1
+            try:
+                gc.freeze()  # the collector never walks (and so copies) the parent's objects
+                _close_fds_except(theirs.fileno())
+                _work(theirs, self.timeout, self.retries)
+                status = 0
+            finally:
+                os._exit(status)
+        theirs.close()
+        return _Worker(pid, ours)
 
 
 def _close_fds_except(*keep: int) -> None:
-    """Close every inherited descriptor but stdio and `keep` (other threads' pipes and sockets
-    must not stay open for as long as a transfer runs)."""
+    """Close every inherited descriptor but stdio and `keep` (the server's sockets and other threads'
+    pipes must not stay open in a worker)."""
     low = 3
     for fd in sorted(keep):
         os.closerange(low, fd)
