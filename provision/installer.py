@@ -2,22 +2,27 @@
 
     python3 -m provision.installer              # the install, driven by /proc/cmdline
     python3 -m provision.installer bootloader SYSIMAGE DISK   # `provision-bootloader`, called by the %post
+    python3 -m provision.installer grow DEVICE...             # `provision-grow`, called by the %post
 
 1. the kernel line: inst.ks=URL, provision.boot_url=URL, BOOTIF=01-<mac>;
 2. due check: GET provision.boot_url; `local` -> say so and boot the local disk without touching it (no
    install loop): the kickstart's root partition (found by its label) is mounted read-only and /init
    switch_roots into it (exit status 3) when it holds modules for this kernel; else `reboot -f`;
 3. the kickstart over HTTP, parsed with pykickstart (RHEL 9 syntax);
-4. partitions: an MBR table written in Python from the kickstart's `part` lines (1 MiB aligned, `--grow`
-   parts share what is left); the root partition stays unformatted (the ring writes the image raw onto
-   it), vfat parts get busybox mkdosfs, swap gets mkswap; other file systems are refused;
+4. partitions: a GPT or an MBR table written in Python from the kickstart's `part` lines (1 MiB aligned,
+   `--grow` parts share what is left): `clearpart --disklabel=gpt|msdos` if given, else GPT on a UEFI
+   machine and MBR on a BIOS one (a BIOS machine on a GPT disk is refused: its GRUB goes into the MBR gap);
+   the root partition stays unformatted (the ring writes the image raw onto it), ext2/3/4 get e2fsprogs'
+   mke2fs, vfat busybox mkdosfs, swap mkswap; other file systems are refused;
 5. the kickstart's %post scripts with SYSIMAGE=/mnt/sysimage, DOLLY_ROOT=/ (dollyC writes the image
    targets, e.g. /dev/vda1, on the real devices) and PROVISION_ROOT_DEVICE (the %post mounts the clone
-   there); `dollyC` and `provision-bootloader` are put on PATH;
-6. the bootloader (from the %post, before it reports done): the clone's own GRUB images, no GRUB tools --
-   boot.img + core.img from /boot/grub/i386-pc into the MBR gap (BIOS) and /boot/grub/x86_64-efi/core.efi
-   as EFI/BOOT/BOOTX64.EFI on the ESP (when the kickstart has one);
-7. the %post reports done (the server flips the node), then unmount, sync, `reboot -f`.
+   there); `dollyC`, `provision-grow` and `provision-bootloader` are put on PATH;
+6. grow (from the %post, once the image is received): `provision-grow DEVICE` checks the received ext2/3/4
+   file system (e2fsck -fy) and grows it to fill its partition (resize2fs);
+7. the bootloader (from the %post, before it reports done): the clone's own GRUB images, no GRUB tools --
+   boot.img + core.img from /boot/grub/i386-pc into the MBR gap (BIOS, MBR disks only) and
+   /boot/grub/x86_64-efi/core.efi as EFI/BOOT/BOOTX64.EFI on the ESP (when the kickstart has one);
+8. the %post reports done (the server flips the node), then unmount, sync, `reboot -f`.
 Each phase prints a `provision-installer: <phase>` line on the console.
 """
 
@@ -31,10 +36,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from provision.errors import ProvisionError
+from provision.images import gpt
 from provision.images.bootsector import SECTOR, mbr_partition_table, write_bios_grub
 from provision.lab_node import PostScript, kernel_arg_url
 
@@ -46,10 +53,16 @@ EFI_CORE = Path("boot/grub/x86_64-efi/core.efi")
 EFI_LOADER = Path("EFI/BOOT/BOOTX64.EFI")
 SWITCH_ROOT = 3  # exit status: /init is to switch_root into SYSIMAGE (the local disk's system)
 EXT_MAGIC = 0xEF53
+EXT_FSTYPES = ("ext2", "ext3", "ext4")
+EFI_FIRMWARE = Path("/sys/firmware/efi")  # present when the kernel was started by UEFI firmware
 BLKRRPART = 0x125F  # ioctl: re-read the partition table
 POST_PHASES = {"provision: report ready": "ready (dollyC listening)", "provision: report cloning": "cloned",
                "provision: identity written": "identity"}
-MBR_TYPES = {"swap": 0x82, "vfat": 0x0C, "efi": 0xEF}  # anything else: 0x83 (Linux)
+# A partition's role -> its MBR type and its GPT type GUID
+MBR_TYPES = {"linux": 0x83, "swap": 0x82, "fat": 0x0C, "esp": 0xEF}
+GPT_TYPES = {"linux": gpt.LINUX_FS, "swap": gpt.LINUX_SWAP, "fat": gpt.BASIC_DATA, "esp": gpt.ESP,
+             "biosboot": gpt.BIOS_BOOT}
+DISK_LABELS = ("gpt", "msdos")
 
 
 @dataclass(frozen=True)
@@ -78,19 +91,21 @@ class PlannedPartition:
     device: str     # /dev/vda1
     start: int      # LBA
     sectors: int
-    kind: int       # MBR partition type
-    mount: str      # mount point, or swap
+    role: str       # a key of GPT_TYPES: linux, swap, fat, esp, biosboot
+    mount: str      # mount point, swap or biosboot
     fstype: str
     label: str | None
 
     @property
     def is_esp(self) -> bool:
-        return self.kind == MBR_TYPES["efi"]
+        return self.role == "esp"
 
 
 @dataclass(frozen=True)
 class DiskPlan:
     disk: str       # /dev/vda
+    sectors: int    # the disk's size
+    label: str      # gpt or msdos
     partitions: tuple[PlannedPartition, ...]
 
     def mounted_at(self, mount: str) -> PlannedPartition | None:
@@ -130,14 +145,39 @@ def kickstart_disk(handler) -> str:
     return f"/dev/{disks.pop().removeprefix('/dev/')}"
 
 
-def plan_disk(handler, disk_sectors: int) -> DiskPlan:
-    """The MBR layout of the kickstart's `part` lines on a disk of `disk_sectors`: primary partitions in
-    kickstart order from 1 MiB, each a whole number of MiB; `--grow` parts share the rest equally."""
+def disk_label(handler, uefi: bool) -> str:
+    """gpt or msdos: the kickstart's `clearpart --disklabel=`, else GPT for UEFI and MBR for BIOS."""
+    label = (handler.clearpart.disklabel or "").lower() or ("gpt" if uefi else "msdos")
+    if label not in DISK_LABELS:
+        raise ProvisionError(f"kickstart clearpart --disklabel={label}: the installer writes gpt or msdos")
+    return label
+
+
+def partition_role(mount: str, fstype: str) -> str:
+    if mount == "biosboot" or fstype == "biosboot":
+        return "biosboot"
+    if mount == "/boot/efi" or fstype == "efi":
+        return "esp"
+    if mount == "swap" or fstype == "swap":
+        return "swap"
+    return "fat" if fstype == "vfat" else "linux"
+
+
+def plan_disk(handler, disk_sectors: int, uefi: bool) -> DiskPlan:
+    """The layout of the kickstart's `part` lines on a disk of `disk_sectors` (GPT or MBR, see disk_label):
+    partitions in kickstart order from 1 MiB, each a whole number of MiB; `--grow` parts share the rest
+    equally. On an MBR disk a `biosboot` part is left out (GRUB's core.img goes into the MBR gap)."""
     disk = kickstart_disk(handler)
-    parts = handler.partition.partitions
-    if len(parts) > 4:
-        raise ProvisionError(f"kickstart has {len(parts)} part lines; an MBR holds four primary partitions")
-    total_mib = disk_sectors // MIB_SECTORS - 1  # the first MiB holds the MBR and GRUB's core.img
+    label = disk_label(handler, uefi)
+    parts = [p for p in handler.partition.partitions
+             if label == "gpt" or partition_role(p.mountpoint, (p.fstype or "").lower()) != "biosboot"]
+    if label == "msdos" and len(parts) > 4:
+        raise ProvisionError(f"kickstart has {len(parts)} part lines; an MBR holds four primary partitions "
+                             "(clearpart --disklabel=gpt holds 128)")
+    if label == "gpt" and len(parts) > gpt.ENTRIES:
+        raise ProvisionError(f"kickstart has {len(parts)} part lines; a GPT holds {gpt.ENTRIES}")
+    end = gpt.usable_lbas(disk_sectors)[1] + 1 if label == "gpt" else disk_sectors
+    total_mib = (end - MIB_SECTORS) // MIB_SECTORS  # the first MiB holds the table (and GRUB's core.img)
     fixed = sum(int(p.size or 0) for p in parts)
     growers = [p for p in parts if p.grow]
     spare = total_mib - fixed
@@ -154,35 +194,71 @@ def plan_disk(handler, disk_sectors: int) -> DiskPlan:
         if mib <= 0:
             raise ProvisionError(f"kickstart part {part.mountpoint}: size {part.size} MiB")
         fstype = (part.fstype or "").lower()
-        mount = part.mountpoint
-        kind = (MBR_TYPES["efi"] if mount == "/boot/efi" or fstype == "efi"
-                else MBR_TYPES.get("swap" if mount == "swap" else fstype, 0x83))
-        planned.append(PlannedPartition(number, partition_device(disk, number), start, mib * MIB_SECTORS, kind,
-                                        mount, fstype, part.label or None))
+        planned.append(PlannedPartition(number, partition_device(disk, number), start, mib * MIB_SECTORS,
+                                        partition_role(part.mountpoint, fstype), part.mountpoint, fstype,
+                                        part.label or None))
         start += mib * MIB_SECTORS
-    return DiskPlan(disk, tuple(planned))
+    plan = DiskPlan(disk, disk_sectors, label, tuple(planned))
+    if label == "gpt" and not uefi and handler.bootloader.location != "none":
+        biosboot = any(p.role == "biosboot" for p in plan.partitions)
+        raise ProvisionError(
+            f"{disk}: a GPT disk on a BIOS machine needs GRUB's core.img in a biosboot partition"
+            + (", which this installer does not fill yet" if biosboot else
+               " (part biosboot --fstype=biosboot --size=1), and the kickstart has none")
+            + ": use clearpart --disklabel=msdos for BIOS machines (or bootloader --location=none)")
+    return plan
 
 
 def mbr(plan: DiskPlan) -> bytes:
     """The plan's MBR: the root partition (else the first) marked bootable."""
     boot = plan.mounted_at("/") or plan.partitions[0]
-    return mbr_partition_table([(p.start, p.sectors, p.kind, p is boot) for p in plan.partitions])
+    return mbr_partition_table([(p.start, p.sectors, MBR_TYPES[p.role], p is boot) for p in plan.partitions])
+
+
+def partition_table(plan: DiskPlan, disk_guid: uuid.UUID) -> gpt.GptTables:
+    """What goes at the start and at the end of the plan's disk: a GPT (named by the labels; the partitions'
+    GUIDs derived from `disk_guid`), or the MBR and zeros over the last sectors (no stale backup GPT)."""
+    if plan.label == "msdos":
+        return gpt.GptTables(mbr(plan), bytes((1 + gpt.ENTRY_SECTORS) * SECTOR))
+    return gpt.gpt_tables(plan.sectors, [
+        gpt.GptPartition(p.start, p.sectors, GPT_TYPES[p.role], uuid.uuid5(disk_guid, f"partition {p.number}"),
+                         p.label or "") for p in plan.partitions], disk_guid)
 
 
 def format_commands(plan: DiskPlan) -> list[list[str]]:
-    """Commands that make the file systems, except on `/` (the ring writes the image raw onto it)."""
+    """Commands that make the file systems, except on `/` (the ring writes the image raw onto it) and on a
+    biosboot partition (GRUB's, no file system)."""
     commands = []
     for part in plan.partitions:
-        if part.mount == "/":
+        if part.mount == "/" or part.role == "biosboot":
             continue
-        if part.mount == "swap":
+        if part.role == "swap":
             commands.append(["mkswap", *(["-L", part.label] if part.label else []), part.device])
         elif part.fstype in ("vfat", "efi"):
             commands.append(["mkdosfs", *(["-n", part.label] if part.label else []), part.device])
+        elif part.fstype in EXT_FSTYPES:
+            commands.append(["mke2fs", "-t", part.fstype, "-F", "-q", *(["-L", part.label] if part.label else []),
+                             part.device])
         else:
-            raise ProvisionError(f"kickstart part {part.mount}: the installer cannot make {part.fstype} "
-                                 "(only the root partition, which receives the image, vfat and swap)")
+            raise ProvisionError(f"kickstart part {part.mount} ({part.device}): the installer cannot make "
+                                 f"{part.fstype} (it makes ext4, ext3, ext2, vfat and swap; the root partition "
+                                 "receives the image)")
     return commands
+
+
+def ext_blocks(superblock: bytes) -> tuple[int, int] | None:
+    """(block count, block size) of an ext2/3/4 superblock (the 1 KiB at offset 1024), None if it is none."""
+    if len(superblock) < 0x158 or int.from_bytes(superblock[56:58], "little") != EXT_MAGIC:
+        return None
+    count = int.from_bytes(superblock[4:8], "little")
+    if int.from_bytes(superblock[0x60:0x64], "little") & 0x80:  # INCOMPAT_64BIT: the high half counts
+        count |= int.from_bytes(superblock[0x150:0x154], "little") << 32
+    return count, 1024 << int.from_bytes(superblock[24:28], "little")
+
+
+def grow_commands(device: str) -> list[list[str]]:
+    """Check the file system (it must be clean for resize2fs), then grow it to its device's size."""
+    return [["e2fsck", "-f", "-y", device], ["resize2fs", device]]
 
 
 # ---- side effects: console, HTTP, disk, processes ----
@@ -219,10 +295,13 @@ def disk_sectors(disk: str) -> int:
 
 
 def partition(plan: DiskPlan) -> None:
-    """Write the plan's MBR (GRUB's gap after it zeroed), re-read the table, wait for the partition
-    devices, make the file systems."""
+    """Write the plan's table (the gap before the first partition zeroed, the backup GPT at the end, or
+    zeros there on an MBR disk), re-read it, wait for the partition devices, make the file systems."""
+    tables = partition_table(plan, uuid.uuid4())
     with open(plan.disk, "r+b") as disk:
-        disk.write(mbr(plan) + bytes(plan.partitions[0].start * SECTOR - SECTOR))
+        disk.write(tables.head.ljust(plan.partitions[0].start * SECTOR, b"\0"))
+        disk.seek((plan.sectors - tables.tail_sectors) * SECTOR)
+        disk.write(tables.tail)
         disk.flush()
         os.fsync(disk.fileno())
         fcntl.ioctl(disk.fileno(), BLKRRPART)
@@ -235,12 +314,35 @@ def partition(plan: DiskPlan) -> None:
         run(argv)
 
 
-def install_bootloader(sysimage: Path, disk: str, esp: str | None) -> list[str]:
-    """The clone's own GRUB images onto the disk: BIOS (MBR + gap) and, with an ESP, the UEFI loader.
-    Returns what was placed."""
+def read_ext_blocks(device: str) -> tuple[int, int] | None:
+    try:
+        with open(device, "rb") as dev:
+            dev.seek(1024)
+            return ext_blocks(dev.read(1024))
+    except OSError:
+        return None
+
+
+def grow(device: str) -> str:
+    """Grow the ext2/3/4 file system on `device` to fill it (e2fsck -fy, resize2fs); what was done."""
+    before = read_ext_blocks(device)
+    if before is None:
+        return f"{device}: no ext2/3/4 file system, left as it is"
+    check, resize = grow_commands(device)
+    proc = subprocess.run(check, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    if proc.returncode not in (0, 1):  # 1: errors corrected
+        raise ProvisionError(f"`{' '.join(check)}` failed (exit {proc.returncode}): {proc.stdout.strip()[-2000:]}")
+    run(resize)
+    (blocks, size), (grown, _) = before, read_ext_blocks(device)
+    return f"grown {device}: {blocks * size >> 20} MiB -> {grown * size >> 20} MiB"
+
+
+def install_bootloader(sysimage: Path, disk: str, esp: str | None, gpt_disk: bool = False) -> list[str]:
+    """The clone's own GRUB images onto the disk: BIOS (MBR + gap; not on a GPT disk, whose header is in
+    that gap) and, with an ESP, the UEFI loader. Returns what was placed."""
     placed = []
     bios = sysimage / BIOS_GRUB
-    if (bios / "boot.img").is_file() and (bios / "core.img").is_file():
+    if not gpt_disk and (bios / "boot.img").is_file() and (bios / "core.img").is_file():
         with open(disk, "r+b") as out:
             write_bios_grub(out, (bios / "boot.img").read_bytes(), (bios / "core.img").read_bytes())
             out.flush()
@@ -262,13 +364,15 @@ def install_bootloader(sysimage: Path, disk: str, esp: str | None) -> list[str]:
 
 
 def make_tools(plan: DiskPlan) -> Path:
-    """`dollyC` and `provision-bootloader` for the %post, as small Python scripts on PATH."""
+    """`dollyC`, `provision-grow` and `provision-bootloader` for the %post, as small Python scripts on PATH."""
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     esp = next((p.device for p in plan.partitions if p.is_esp), None)
     scripts = {
         "dollyC": "from dolly_core.cli import client_main\nsys.exit(client_main())\n",
+        "provision-grow": "from provision.installer import grow_main\nsys.exit(grow_main(sys.argv[1:]))\n",
         "provision-bootloader": ("from provision.installer import bootloader_main\n"
-                                 f"sys.exit(bootloader_main(sys.argv[1:], esp={esp!r}))\n"),
+                                 f"sys.exit(bootloader_main(sys.argv[1:], esp={esp!r}, "
+                                 f"gpt_disk={plan.label == 'gpt'}))\n"),
     }
     for name, body in scripts.items():
         path = BIN_DIR / name
@@ -277,12 +381,27 @@ def make_tools(plan: DiskPlan) -> Path:
     return BIN_DIR
 
 
-def bootloader_main(argv: list[str], esp: str | None = None) -> int:
+def bootloader_main(argv: list[str], esp: str | None = None, gpt_disk: bool = False) -> int:
     if len(argv) != 2:
         print("usage: provision-bootloader SYSIMAGE DISK", file=sys.stderr)
         return 2
-    placed = install_bootloader(Path(argv[0]), argv[1], esp)
+    placed = install_bootloader(Path(argv[0]), argv[1], esp, gpt_disk)
     say("bootloader: " + "; ".join(placed))
+    return 0
+
+
+def grow_main(argv: list[str]) -> int:
+    """`provision-grow DEVICE...`: grow each received ext2/3/4 file system to fill its partition."""
+    if not argv:
+        print("usage: provision-grow DEVICE...", file=sys.stderr)
+        return 2
+    for device in argv:
+        say(f"growing {device} (e2fsck -fy, resize2fs)")
+        try:
+            say(grow(device))
+        except ProvisionError as exc:
+            say(f"FAILED: {exc}")
+            return 1
     return 0
 
 
@@ -378,9 +497,10 @@ def install(cmdline_text: str, work: Path = Path("/run/provision")) -> None:
     say("due for install")
     scripts = post_scripts(handler)
     say(f"kickstart {cmd.kickstart_url}: {len(handler.partition.partitions)} part(s), {len(scripts)} %post")
-    plan = plan_disk(handler, disk_sectors(kickstart_disk(handler)))
+    plan = plan_disk(handler, disk_sectors(kickstart_disk(handler)), EFI_FIRMWARE.is_dir())
     partition(plan)
-    say("partitioned " + ", ".join(f"{p.device} {p.mount} {p.sectors // MIB_SECTORS} MiB" for p in plan.partitions))
+    say(f"partitioned ({plan.label}) "
+        + ", ".join(f"{p.device} {p.mount} {p.sectors // MIB_SECTORS} MiB" for p in plan.partitions))
     work.mkdir(parents=True, exist_ok=True)
     Path(SYSIMAGE).mkdir(parents=True, exist_ok=True)
     run_post(scripts, plan, work)
@@ -394,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bootloader"]:
         return bootloader_main(argv[1:])
+    if argv[:1] == ["grow"]:
+        return grow_main(argv[1:])
     try:
         install(Path("/proc/cmdline").read_text())
     except ProvisionError as exc:

@@ -1,24 +1,45 @@
 """The initrd installer's parts that need no VM: the kernel line, the disk plan from a rendered kickstart
-(read back by busybox fdisk), file system commands, the %post's phase lines, its busybox report
-route, and GRUB placement on a disk image with this machine's GRUB images."""
+(MBR read back by busybox fdisk, GPT by sfdisk, sgdisk and fdisk), file systems made and grown by the real
+e2fsprogs on sparse files, the %post's phase lines, its busybox report route, and GRUB placement on a disk
+image with this machine's GRUB images."""
 
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 from provision.errors import ProvisionError
-from provision.installer import (MIB_SECTORS, bootloader_main, ext_label, format_commands, install_bootloader,
-                                 mbr, parse_cmdline, partition_device, plan_disk, post_phase, post_scripts,
-                                 read_kickstart)
+from provision.images import gpt
+from provision.installer import (
+    MIB_SECTORS,
+    bootloader_main,
+    ext_blocks,
+    ext_label,
+    format_commands,
+    grow,
+    grow_main,
+    install_bootloader,
+    mbr,
+    parse_cmdline,
+    partition_device,
+    partition_table,
+    plan_disk,
+    post_phase,
+    post_scripts,
+    read_ext_blocks,
+    read_kickstart,
+)
 from provision.inventory import load_inventory
 from provision.render import render_files
+from tests.conftest import require_tool
 
 CMDLINE = ("BOOT_IMAGE=boot/vmlinuz-6.1.0-56-amd64 inst.ks=http://10.78.0.1:8080/kickstart/n01.ks "
            "provision.boot_url=http://10.78.0.1:8080/api/nodes/n01/boot ip=dhcp console=ttyS0,115200 "
@@ -40,15 +61,33 @@ defaults:
       - {mount: /boot/efi, fstype: vfat, size: 64, label: EFI}
 nodes:
   - {name: n01, mac: "02:79:00:00:00:01", ip: 10.79.0.11}
+  - {name: n02, mac: "02:79:00:00:00:02", ip: 10.79.0.12, firmware: uefi}
 """
 DISK_SECTORS = 4 << 21  # 4 GiB
+DISK_GUID = uuid.UUID("5b0c8a0e-3d4e-4a51-9b7e-0f6c2d9a1e01")
 
 
 @pytest.fixture
-def kickstart(tmp_path) -> str:
+def kickstarts(tmp_path) -> dict[str, str]:
     path = tmp_path / "pvi.yaml"
     path.write_text(INVENTORY)
-    return render_files(load_inventory(path))["kickstart/n01.ks"]
+    files = render_files(load_inventory(path))
+    return {name: files[f"kickstart/{name}.ks"] for name in ("n01", "n02")}
+
+
+@pytest.fixture
+def kickstart(kickstarts) -> str:
+    """The BIOS node's kickstart (clearpart --disklabel=msdos)."""
+    return kickstarts["n01"]
+
+
+def write_tables(path: Path, plan) -> None:
+    tables = partition_table(plan, DISK_GUID)
+    with open(path, "wb") as out:
+        out.truncate(plan.sectors * 512)
+        out.write(tables.head)
+        out.seek((plan.sectors - tables.tail_sectors) * 512)
+        out.write(tables.tail)
 
 
 def test_cmdline():
@@ -67,23 +106,108 @@ def test_partition_device_names():
 
 
 def test_plan_from_rendered_kickstart(kickstart):
-    plan = plan_disk(read_kickstart(kickstart), DISK_SECTORS)
+    plan = plan_disk(read_kickstart(kickstart), DISK_SECTORS, uefi=True)  # the kickstart says msdos
     root, esp = plan.partitions
-    assert plan.disk == "/dev/vda"
-    assert (root.device, root.start, root.kind, root.label) == ("/dev/vda1", MIB_SECTORS, 0x83, "root")
-    assert (esp.device, esp.sectors, esp.kind, esp.is_esp) == ("/dev/vda2", 64 * MIB_SECTORS, 0xEF, True)
+    assert (plan.disk, plan.label) == ("/dev/vda", "msdos")
+    assert (root.device, root.start, root.role, root.label) == ("/dev/vda1", MIB_SECTORS, "linux", "root")
+    assert (esp.device, esp.sectors, esp.role, esp.is_esp) == ("/dev/vda2", 64 * MIB_SECTORS, "esp", True)
     assert root.sectors == (4096 - 1 - 64) * MIB_SECTORS  # grows to the disk's end minus the ESP
     assert esp.start + esp.sectors == DISK_SECTORS
     assert format_commands(plan) == [["mkdosfs", "-n", "EFI", "/dev/vda2"]]  # / is left to the ring
     with pytest.raises(ProvisionError, match="need 1664 MiB, the disk has 1023 MiB"):
-        plan_disk(read_kickstart(kickstart), 1 << 21)
+        plan_disk(read_kickstart(kickstart), 1 << 21, uefi=False)
+
+
+def test_disk_label_from_kickstart_else_firmware(kickstarts):
+    uefi_plan = plan_disk(read_kickstart(kickstarts["n02"]), DISK_SECTORS, uefi=True)
+    assert uefi_plan.label == "gpt"
+    root, esp = uefi_plan.partitions
+    # the backup GPT takes the last 33 sectors: the grown root ends a whole MiB earlier than on an MBR disk
+    assert root.sectors == (4096 - 2 - 64) * MIB_SECTORS
+    assert esp.start + esp.sectors <= gpt.usable_lbas(DISK_SECTORS)[1] + 1
+    unsaid = kickstarts["n01"].replace(" --disklabel=msdos", "")
+    assert plan_disk(read_kickstart(unsaid), DISK_SECTORS, uefi=True).label == "gpt"
+    assert plan_disk(read_kickstart(unsaid), DISK_SECTORS, uefi=False).label == "msdos"
+
+
+def test_gpt_on_bios_needs_biosboot(kickstarts):
+    text = kickstarts["n02"]  # --disklabel=gpt
+    with pytest.raises(ProvisionError, match=r"BIOS machine needs GRUB's core.img in a biosboot partition "
+                       r"\(part biosboot --fstype=biosboot --size=1\), and the kickstart has none"):
+        plan_disk(read_kickstart(text), DISK_SECTORS, uefi=False)
+    biosboot = text.replace("part / ", "part biosboot --fstype=biosboot --size=1 --ondisk=vda\npart / ")
+    with pytest.raises(ProvisionError, match="does not fill yet: use clearpart --disklabel=msdos"):
+        plan_disk(read_kickstart(biosboot), DISK_SECTORS, uefi=False)
+    plan = plan_disk(read_kickstart(biosboot), DISK_SECTORS, uefi=True)
+    first = plan.partitions[0]
+    assert (first.mount, first.role, first.sectors) == ("biosboot", "biosboot", MIB_SECTORS)
+    assert "biosboot" not in str(format_commands(plan))
+    on_mbr = plan_disk(read_kickstart(biosboot.replace("--disklabel=gpt", "--disklabel=msdos")), DISK_SECTORS,
+                       uefi=False)
+    assert [p.mount for p in on_mbr.partitions] == ["/", "/boot/efi"]  # GRUB uses the MBR gap instead
+    unbooted = text.replace("bootloader --location=mbr --boot-drive=vda", "bootloader --location=none")
+    assert plan_disk(read_kickstart(unbooted), DISK_SECTORS, uefi=False).label == "gpt"
+
+
+def test_gpt_reads_back_with_sfdisk_sgdisk_and_fdisk(kickstarts, tmp_path):
+    """The written GPT as util-linux and gdisk see it: types, names, places, both headers and their CRCs."""
+    sfdisk, sgdisk, fdisk = require_tool("sfdisk"), require_tool("sgdisk"), require_tool("fdisk")
+    text = kickstarts["n02"].replace("part / ", "part swap --fstype=swap --size=16 --ondisk=vda --label=swap\n"
+                                                "part biosboot --fstype=biosboot --size=1 --ondisk=vda\npart / ")
+    plan = plan_disk(read_kickstart(text), DISK_SECTORS, uefi=True)
+    disk = tmp_path / "disk.raw"
+    write_tables(disk, plan)
+    dump = json.loads(subprocess.run([sfdisk, "--json", str(disk)], capture_output=True, text=True,
+                                     check=True).stdout)["partitiontable"]
+    assert (dump["label"], dump["id"].lower(), dump["firstlba"], dump["lastlba"]) == (
+        "gpt", str(DISK_GUID), 34, DISK_SECTORS - 34)
+    assert [(p["node"], p["start"], p["size"], p["type"].lower(), p.get("name")) for p in dump["partitions"]] == [
+        (f"{disk}1", MIB_SECTORS, 16 * MIB_SECTORS, str(gpt.LINUX_SWAP).lower(), "swap"),
+        (f"{disk}2", 17 * MIB_SECTORS, MIB_SECTORS, str(gpt.BIOS_BOOT).lower(), None),
+        (f"{disk}3", 18 * MIB_SECTORS, plan.partitions[2].sectors, str(gpt.LINUX_FS).lower(), "root"),
+        (f"{disk}4", plan.partitions[3].start, 64 * MIB_SECTORS, str(gpt.ESP).lower(), "EFI")]
+    assert len({p["uuid"] for p in dump["partitions"]}) == 4
+    verify = subprocess.run([sgdisk, "-v", str(disk)], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and "No problems found" in verify.stdout, verify.stdout + verify.stderr
+    listing = subprocess.run([fdisk, "-l", str(disk)], capture_output=True, text=True, check=True).stdout
+    assert "Disklabel type: gpt" in listing and "EFI System" in listing and "BIOS boot" in listing
+    assert "corrupt" not in listing.lower() and "mismatch" not in listing.lower()
+
+
+def test_gpt_tables_refuse_bad_layouts():
+    part = gpt.GptPartition(2048, 2048, gpt.LINUX_FS, uuid.uuid4(), "x" * 37)
+    with pytest.raises(ValueError, match="longer than 36"):
+        gpt.gpt_tables(DISK_SECTORS, [part], DISK_GUID)
+    with pytest.raises(ValueError, match="outside 34-"):
+        gpt.gpt_tables(DISK_SECTORS, [gpt.GptPartition(DISK_SECTORS - 40, 20, gpt.LINUX_FS, uuid.uuid4())],
+                       DISK_GUID)
+    with pytest.raises(ValueError, match="overlaps"):
+        gpt.gpt_tables(DISK_SECTORS, [gpt.GptPartition(2048, 4096, gpt.LINUX_FS, uuid.uuid4()),
+                                      gpt.GptPartition(4096, 2048, gpt.LINUX_FS, uuid.uuid4())], DISK_GUID)
+
+
+def test_mbr_disk_clears_a_stale_gpt(kickstarts, tmp_path):
+    """An MBR written over a GPT disk leaves no GPT behind (primary and backup zeroed)."""
+    sfdisk = require_tool("sfdisk")
+    disk = tmp_path / "disk.raw"
+    write_tables(disk, plan_disk(read_kickstart(kickstarts["n02"]), DISK_SECTORS, uefi=True))
+    plan = plan_disk(read_kickstart(kickstarts["n01"]), DISK_SECTORS, uefi=True)
+    tables = partition_table(plan, DISK_GUID)
+    with open(disk, "r+b") as out:
+        out.write(tables.head.ljust(MIB_SECTORS * 512, b"\0"))
+        out.seek((DISK_SECTORS - tables.tail_sectors) * 512)
+        out.write(tables.tail)
+    dump = json.loads(subprocess.run([sfdisk, "--json", str(disk)], capture_output=True, text=True,
+                                     check=True).stdout)["partitiontable"]
+    assert dump["label"] == "dos" and [p["type"] for p in dump["partitions"]] == ["83", "ef"]
+    assert b"EFI PART" not in disk.read_bytes()[-33 * 512:]
 
 
 def test_mbr_reads_back_with_fdisk(kickstart, tmp_path):
     busybox = shutil.which("busybox")
     if busybox is None:
         pytest.skip("busybox not installed")
-    plan = plan_disk(read_kickstart(kickstart), DISK_SECTORS)
+    plan = plan_disk(read_kickstart(kickstart), DISK_SECTORS, uefi=False)
     disk = tmp_path / "disk.raw"
     with open(disk, "wb") as out:
         out.truncate(DISK_SECTORS * 512)
@@ -97,12 +221,69 @@ def test_mbr_reads_back_with_fdisk(kickstart, tmp_path):
         (False, plan.partitions[1].start, 64 * MIB_SECTORS, "ef")]
 
 
-def test_other_file_systems_are_refused(kickstart):
+def test_file_system_commands(kickstart):
     text = kickstart.replace("part /boot/efi --fstype=vfat", "part /var --fstype=xfs")
-    with pytest.raises(ProvisionError, match="cannot make xfs"):
-        format_commands(plan_disk(read_kickstart(text), DISK_SECTORS))
+    with pytest.raises(ProvisionError, match=r"part /var \(/dev/vda2\): the installer cannot make xfs"):
+        format_commands(plan_disk(read_kickstart(text), DISK_SECTORS, uefi=False))
     swap = kickstart.replace("part /boot/efi --fstype=vfat --size=64", "part swap --fstype=swap --size=64")
-    assert format_commands(plan_disk(read_kickstart(swap), DISK_SECTORS)) == [["mkswap", "-L", "EFI", "/dev/vda2"]]
+    assert format_commands(plan_disk(read_kickstart(swap), DISK_SECTORS, uefi=False)) == [
+        ["mkswap", "-L", "EFI", "/dev/vda2"]]
+    home = kickstart.replace("part /boot/efi --fstype=vfat", "part /home --fstype=ext3")
+    assert format_commands(plan_disk(read_kickstart(home), DISK_SECTORS, uefi=False)) == [
+        ["mke2fs", "-t", "ext3", "-F", "-q", "-L", "EFI", "/dev/vda2"]]
+
+
+@pytest.mark.parametrize("fstype", ["ext4", "ext3", "ext2"])
+def test_ext_file_systems_made_by_e2fsprogs_on_a_sparse_file(kickstart, tmp_path, fstype):
+    """The planned mke2fs command, run for real with a sparse file in place of the partition."""
+    require_tool("mke2fs")
+    text = kickstart.replace("part /boot/efi --fstype=vfat --size=64", f"part /srv --fstype={fstype} --size=64")
+    (argv,) = format_commands(plan_disk(read_kickstart(text), DISK_SECTORS, uefi=False))
+    device = tmp_path / "part.img"
+    with open(device, "wb") as out:
+        out.truncate(64 << 20)
+    subprocess.run([*argv[:-1], str(device)], check=True, capture_output=True)
+    blocks, block_size = read_ext_blocks(str(device))
+    assert ext_label(str(device)) == "EFI" and blocks * block_size == 64 << 20
+    kind = subprocess.run(["blkid", "-o", "value", "-s", "TYPE", str(device)], capture_output=True, text=True,
+                          check=True)
+    assert kind.stdout.strip() == fstype
+
+
+def test_grow_fills_the_partition_with_e2fsck_and_resize2fs(tmp_path, capsys):
+    """A received ext4 image (64 MiB, with files) on a bigger partition (a 300 MiB sparse file) grows to
+    fill it; the files stay and e2fsck finds it clean; anything else is left alone."""
+    for tool in ("mkfs.ext4", "e2fsck", "resize2fs", "debugfs"):
+        require_tool(tool)
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "marker").write_text("golden\n")
+    part = tmp_path / "vda1"
+    subprocess.run(["mkfs.ext4", "-q", "-b", "4096", "-L", "root", "-d", str(tree), "-F", str(part), "64M"], check=True)
+    assert read_ext_blocks(str(part)) == (64 * 256, 4096)
+    with open(part, "r+b") as out:
+        out.truncate(300 << 20)
+    assert grow(str(part)) == f"grown {part}: 64 MiB -> 300 MiB"
+    assert read_ext_blocks(str(part)) == (300 * 256, 4096) and ext_label(str(part)) == "root"
+    subprocess.run(["e2fsck", "-fn", str(part)], check=True, capture_output=True)
+    cat = subprocess.run(["debugfs", "-R", "cat /etc/marker", str(part)], capture_output=True, text=True,
+                         check=True)
+    assert cat.stdout == "golden\n"
+    blank = tmp_path / "blank"
+    blank.write_bytes(bytes(1 << 20))
+    assert grow_main([str(blank)]) == 0
+    assert f"{blank}: no ext2/3/4 file system, left as it is" in capsys.readouterr().out
+    assert ext_blocks(bytes(2048)) is None
+
+
+def test_grow_fails_on_an_image_bigger_than_its_partition(tmp_path, capsys):
+    require_tool("e2fsck")
+    part = tmp_path / "vda1"
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(part), "16M"], check=True, capture_output=True)
+    with open(part, "r+b") as out:  # the image's second half did not fit
+        out.truncate(8 << 20)
+    assert grow_main([str(part)]) == 1
+    assert "FAILED: `e2fsck -f -y" in capsys.readouterr().out
 
 
 def test_post_script_and_its_phase_lines(kickstart):
@@ -111,6 +292,9 @@ def test_post_script_and_its_phase_lines(kickstart):
     assert 'dollyC -v --root "${DOLLY_ROOT:-$SYSIMAGE}"' in script.script
     assert 'mount "$PROVISION_ROOT_DEVICE" "$SYSIMAGE"' in script.script
     assert 'provision-bootloader "$SYSIMAGE" /dev/vda' in script.script
+    received = script.script.index('wait "$dolly_pid"')
+    grow_at = script.script.index('provision-grow "${grow_root%/}/dev/vda1"')
+    assert received < grow_at < script.script.index('mount "$PROVISION_ROOT_DEVICE" "$SYSIMAGE"')
     assert post_phase("provision: report cloning: image received; writing the identity of n01\n") == "cloned"
     assert post_phase("provision: identity written (hostname, hosts, network, fstab, keys)") == "identity"
     assert post_phase("dollyC: chunk 3") is None
@@ -167,7 +351,7 @@ def test_bootloader_from_the_clone_images(tmp_path, kickstart):
     shutil.copyfile(grub / "boot.img", clone / "boot/grub/i386-pc/boot.img")
     subprocess.run(["grub-mkimage", "-O", "i386-pc", "-d", str(grub), "-p", "(hd0,msdos1)/boot/grub",
                     "-o", str(clone / "boot/grub/i386-pc/core.img"), "biosdisk", "part_msdos", "ext2"], check=True)
-    plan = plan_disk(read_kickstart(kickstart), DISK_SECTORS)
+    plan = plan_disk(read_kickstart(kickstart), DISK_SECTORS, uefi=False)
     disk = tmp_path / "disk.raw"
     with open(disk, "wb") as out:
         out.truncate(DISK_SECTORS * 512)
@@ -182,6 +366,12 @@ def test_bootloader_from_the_clone_images(tmp_path, kickstart):
     empty.mkdir()
     with pytest.raises(ProvisionError, match="no GRUB images"):
         bootloader_main([str(empty), str(disk)])
+    gpt_disk = tmp_path / "gpt.raw"  # BIOS GRUB would overwrite the GPT header: left out there
+    write_tables(gpt_disk, plan_disk(read_kickstart(kickstart.replace("=msdos", "=gpt")), DISK_SECTORS, uefi=True))
+    before = gpt_disk.read_bytes()[:MIB_SECTORS * 512]
+    with pytest.raises(ProvisionError, match="no GRUB images"):
+        install_bootloader(clone, str(gpt_disk), None, gpt_disk=True)
+    assert gpt_disk.read_bytes()[:MIB_SECTORS * 512] == before
 
 
 def test_ext_label_read_from_the_superblock(tmp_path):

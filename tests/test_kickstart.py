@@ -47,6 +47,7 @@ VARIANTS = {
         tmp, inventory_yaml(2, defaults="os_family: debian\ndisk: {device: vda, partitions: [{mount: /, fstype: "
                                "xfs, size: 2000, grow: true}, {mount: swap, fstype: swap, size: 512}]}")
         .replace(f"  root_password_hash: {HASH}\n", "")),
+    "mixed-firmware": lambda tmp: Path(__file__).parent / "fixtures" / "mixed-firmware.yaml",  # GPT for uefi
 }
 
 
@@ -59,6 +60,7 @@ def test_every_rendered_kickstart_validates(tmp_path, variant, version):
         handler = parse(files[f"kickstart/{node.name}.ks"], version)
         assert [p.mountpoint for p in handler.partition.partitions] == [p.mount for p in node.disk.partitions]
         assert {p.disk for p in handler.partition.partitions} == {node.disk.device}
+        assert handler.clearpart.disklabel == ("gpt" if node.firmware == "uefi" else "msdos")
         if node.root_password_hash:
             assert handler.rootpw.isCrypted and handler.rootpw.password == node.root_password_hash
         else:
