@@ -174,6 +174,10 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
              "print(sys.version_info[:2] >= (3, 11), [s.script.count('dollyC') > 0 for s in parser.handler.scripts])")
     result = subprocess.run(["chroot", str(tree), "/usr/bin/python3", "-c", probe], capture_output=True, text=True)
     assert result.stdout.strip() == "True [True]", result.stderr  # the kickstart's %post runs dollyC
+    for program in ("mke2fs", "e2fsck", "resize2fs"):  # e2fsprogs' own, their libraries found (version line)
+        version = subprocess.run(["chroot", str(tree), f"/sbin/{program}", "-V"], capture_output=True, text=True,
+                                 check=False)
+        assert version.stderr.startswith(f"{program} 1."), (program, version.stderr)
 
 
 @pytest.mark.vm

@@ -3,8 +3,9 @@ and what it requires, from this Python's site-packages), and the NIC and disk mo
 kernel in load order; /init is provision/scripts/installer-init.sh.
 
 Everything comes from Debian packages unpacked (not installed): busybox-static, bash (the kickstart %post interpreter), python3.X-minimal and
-libpython3.X-minimal with a few modules of libpython3.X-stdlib, and the shared libraries they need
-(found with readelf, so an extension module whose libraries are not shipped is left out). Python's
+libpython3.X-minimal with a few modules of libpython3.X-stdlib, three programs of e2fsprogs (mke2fs,
+e2fsck, resize2fs: ext file systems made, checked and grown) with its /etc/mke2fs.conf, and the shared
+libraries they need (found with readelf, so an extension module whose libraries are not shipped is left out). Python's
 modules are byte-compiled by the initrd's own interpreter (chroot, unchecked-hash .pyc files).
 """
 
@@ -28,7 +29,7 @@ from provision.images.cpio import write_newc
 from provision.images.kernel import Kernel, installer_kernel
 from provision.images.modules import load_order
 
-BUILDER_VERSION = 3  # change when what goes into the initrd changes in a way the recipe does not show
+BUILDER_VERSION = 4  # change when what goes into the initrd changes in a way the recipe does not show
 INITRD_FILE = "initrd.img"
 MARKER = "provision-installer: initrd up"  # the first line /init writes on the console
 # Network (virtio, e1000) and disk (virtio, IDE/SATA, SCSI disks) drivers, the root file systems.
@@ -40,7 +41,9 @@ STDLIB_EXTRA = ("json", "dataclasses", "tarfile", "uuid", "hmac", "gzip", "_comp
                 "fnmatch", "glob", "typing", "textwrap", "string", "pathlib", "ntpath", "urllib", "email",
                 "quopri", "calendar", "locale", "socketserver", "ipaddress", "contextvars", "queue", "mimetypes",
                 "gettext")
-LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6", "libgcc-s1")
+LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6", "libgcc-s1",
+                "libext2fs2", "libcom-err2", "libblkid1", "libuuid1")  # the last four for e2fsprogs
+E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")  # of package e2fsprogs, into /sbin (before busybox's mke2fs)
 PROJECT_PACKAGES = ("dolly_core", "provision")
 DISTRIBUTIONS = ("pykickstart",)  # the installer reads kickstarts with it (not packaged by Debian 12)
 _UNUSED_EXTENSIONS = re.compile(r"^(_test|_xx|xx|_ctypes_test|ossaudiodev|audioop|_lsprof)")  # of lib-dynload
@@ -105,7 +108,7 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
     cache = Cache.of(env)
     kernel = installer_kernel(env)
     order = load_order((kernel.modules_dir / "modules.dep").read_text(), modules)
-    packages = ["busybox-static", "bash", *python_packages(), *LIB_PACKAGES]
+    packages = ["busybox-static", "bash", "e2fsprogs", *python_packages(), *LIB_PACKAGES]
     versions = [debs.candidate(p) for p in packages]
     dists = distributions()
     recipe = {"artifact": "initrd", "builder": BUILDER_VERSION, "kernel": kernel.release,
@@ -145,6 +148,9 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
     python = minimal.removesuffix("-minimal")
     _copy(unpacked["busybox-static"] / "bin" / "busybox", tree / "bin" / "busybox")
     _copy(unpacked["bash"] / "bin" / "bash", tree / "bin" / "bash")  # the kickstart's %post interpreter
+    for program in E2FSPROGS:  # /init's `busybox --install` keeps them (it links only names not taken)
+        _copy(unpacked["e2fsprogs"] / "sbin" / program, tree / "sbin" / program)
+    _copy(unpacked["e2fsprogs"] / "etc" / "mke2fs.conf", tree / "etc" / "mke2fs.conf")
     for name, target in (("installer-init.sh", "init"), ("udhcpc.sh", "etc/udhcpc.sh")):
         path = tree / target
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +184,8 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
     libdir = Path("lib") / "x86_64-linux-gnu"
     available = {p.name: p for package in LIB_PACKAGES for d in (unpacked[package] / libdir,
                  unpacked[package] / "usr" / libdir) if d.is_dir() for p in d.iterdir()}
-    elves = [tree / "bin" / "bash", tree / "usr" / "bin" / python, *(tree / stdlib / "lib-dynload").glob("*.so"), *site.rglob("*.so")]
+    elves = [tree / "bin" / "bash", *(tree / "sbin" / p for p in E2FSPROGS), tree / "usr" / "bin" / python,
+             *(tree / stdlib / "lib-dynload").glob("*.so"), *site.rglob("*.so")]
     # libgcc_s is no DT_NEEDED of anything, but glibc dlopens it to unwind a thread that ends (pthread_exit,
     # pthread_cancel): without it dollyC's threads abort the process at exit.
     wanted: set[str] = {"ld-linux-x86-64.so.2", "libgcc_s.so.1"}
@@ -190,7 +197,8 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
         wanted.update(needed)
     for name in sorted(wanted):
         if name not in available:
-            raise ProvisionError(f"initrd: {name} (needed by python or bash) is in none of {', '.join(LIB_PACKAGES)}")
+            raise ProvisionError(f"initrd: {name} (needed by python, bash or e2fsprogs) is in none of "
+                                 f"{', '.join(LIB_PACKAGES)}")
         src = available[name]
         _copy(src.resolve(), tree / libdir / src.resolve().name)
         if src.resolve().name != name:
