@@ -113,13 +113,16 @@ class VmOutcome:
     booted_from_disk: bool  # /proc/cmdline is the disk's GRUB entry, not the installer's
     installs: int          # how often it fetched the installer's initrd (over boot.transport: HTTP or TFTP)
     note: str = ""
+    table: str = ""        # the disk's partition table as the clone's blkid says: gpt (UEFI) or dos (BIOS)
+    grown: bool = False    # the root file system fills its partition (the installer grew the received image)
 
     @property
     def as_expected(self) -> bool:
         if self.killed:
             return self.state == "failed" and self.boot == "install"
         return (self.state == "done" and self.boot == "local" and self.verified and self.identical
-                and self.booted_from_disk and self.installs == 1)
+                and self.booted_from_disk and self.installs == 1 and self.grown
+                and self.table == ("gpt" if self.firmware == "uefi" else "dos"))
 
 
 @dataclass(frozen=True)
@@ -272,7 +275,11 @@ def golden_digests(rootfs: Path, paths: Sequence[str] = MARKER_FILES) -> dict[st
     return digests
 
 
-CHECK_COMMAND = f"sha256sum {' '.join(MARKER_FILES)}; cat /proc/cmdline"
+# one line `disk <table> <root partition bytes> <root file system bytes>` (dumpe2fs: block count x size)
+DISK_COMMAND = ("root=$(findmnt -no SOURCE /); echo disk $(blkid -o value -s PTTYPE /dev/$(lsblk -no PKNAME $root))"
+                " $(blockdev --getsize64 $root)"
+                " $(dumpe2fs -h $root 2>/dev/null | awk '/^Block (count|size):/ {n = n ? n * $3 : $3} END {print n}')")
+CHECK_COMMAND = f"sha256sum {' '.join(MARKER_FILES)}; cat /proc/cmdline; {DISK_COMMAND}"
 
 
 def parse_checks(output: str) -> dict[str, tuple[dict[str, str], str]]:
@@ -291,15 +298,27 @@ def parse_checks(output: str) -> dict[str, tuple[dict[str, str], str]]:
     return checks
 
 
+def parse_disks(output: str) -> dict[str, tuple[str, int, int]]:
+    """`provision run NODES -- CHECK_COMMAND` output -> per node: (partition table, root partition bytes,
+    root file system bytes), from its DISK_COMMAND line."""
+    disks = {}
+    for block in re.split(r"^== ", output, flags=re.M)[1:]:
+        m = re.search(r"^disk (\w+) (\d+) (\d+)$", block, re.M)
+        if m:
+            disks[block.split()[0]] = (m.group(1), int(m.group(2)), int(m.group(3)))
+    return disks
+
+
 def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, booted: list[str], logs: Path,
               env, install_output: str) -> tuple[VmOutcome, ...]:
     records = {r["name"]: r for r in status["nodes"]}
     expected = golden_digests(Path(inv.images[0].source).resolve())
     checks: dict[str, tuple[dict[str, str], str]] = {}
+    disks: dict[str, tuple[str, int, int]] = {}
     if booted:
         proc = _in_server(built, ["run", *_ssh_args(inv), ",".join(booted), "--", CHECK_COMMAND], env)
         (logs / "checks.log").write_text(proc.stdout + proc.stderr)
-        checks = parse_checks(proc.stdout)
+        checks, disks = parse_checks(proc.stdout), parse_disks(proc.stdout)
     outcomes = []
     for node in built.nodes:
         record = records[node.name]
@@ -308,10 +327,12 @@ def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, bo
         installs = installer_fetches(inv, ip, install_output)
         verified = (logs / "verify.log").exists() and re.search(
             rf"^{node.name} \([0-9.]+\): ok:", (logs / "verify.log").read_text(), re.M) is not None
+        table, partition_bytes, fs_bytes = disks.get(node.name, ("", 0, -1))
         outcomes.append(VmOutcome(
             node.name, node.firmware or "", record["state"], record["boot"], record["error"], node.name == kill,
             verified, bool(sums) and sums == expected, "root=" in cmdline and "inst.ks=" not in cmdline,
-            installs))
+            installs, table=table, grown=fs_bytes == partition_bytes,
+            note=f"root {fs_bytes >> 20} MiB of {partition_bytes >> 20} MiB" if table else ""))
     return tuple(outcomes)
 
 
@@ -344,10 +365,10 @@ def timing_table(result: VmDemoResult) -> str:
 
 def summary(result: VmDemoResult) -> str:
     lines = ["seconds after power-on at the end of each phase:", timing_table(result), "",
-             f"{'node':5} {'verified':9} {'golden files':13} {'disk boot':10} installs"]
+             f"{'node':5} {'verified':9} {'golden files':13} {'disk boot':10} {'installs':8} disk"]
     for n in result.nodes:
         lines.append(f"{n.name:5} {'yes' if n.verified else 'no':9} {'identical' if n.identical else 'DIFFER':13} "
-                     f"{'yes' if n.booted_from_disk else 'no':10} {n.installs}")
+                     f"{'yes' if n.booted_from_disk else 'no':10} {n.installs:<8} {n.table or '-'} {n.note}")
     verdict = "as expected" if result.ok else "NOT as expected"
     lines.append(f"demo-vm: {len(result.nodes)} machine(s) in {result.seconds:.0f} s, install exit status "
                  f"{result.install_status}, verify {result.verify_status}: {verdict} (logs in {result.logs})")

@@ -188,6 +188,7 @@ CHECKS_OUTPUT = """== n01 (10.78.0.11): exit 0
 a132511c232b09f61823e49754e08255ea200ed956cdf0346d3968c5de2c398c  /etc/provision-golden
 26f2e57c99338feaf71c46fa4babdc7e1a6c115943002d109fdb746667104f5f  /vmlinuz
 BOOT_IMAGE=/vmlinuz root=LABEL=root ro console=ttyS0,115200 net.ifnames=0
+disk gpt 4225761280 4225761280
 == n02 (10.78.0.12): ERROR ssh: timed out
 1 of 2 node(s) ok
 """
@@ -200,6 +201,16 @@ def test_parse_checks_takes_sums_and_command_line_per_node():
                     "/vmlinuz": "26f2e57c99338feaf71c46fa4babdc7e1a6c115943002d109fdb746667104f5f"}
     assert cmdline.startswith("BOOT_IMAGE=/vmlinuz root=LABEL=root")
     assert checks["n02"] == ({}, "")
+    assert lab_vm_demo.parse_disks(CHECKS_OUTPUT) == {"n01": ("gpt", 4225761280, 4225761280)}
+
+
+def test_a_clone_is_as_expected_only_grown_on_its_firmware_table():
+    done = dict(state="done", boot="local", error=None, killed=False, verified=True, identical=True,
+                booted_from_disk=True, installs=1)
+    assert lab_vm_demo.VmOutcome("n03", "uefi", **done, table="gpt", grown=True).as_expected
+    assert lab_vm_demo.VmOutcome("n01", "bios", **done, table="dos", grown=True).as_expected
+    assert not lab_vm_demo.VmOutcome("n03", "uefi", **done, table="dos", grown=True).as_expected
+    assert not lab_vm_demo.VmOutcome("n01", "bios", **done, table="dos", grown=False).as_expected
 
 
 def test_timing_table_shows_each_phase_or_a_dash():
