@@ -221,9 +221,11 @@ def children() -> list[int]:
 def test_a_dead_worker_fails_its_transfers_and_another_takes_its_place(tree, tmp_path):
     busybox = require_tool("busybox")
     transfers = []
-    server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append, workers=1).start()
+    server = TftpServer(tree, host="127.0.0.1", port=0, timeout=0.3, retries=10, on_transfer=transfers.append,
+                        workers=1).start()
     try:
-        with silent_client(server.port):
+        with silent_client(server.port) as client:
+            client.recv(2048)  # DATA 1 again, now from the worker (after a time-out)
             [worker] = children()
             os.kill(worker, signal.SIGKILL)
             wait_for(transfers, 1)

@@ -174,7 +174,11 @@ class TransferPool:
         sock.connect(client)
         worker = min(self._workers, key=lambda w: len(w.running))
         ident = next(self._ids)
-        socket.send_fds(worker.control, [_HANDOFF.pack(ident, blksize, block) + sent], [sock.fileno(), file.fileno()])
+        try:
+            socket.send_fds(worker.control, [_HANDOFF.pack(ident, blksize, block) + sent],
+                            [sock.fileno(), file.fileno()])
+        except OSError as exc:  # it died (`collect` will replace it); the client asks again after its time-out
+            raise OSError(f"transfer process died: {exc.strerror}") from None
         worker.running.add(ident)
         return ident
 
