@@ -11,7 +11,8 @@
 3. the kickstart over HTTP, parsed with pykickstart (RHEL 9 syntax);
 4. partitions: a GPT or an MBR table written in Python from the kickstart's `part` lines (1 MiB aligned,
    `--grow` parts share what is left): `clearpart --disklabel=gpt|msdos` if given, else GPT on a UEFI
-   machine and MBR on a BIOS one (a BIOS machine on a GPT disk is refused: its GRUB goes into the MBR gap);
+   machine and MBR on a BIOS one;
+   a BIOS machine on a GPT disk needs a biosboot part for GRUB's core.img;
    the root partition stays unformatted (the ring writes the image raw onto it), ext2/3/4 get e2fsprogs'
    mke2fs, vfat busybox mkdosfs, swap mkswap; other file systems are refused;
 5. the kickstart's %post scripts with SYSIMAGE=/mnt/sysimage, DOLLY_ROOT=/ (dollyC writes the image
@@ -20,8 +21,9 @@
 6. grow (from the %post, once the image is received): `provision-grow DEVICE` checks the received ext2/3/4
    file system (e2fsck -fy) and grows it to fill its partition (resize2fs);
 7. the bootloader (from the %post, before it reports done): the clone's own GRUB images, no GRUB tools --
-   boot.img + core.img from /boot/grub/i386-pc into the MBR gap (BIOS, MBR disks only) and
-   /boot/grub/x86_64-efi/core.efi as EFI/BOOT/BOOTX64.EFI on the ESP (when the kickstart has one);
+   boot.img + core.img from /boot/grub/i386-pc into the MBR gap (BIOS, MBR disk), or on a GPT disk with a
+   biosboot partition a core.img for GPT made by the clone's own grub-mkimage (chroot) into that partition,
+   and /boot/grub/x86_64-efi/core.efi as EFI/BOOT/BOOTX64.EFI on the ESP (when the kickstart has one);
 8. the %post reports done (the server flips the node), then unmount, sync, `reboot -f`.
 Each phase prints a `provision-installer: <phase>` line on the console.
 """
@@ -42,7 +44,7 @@ from pathlib import Path
 
 from provision.errors import ProvisionError
 from provision.images import gpt
-from provision.images.bootsector import SECTOR, mbr_partition_table, write_bios_grub
+from provision.images.bootsector import SECTOR, mbr_partition_table, write_bios_grub, write_bios_grub_gpt
 from provision.lab_node import PostScript, kernel_arg_url
 
 MIB_SECTORS = (1 << 20) // SECTOR
@@ -110,6 +112,10 @@ class DiskPlan:
 
     def mounted_at(self, mount: str) -> PlannedPartition | None:
         return next((p for p in self.partitions if p.mount == mount), None)
+
+    @property
+    def biosboot(self) -> PlannedPartition | None:
+        return next((p for p in self.partitions if p.role == "biosboot"), None)
 
 
 def read_kickstart(text: str):
@@ -199,13 +205,11 @@ def plan_disk(handler, disk_sectors: int, uefi: bool) -> DiskPlan:
                                         part.label or None))
         start += mib * MIB_SECTORS
     plan = DiskPlan(disk, disk_sectors, label, tuple(planned))
-    if label == "gpt" and not uefi and handler.bootloader.location != "none":
-        biosboot = any(p.role == "biosboot" for p in plan.partitions)
+    if label == "gpt" and not uefi and handler.bootloader.location != "none" and plan.biosboot is None:
         raise ProvisionError(
-            f"{disk}: a GPT disk on a BIOS machine needs GRUB's core.img in a biosboot partition"
-            + (", which this installer does not fill yet" if biosboot else
-               " (part biosboot --fstype=biosboot --size=1), and the kickstart has none")
-            + ": use clearpart --disklabel=msdos for BIOS machines (or bootloader --location=none)")
+            f"{disk}: a GPT disk on a BIOS machine needs GRUB's core.img in a biosboot partition "
+            "(part biosboot --fstype=biosboot --size=1), and the kickstart has none: add one, or use "
+            "clearpart --disklabel=msdos (or bootloader --location=none)")
     return plan
 
 
@@ -337,42 +341,77 @@ def grow(device: str) -> str:
     return f"grown {device}: {blocks * size >> 20} MiB -> {grown * size >> 20} MiB"
 
 
-def install_bootloader(sysimage: Path, disk: str, esp: str | None, gpt_disk: bool = False) -> list[str]:
-    """The clone's own GRUB images onto the disk: BIOS (MBR + gap; not on a GPT disk, whose header is in
-    that gap) and, with an ESP, the UEFI loader. Returns what was placed."""
+@dataclass(frozen=True)
+class BootTarget:
+    """Where `provision-bootloader` puts GRUB, from the installer's disk plan."""
+    esp: str | None = None                   # the ESP's device (UEFI loader)
+    gpt: bool = False                        # a GPT disk: BIOS GRUB only into a biosboot partition
+    biosboot: tuple[int, int] | None = None  # its (start LBA, sectors)
+    root_number: int = 1                     # the root partition's number (GRUB's prefix on a GPT disk)
+
+    @classmethod
+    def of(cls, plan: DiskPlan) -> BootTarget:
+        root, biosboot = plan.mounted_at("/"), plan.biosboot
+        return cls(next((p.device for p in plan.partitions if p.is_esp), None), plan.label == "gpt",
+                   (biosboot.start, biosboot.sectors) if biosboot else None, root.number if root else 1)
+
+
+def gpt_core_command(root_number: int, output: str) -> list[str]:
+    """grub-mkimage (run in the clone: its own GRUB and modules) for a BIOS core.img that reads
+    /boot/grub from GPT partition `root_number`."""
+    return ["grub-mkimage", "-O", "i386-pc", "-d", f"/{BIOS_GRUB}", "-p", f"(hd0,gpt{root_number})/boot/grub",
+            "-o", output, "biosdisk", "part_gpt", "ext2"]
+
+
+def install_bootloader(sysimage: Path, disk: str, target: BootTarget = BootTarget()) -> list[str]:
+    """The clone's own GRUB images onto the disk: BIOS (MBR + gap; on a GPT disk, whose header is in that
+    gap, a core.img for GPT into its biosboot partition, or nothing) and, with an ESP, the UEFI loader.
+    Returns what was placed."""
     placed = []
     bios = sysimage / BIOS_GRUB
-    if not gpt_disk and (bios / "boot.img").is_file() and (bios / "core.img").is_file():
-        with open(disk, "r+b") as out:
-            write_bios_grub(out, (bios / "boot.img").read_bytes(), (bios / "core.img").read_bytes())
-            out.flush()
-            os.fsync(out.fileno())
-        placed.append(f"BIOS GRUB in {disk}")
-    if esp is not None and (sysimage / EFI_CORE).is_file():
-        target = sysimage / "boot" / "efi"
-        target.mkdir(parents=True, exist_ok=True)
-        run(["mount", "-t", "vfat", esp, str(target)])
+    if (bios / "boot.img").is_file() and (bios / "core.img").is_file():
+        boot_img = (bios / "boot.img").read_bytes()
+        if not target.gpt:
+            with open(disk, "r+b") as out:
+                write_bios_grub(out, boot_img, (bios / "core.img").read_bytes())
+                out.flush()
+                os.fsync(out.fileno())
+            placed.append(f"BIOS GRUB in {disk}")
+        elif target.biosboot is not None:
+            core = Path("tmp") / "provision-core-gpt.img"
+            run(["chroot", str(sysimage), *gpt_core_command(target.root_number, f"/{core}")])
+            try:
+                with open(disk, "r+b") as out:
+                    write_bios_grub_gpt(out, boot_img, (sysimage / core).read_bytes(), *target.biosboot)
+                    out.flush()
+                    os.fsync(out.fileno())
+            finally:
+                (sysimage / core).unlink(missing_ok=True)
+            placed.append(f"BIOS GRUB in {disk} (core.img for GPT in its biosboot partition)")
+    if target.esp is not None and (sysimage / EFI_CORE).is_file():
+        esp_dir = sysimage / "boot" / "efi"
+        esp_dir.mkdir(parents=True, exist_ok=True)
+        run(["mount", "-t", "vfat", target.esp, str(esp_dir)])
         try:
-            (target / EFI_LOADER).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(sysimage / EFI_CORE, target / EFI_LOADER)
+            (esp_dir / EFI_LOADER).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(sysimage / EFI_CORE, esp_dir / EFI_LOADER)
         finally:
-            run(["umount", str(target)])
-        placed.append(f"{EFI_LOADER} on {esp}")
+            run(["umount", str(esp_dir)])
+        placed.append(f"{EFI_LOADER} on {target.esp}")
     if not placed:
-        raise ProvisionError(f"no GRUB images in the clone ({sysimage / BIOS_GRUB}, {sysimage / EFI_CORE})")
+        raise ProvisionError(f"no GRUB images in the clone ({sysimage / BIOS_GRUB}, {sysimage / EFI_CORE})"
+                             + (" for this GPT disk (BIOS GRUB needs a biosboot partition)" if target.gpt else ""))
     return placed
 
 
 def make_tools(plan: DiskPlan) -> Path:
     """`dollyC`, `provision-grow` and `provision-bootloader` for the %post, as small Python scripts on PATH."""
     BIN_DIR.mkdir(parents=True, exist_ok=True)
-    esp = next((p.device for p in plan.partitions if p.is_esp), None)
     scripts = {
         "dollyC": "from dolly_core.cli import client_main\nsys.exit(client_main())\n",
         "provision-grow": "from provision.installer import grow_main\nsys.exit(grow_main(sys.argv[1:]))\n",
-        "provision-bootloader": ("from provision.installer import bootloader_main\n"
-                                 f"sys.exit(bootloader_main(sys.argv[1:], esp={esp!r}, "
-                                 f"gpt_disk={plan.label == 'gpt'}))\n"),
+        "provision-bootloader": ("from provision.installer import BootTarget, bootloader_main\n"
+                                 f"sys.exit(bootloader_main(sys.argv[1:], {BootTarget.of(plan)!r}))\n"),
     }
     for name, body in scripts.items():
         path = BIN_DIR / name
@@ -381,11 +420,11 @@ def make_tools(plan: DiskPlan) -> Path:
     return BIN_DIR
 
 
-def bootloader_main(argv: list[str], esp: str | None = None, gpt_disk: bool = False) -> int:
+def bootloader_main(argv: list[str], target: BootTarget = BootTarget()) -> int:
     if len(argv) != 2:
         print("usage: provision-bootloader SYSIMAGE DISK", file=sys.stderr)
         return 2
-    placed = install_bootloader(Path(argv[0]), argv[1], esp, gpt_disk)
+    placed = install_bootloader(Path(argv[0]), argv[1], target)
     say("bootloader: " + "; ".join(placed))
     return 0
 

@@ -18,12 +18,15 @@ import pytest
 
 from provision.errors import ProvisionError
 from provision.images import gpt
+from provision.images.bootsector import bios_grub_at, write_bios_grub_gpt
 from provision.installer import (
     MIB_SECTORS,
+    BootTarget,
     bootloader_main,
     ext_blocks,
     ext_label,
     format_commands,
+    gpt_core_command,
     grow,
     grow_main,
     install_bootloader,
@@ -130,17 +133,15 @@ def test_disk_label_from_kickstart_else_firmware(kickstarts):
     assert plan_disk(read_kickstart(unsaid), DISK_SECTORS, uefi=False).label == "msdos"
 
 
-def test_gpt_on_bios_needs_biosboot(kickstarts):
+def test_gpt_on_bios_needs_a_biosboot_partition(kickstarts):
     text = kickstarts["n02"]  # --disklabel=gpt
     with pytest.raises(ProvisionError, match=r"BIOS machine needs GRUB's core.img in a biosboot partition "
                        r"\(part biosboot --fstype=biosboot --size=1\), and the kickstart has none"):
         plan_disk(read_kickstart(text), DISK_SECTORS, uefi=False)
     biosboot = text.replace("part / ", "part biosboot --fstype=biosboot --size=1 --ondisk=vda\npart / ")
-    with pytest.raises(ProvisionError, match="does not fill yet: use clearpart --disklabel=msdos"):
-        plan_disk(read_kickstart(biosboot), DISK_SECTORS, uefi=False)
-    plan = plan_disk(read_kickstart(biosboot), DISK_SECTORS, uefi=True)
-    first = plan.partitions[0]
-    assert (first.mount, first.role, first.sectors) == ("biosboot", "biosboot", MIB_SECTORS)
+    plan = plan_disk(read_kickstart(biosboot), DISK_SECTORS, uefi=False)
+    assert (plan.biosboot.number, plan.biosboot.start, plan.biosboot.sectors) == (1, MIB_SECTORS, MIB_SECTORS)
+    assert BootTarget.of(plan) == BootTarget("/dev/vda3", True, (MIB_SECTORS, MIB_SECTORS), 2)
     assert "biosboot" not in str(format_commands(plan))
     on_mbr = plan_disk(read_kickstart(biosboot.replace("--disklabel=gpt", "--disklabel=msdos")), DISK_SECTORS,
                        uefi=False)
@@ -356,12 +357,15 @@ def test_bootloader_from_the_clone_images(tmp_path, kickstart):
     with open(disk, "wb") as out:
         out.truncate(DISK_SECTORS * 512)
         out.write(mbr(plan))
-    assert install_bootloader(clone, str(disk), None) == [f"BIOS GRUB in {disk}"]
+    assert install_bootloader(clone, str(disk)) == [f"BIOS GRUB in {disk}"]
     written = disk.read_bytes()[:MIB_SECTORS * 512]
     core = (clone / "boot/grub/i386-pc/core.img").read_bytes()
-    assert written[:440] == (grub / "boot.img").read_bytes()[:440]
+    boot = (grub / "boot.img").read_bytes()
+    assert written[:440] == boot[:440]
     assert written[446:512] == mbr(plan)[446:512]
     assert written[512:512 + len(core)] == core
+    # the two pointers grub-setup patches hold grub-mkimage's defaults for core.img at LBA 1
+    assert bios_grub_at(boot, core, 1) == (boot[:440], core)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ProvisionError, match="no GRUB images"):
@@ -369,9 +373,43 @@ def test_bootloader_from_the_clone_images(tmp_path, kickstart):
     gpt_disk = tmp_path / "gpt.raw"  # BIOS GRUB would overwrite the GPT header: left out there
     write_tables(gpt_disk, plan_disk(read_kickstart(kickstart.replace("=msdos", "=gpt")), DISK_SECTORS, uefi=True))
     before = gpt_disk.read_bytes()[:MIB_SECTORS * 512]
-    with pytest.raises(ProvisionError, match="no GRUB images"):
-        install_bootloader(clone, str(gpt_disk), None, gpt_disk=True)
+    with pytest.raises(ProvisionError, match=r"for this GPT disk \(BIOS GRUB needs a biosboot partition\)"):
+        install_bootloader(clone, str(gpt_disk), BootTarget(gpt=True))
     assert gpt_disk.read_bytes()[:MIB_SECTORS * 512] == before
+
+
+def test_bios_grub_into_a_gpt_biosboot_partition(tmp_path, kickstart):
+    """boot.img in the protective MBR points at core.img in the biosboot partition, core.img's block list
+    at its own second sector; the GPT stays valid (sgdisk -v)."""
+    sgdisk = require_tool("sgdisk")
+    grub = Path("/usr/lib/grub/i386-pc")
+    if shutil.which("grub-mkimage") is None or not (grub / "boot.img").is_file():
+        pytest.skip("needs grub-mkimage and GRUB's i386-pc files (grub-pc-bin)")
+    core_img = tmp_path / "core.img"
+    subprocess.run([*gpt_core_command(2, str(core_img))[:4], str(grub), *gpt_core_command(2, str(core_img))[5:]],
+                   check=True)
+    text = kickstart.replace("=msdos", "=gpt").replace(
+        "part / ", "part biosboot --fstype=biosboot --size=1 --ondisk=vda\npart / ")
+    plan = plan_disk(read_kickstart(text), DISK_SECTORS, uefi=False)
+    disk = tmp_path / "disk.raw"
+    write_tables(disk, plan)
+    boot, core = (grub / "boot.img").read_bytes(), core_img.read_bytes()
+    with open(disk, "r+b") as out:
+        write_bios_grub_gpt(out, boot, core, *BootTarget.of(plan).biosboot)
+    written = disk.read_bytes()
+    assert written[:440] == boot[:0x5C] + MIB_SECTORS.to_bytes(8, "little") + boot[0x64:440]
+    assert written[440:512] == partition_table(plan, DISK_GUID).head[440:512]
+    placed = written[MIB_SECTORS * 512:MIB_SECTORS * 512 + len(core)]
+    assert placed == core[:500] + (MIB_SECTORS + 1).to_bytes(8, "little") + core[508:]
+    verify = subprocess.run([sgdisk, "-v", str(disk)], capture_output=True, text=True, check=False)
+    assert verify.returncode == 0 and "No problems found" in verify.stdout, verify.stdout
+    with pytest.raises(ProvisionError, match="does not fit the BIOS boot partition"):
+        with open(disk, "r+b") as out:
+            write_bios_grub_gpt(out, boot, core, MIB_SECTORS, 8)
+    mbr_disk = tmp_path / "mbr.raw"
+    mbr_disk.write_bytes(mbr(plan_disk(read_kickstart(kickstart), DISK_SECTORS, uefi=False)))
+    with pytest.raises(ProvisionError, match="no GPT"), open(mbr_disk, "r+b") as out:
+        write_bios_grub_gpt(out, boot, core, MIB_SECTORS, MIB_SECTORS)
 
 
 def test_ext_label_read_from_the_superblock(tmp_path):

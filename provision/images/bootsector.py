@@ -1,6 +1,7 @@
 """Place BIOS GRUB on a disk without grub-install: boot.img's code in the MBR, core.img in the sectors
-between the MBR and the first partition (PXE-NOTES 14). Pure byte work on an open disk or image file, so
-the installer can do it on a node's disk with the files the golden image carries in /boot/grub/i386-pc/.
+between the MBR and the first partition (PXE-NOTES 14), or on a GPT disk in its BIOS boot partition.
+Pure byte work on an open disk or image file, so the installer can do it on a node's disk with the files
+the golden image carries in /boot/grub/i386-pc/.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from provision.errors import ProvisionError
 
 SECTOR = 512
 BOOT_CODE = 440  # boot.img bytes that go into the MBR: the disk signature and partition table stay
+KERNEL_SECTOR = 0x5C  # in boot.img: the LBA of core.img's first sector (u64; grub-mkimage's default 1)
+BLOCKLIST_START = SECTOR - 12  # in core.img's first sector: the LBA of the rest of core.img (u64; default 2)
+PROTECTIVE = 0xEE  # the MBR partition type of a GPT disk
 
 
 def mbr_partition_table(partitions: list[tuple[int, int, int, bool]]) -> bytes:
@@ -28,6 +32,31 @@ def first_partition_lba(mbr: bytes) -> int:
     """The lowest start LBA among the MBR's partitions (0 when it has none)."""
     starts = [struct.unpack_from("<I", mbr, 454 + 16 * i)[0] for i in range(4) if mbr[450 + 16 * i]]
     return min(starts, default=0)
+
+
+def bios_grub_at(boot_img: bytes, core_img: bytes, lba: int) -> tuple[bytes, bytes]:
+    """boot.img's MBR code and core.img, pointed at core.img written from `lba` (what grub-setup patches)."""
+    boot, core = bytearray(boot_img[:BOOT_CODE]), bytearray(core_img)
+    struct.pack_into("<Q", boot, KERNEL_SECTOR, lba)
+    struct.pack_into("<Q", core, BLOCKLIST_START, lba + 1)
+    return bytes(boot), bytes(core)
+
+
+def write_bios_grub_gpt(disk: BinaryIO, boot_img: bytes, core_img: bytes, lba: int, sectors: int) -> None:
+    """boot.img's code into a GPT disk's protective MBR, core.img into its BIOS boot partition (`sectors`
+    from `lba`)."""
+    disk.seek(0)
+    mbr = disk.read(SECTOR)
+    if len(mbr) < SECTOR or mbr[510:] != b"\x55\xaa" or mbr[450] != PROTECTIVE:
+        raise ProvisionError("the disk has no GPT (protective MBR)")
+    if sectors * SECTOR < len(core_img):
+        raise ProvisionError(f"GRUB core.img ({len(core_img)} bytes) does not fit the BIOS boot partition "
+                             f"({sectors} sectors)")
+    boot, core = bios_grub_at(boot_img, core_img, lba)
+    disk.seek(0)
+    disk.write(boot)
+    disk.seek(lba * SECTOR)
+    disk.write(core)
 
 
 def write_bios_grub(disk: BinaryIO, boot_img: bytes, core_img: bytes) -> None:
