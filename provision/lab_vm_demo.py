@@ -278,7 +278,7 @@ def golden_digests(rootfs: Path, paths: Sequence[str] = MARKER_FILES) -> dict[st
 # one line `disk <table> <root partition bytes> <root file system bytes>` (dumpe2fs: block count x size)
 DISK_COMMAND = ("root=$(findmnt -no SOURCE /); echo disk $(blkid -o value -s PTTYPE /dev/$(lsblk -no PKNAME $root))"
                 " $(blockdev --getsize64 $root)"
-                " $(dumpe2fs -h $root 2>/dev/null | awk '/^Block (count|size):/ {n = n ? n * $3 : $3} END {print n}')")
+                " $(dumpe2fs -h $root 2>/dev/null | awk '/^Block (count|size):/ {n = n ? n * $3 : $3} END {printf \"%.0f\\n\", n}')")
 CHECK_COMMAND = f"sha256sum {' '.join(MARKER_FILES)}; cat /proc/cmdline; {DISK_COMMAND}"
 
 

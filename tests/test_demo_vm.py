@@ -204,6 +204,19 @@ def test_parse_checks_takes_sums_and_command_line_per_node():
     assert lab_vm_demo.parse_disks(CHECKS_OUTPUT) == {"n01": ("gpt", 4225761280, 4225761280)}
 
 
+def test_disk_command_prints_file_system_bytes_as_an_integer(tmp_path):
+    """The DISK_COMMAND's dumpe2fs | awk part on a 4031 MiB file system (awk must not print 4.22681e+09)."""
+    require_tool("dumpe2fs")
+    image = tmp_path / "root.img"
+    with open(image, "wb") as out:
+        out.truncate(4031 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
+    pipeline = lab_vm_demo.DISK_COMMAND[lab_vm_demo.DISK_COMMAND.rindex("$(dumpe2fs"):][2:-1]
+    out = subprocess.run(["sh", "-c", pipeline], env={"root": str(image), "PATH": "/usr/sbin:/sbin:/usr/bin:/bin"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out == f"{4031 << 20}\n"
+
+
 def test_a_clone_is_as_expected_only_grown_on_its_firmware_table():
     done = dict(state="done", boot="local", error=None, killed=False, verified=True, identical=True,
                 booted_from_disk=True, installs=1)
