@@ -4,7 +4,7 @@ tftpy parses each request, negotiates its options (blksize, tsize) and sends the
 module adds what a safe boot server needs around it: write requests get an access violation, a
 path must stay inside the root after resolving `..` *and* symlinks, only regular files are served,
 and every transfer ends with one log line (file, client, bytes, seconds, result). The rest of each
-transfer runs in a pool of worker processes, one per core (tftp_transfer.py: a lean DATA/ACK loop
+transfer runs in a pool of worker processes, a few per core (tftp_transfer.py: a lean DATA/ACK loop
 serving many transfers per process); the receive loop is ours, so it can stop at once and report
 transfers.
 
@@ -113,7 +113,7 @@ class _Running:
 class TftpServer:
     """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
     and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it.
-    `workers` transfer processes (default: one per usable core) run the transfers' data phase."""
+    `workers` transfer processes (default: 4 per usable core) run the transfers' data phase."""
 
     def __init__(self, root: str | os.PathLike, host: str = "0.0.0.0", port: int = 69,
                  timeout: float = 2.0, retries: int = 5,
@@ -124,7 +124,7 @@ class TftpServer:
         if not os.path.isdir(self.root):
             raise ProvisionError(f"TFTP root {root} is not a directory")
         self.host, self.timeout, self.retries = host, timeout, retries
-        self.workers = workers or len(os.sched_getaffinity(0))
+        self.workers = workers or 4 * len(os.sched_getaffinity(0))
         self.on_transfer = on_transfer
         self._requested_port = port
         self._sock: socket.socket | None = None

@@ -9,8 +9,11 @@ packet is ignored, as RFC 1123 (4.2.3.1) asks against the sorcerer's apprentice:
 only when its ACK has not come for a whole time-out, at most `retries` times in all. Each transfer's
 `Outcome` goes back over the worker's Unix socket.
 
-One worker per core, not tftpd-hpa's process per transfer: with many clients a wake-up often finds
-several ACKs waiting, and the cores do not switch between dozens of Python processes.
+A few workers per core, not tftpd-hpa's process per transfer: with many clients a wake-up often finds
+several ACKs waiting, and the cores do not switch between dozens of Python processes (each switch and
+wake-up costs more CPU than the packet it serves). Not one worker per core either: on a machine busy
+with other work the kernel shares the CPU per process, and one per core then gets too small a share
+(measured: bench/tftp_bench.py --load).
 """
 
 from __future__ import annotations
@@ -47,12 +50,13 @@ class Outcome:
 class _Transfer:
     """One transfer inside a worker: its socket (connected to the client), its file, the packet in flight."""
 
-    __slots__ = ("ident", "sock", "file", "blksize", "block", "last", "packet", "payload", "out", "expected",
-                 "tries", "deadline")
+    __slots__ = ("ident", "sock", "file", "recv", "send", "readinto", "blksize", "block", "last", "packet",
+                 "payload", "out", "expected", "tries", "deadline")
 
     def __init__(self, ident: int, sock: socket.socket, file: BinaryIO, blksize: int, block: int, sent: bytes,
                  deadline: float):
         self.ident, self.sock, self.file, self.blksize = ident, sock, file, blksize
+        self.recv, self.send, self.readinto = sock.recv, sock.send, file.readinto
         self.packet = bytearray(4 + blksize)
         self.payload = memoryview(self.packet)[4:]
         file.seek(block * blksize)  # the payload of the block after `block`
@@ -68,7 +72,7 @@ class _Transfer:
         """Take the client's packet: the ACK of the block in flight sends the next block (or ends the
         transfer), an ERROR ends it, anything else is left to the time-out."""
         try:
-            reply = self.sock.recv(_REPLY_SIZE)
+            reply = self.recv(_REPLY_SIZE)
             if reply[:4] != self.expected:
                 if len(reply) >= 4 and reply[:2] == _ERROR_OPCODE:
                     message = reply[4:].split(b"\0")[0].decode("ascii", "replace")
@@ -78,12 +82,12 @@ class _Transfer:
                 return Outcome(self.acked() + len(self.out) - 4, None)
             self.block = block = self.block + 1
             _HEADER.pack_into(self.packet, 0, DATA, block & 0xFFFF)
-            length = self.file.readinto(self.payload)
+            length = self.readinto(self.payload)
             self.out = self.packet if length == self.blksize else self.packet[:4 + length]
             self.last = length < self.blksize
             self.expected = _HEADER.pack(ACK, block & 0xFFFF)
             self.tries, self.deadline = 1, now + timeout
-            self.sock.send(self.out)
+            self.send(self.out)
         except BlockingIOError:  # nothing to read after all
             return None
         except OSError as exc:  # ICMP port unreachable (the client is gone), a block too big for UDP, ...
@@ -96,7 +100,7 @@ class _Transfer:
             return Outcome(self.acked(), f"no answer after {retries} tries")
         self.tries, self.deadline = self.tries + 1, now + timeout
         try:
-            self.sock.send(self.out)
+            self.send(self.out)
         except OSError as exc:
             return Outcome(self.acked(), f"socket error: {exc.strerror}")
         return None
