@@ -4,10 +4,13 @@ Both servers run as their own processes on loopback (127.0.0.1, free ports) and 
 random file the size of an installer kernel. For 1 and 32 concurrent clients, busybox `tftp -b 1468`
 (blksize 1468, as PXE firmware asks) and tftp-hpa's client (which knows only 512-byte blocks) fetch it; the
 figure is the aggregate throughput of the best of `--repeat` rounds (the servers take turns), and the
-ratio ours / tftpd-hpa.
+ratio ours / tftpd-hpa. Each server runs in a cgroup of its own, so the CPU it spent (all its processes,
+kernel time included) per DATA/ACK pair is shown too. `--load N` runs N busy-looping processes during
+all measurements (both servers), as on a machine busy with other work.
 Target: >= 0.8 of tftpd-hpa. Loopback only.
 
-Usage (root for in.tftpd's chroot): python bench/tftp_bench.py [--size-mib 8] [--repeat 3]
+Usage (root for in.tftpd's chroot and the cgroups):
+    python bench/tftp_bench.py [--size-mib 8] [--repeat 3] [--load 0]
 """
 
 from __future__ import annotations
@@ -26,27 +29,65 @@ REPO = Path(__file__).resolve().parent.parent
 FILE = "vmlinuz"
 
 
+class CpuMeter:
+    """CPU time of the processes started with `enter` as their preexec_fn and all their descendants, from a
+    cgroup made for them (cgroup v1 cpuacct or v2); `seconds()` is None where neither can be used."""
+
+    def __init__(self, name: str):
+        v1, v2 = Path("/sys/fs/cgroup/cpuacct"), Path("/sys/fs/cgroup")
+        base, self._usage = ((v1, "cpuacct.usage") if (v1 / "cpuacct.usage").exists() else
+                             (v2, "cpu.stat") if (v2 / "cgroup.controllers").exists() else (None, ""))
+        self.path = base / f"tftp-bench-{os.getpid()}-{name}" if base else None
+        try:
+            if self.path:
+                self.path.mkdir()
+        except OSError:
+            self.path = None
+
+    def enter(self) -> None:
+        """Move the calling process into the cgroup (before it starts any other)."""
+        if self.path is not None:
+            (self.path / "cgroup.procs").write_text("0")
+
+    def seconds(self) -> float | None:
+        if self.path is None:
+            return None
+        text = (self.path / self._usage).read_text()
+        if self._usage == "cpu.stat":  # usage_usec N
+            return int(text.split()[1]) / 1e6
+        return int(text) / 1e9
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.rmdir()
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_ours(root: Path, port: int) -> subprocess.Popen:
+def start_ours(root: Path, port: int, meter: CpuMeter) -> subprocess.Popen:
     code = ("import sys; from provision.services.tftp import TftpServer; "
             f"TftpServer({str(root)!r}, host='127.0.0.1', port={port}).serve_forever()")
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, preexec_fn=meter.enter)
 
 
-def start_hpa(root: Path, port: int) -> subprocess.Popen:
+def start_hpa(root: Path, port: int, meter: CpuMeter) -> subprocess.Popen:
     daemon = shutil.which("in.tftpd") or "/usr/sbin/in.tftpd"
-    return subprocess.Popen([daemon, "-L", "-a", f"127.0.0.1:{port}", "-s", str(root)])
+    return subprocess.Popen([daemon, "-L", "-a", f"127.0.0.1:{port}", "-s", str(root)], preexec_fn=meter.enter)
 
 
 def client_argv(kind: str, port: int, out: Path) -> list[str]:
     if kind == "busybox-1468":
         return ["busybox", "tftp", "-g", "-b", "1468", "-r", FILE, "-l", str(out), "127.0.0.1", str(port)]
     return ["tftp", "127.0.0.1", str(port), "-m", "binary", "-c", "get", FILE, str(out)]
+
+
+def blocks(kind: str, size: int) -> int:
+    """DATA packets (so DATA/ACK pairs) of one fetch."""
+    return size // (1468 if kind == "busybox-1468" else 512) + 1
 
 
 def fetch_all(kind: str, port: int, clients: int, work: Path, size: int) -> float:
@@ -86,6 +127,7 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--load", type=int, default=0, metavar="N", help="busy-looping processes meanwhile")
     args = parser.parse_args()
     for tool in ("busybox", "tftp"):
         if shutil.which(tool) is None:
@@ -101,25 +143,42 @@ def main() -> int:
         (root / FILE).write_bytes(os.urandom(size))
         os.chmod(root / FILE, 0o644)
         ports = {"ours": free_udp_port(), "tftpd-hpa": free_udp_port()}
-        servers = [start_ours(root, ports["ours"]), start_hpa(root, ports["tftpd-hpa"])]
+        meters = {name: CpuMeter(name) for name in ports}
+        servers = {"ours": start_ours(root, ports["ours"], meters["ours"]),
+                   "tftpd-hpa": start_hpa(root, ports["tftpd-hpa"], meters["tftpd-hpa"])}
+        load = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.load)]
         try:
             for port in ports.values():
                 wait_listening(port)
-            print(f"file {args.size_mib} MiB, best of {args.repeat}; MB/s = all clients' bytes / wall time")
-            print(f"{'client':14} {'clients':>7} {'ours MB/s':>10} {'hpa MB/s':>9} {'ratio':>6}")
+            print(f"file {args.size_mib} MiB, best of {args.repeat}, {args.load} busy loops, "
+                  f"load average {os.getloadavg()[0]:.1f}; MB/s = all clients' bytes / wall time; "
+                  "CPU = the server's CPU time per DATA/ACK pair (all rounds)")
+            print(f"{'client':14} {'clients':>7} {'ours MB/s':>10} {'hpa MB/s':>9} {'ratio':>6} "
+                  f"{'ours CPU':>9} {'hpa CPU':>8}")
             for kind in ("busybox-1468", "tftp-hpa-512"):
                 for clients in args.clients:
                     best = dict.fromkeys(ports, float("inf"))
+                    cpu = dict.fromkeys(ports, 0.0)
                     for _ in range(args.repeat):  # rounds alternate, so a burst of load elsewhere hits both
                         for name, port in ports.items():
+                            before = meters[name].seconds()
                             best[name] = min(best[name], fetch_all(kind, port, clients, work, size))
+                            time.sleep(0.2)  # the server's last ACK, its log line
+                            if before is not None:
+                                cpu[name] += meters[name].seconds() - before
                     rates = {name: clients * size / seconds / 1e6 for name, seconds in best.items()}
+                    pairs = args.repeat * clients * blocks(kind, size)
+                    micros = {name: f"{1e6 * cpu[name] / pairs:6.1f} us" if cpu[name] else "-" for name in ports}
                     print(f"{kind:14} {clients:7d} {rates['ours']:10.1f} {rates['tftpd-hpa']:9.1f} "
-                          f"{rates['ours'] / rates['tftpd-hpa']:6.2f}")
+                          f"{rates['ours'] / rates['tftpd-hpa']:6.2f} {micros['ours']:>9} {micros['tftpd-hpa']:>8}")
+            print(f"load average at the end {os.getloadavg()[0]:.1f}")
         finally:
-            for server in servers:
-                server.terminate()
-                server.wait(timeout=10)
+            for proc in [*load, *servers.values()]:
+                proc.terminate()
+                proc.wait(timeout=10)
+            time.sleep(0.5)  # the servers' transfer processes end with them
+            for meter in meters.values():
+                meter.remove()
     return 0
 
 
