@@ -1,24 +1,28 @@
 """A ring member (dollyC): receive into the window, write/cook to the local targets, forward to
 the successor, all concurrently; then verify and put its verdict into the END report.
 
-Verdict semantics: a file's sha256 is computed over exactly the bytes this node handed to its
-target, updated only after the write call for them succeeded (holes count as zeros), and the file is
-fsync'ed before the verdict is made; a failed write, fsync, decompressor or untar makes the verdict
-false. For a cooked (`>>`) file the sha256 is that of the received compressed stream (comparable with
-the server's sha256 of IN), and the verdict additionally needs the decompressor and untar to succeed.
-We hash while writing rather than re-reading so verification costs no second pass over the disk.
+Verdict semantics: a file's piece hash list (digest.py) is computed over exactly the bytes this node
+handed to its target, updated only after the write call for them succeeded (a hole counts as its
+zeros, which the target made: a hole in a fresh file, zeroed on a block device), and the file is
+fsync'ed before the verdict is made; the verdict needs the list to equal the server's, and a failed
+write, fsync, decompressor or untar makes it false. For a cooked (`>>`) file the list is that of the
+received compressed stream (comparable with the server's of IN), and the verdict additionally needs
+the decompressor and untar to succeed. A verified file reports the server's SHA-256 of IN as its
+sha256 (equal lists mean equal bytes); a failed one reports none. We hash while writing rather than
+re-reading so verification costs no second pass over the disk.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 from dataclasses import dataclass
 
-from dolly_core.cook import PlainTarget, open_target
+from dolly_core.cook import open_target
+from dolly_core.digest import PieceDigest
 from dolly_core.downlink import Aborted, CutOut, Downlink
+from dolly_core.protocol import PIECE
 from dolly_core.ring import RunSetup
 from dolly_core.uplink import Uplink
 from dolly_core.window import Window, WindowClosed
@@ -46,7 +50,7 @@ def target_path(root: str | None, out: str) -> str:
 @dataclass
 class FileResult:
     path: str
-    sha256: str
+    digest: str  # piece hash list of what was written
     error: str | None
 
 
@@ -69,9 +73,8 @@ class Writer:
 
     def _run(self) -> None:
         seq = 0
-        zero = memoryview(PlainTarget.ZERO)
         for f in self.setup.files:
-            digest, error, target = hashlib.sha256(), None, None
+            digest, error, target = PieceDigest(), None, None
             try:
                 path = target_path(self.root, f.out)
                 target = open_target(path, f.source, f.size, f.cook)
@@ -86,12 +89,12 @@ class Writer:
                         for hole, start, length in entry.runs():
                             if hole:
                                 target.hole(length)
-                                for done in range(0, length, len(zero)):
-                                    digest.update(zero[:min(len(zero), length - done)])
+                                digest.zeros(length)
                             else:
                                 data = entry.payload[start:start + length]
                                 target.write(data)
-                                digest.update(data)
+                                for piece in range(0, length, PIECE):
+                                    digest.data(data[piece:piece + PIECE])
                         self.written += entry.header.length
                     except OSError as exc:
                         error = f"writing {f.out}: {exc}"
@@ -127,14 +130,16 @@ class Node:
 
     def _make_verdict(self) -> None:
         self.writer.done.wait()
-        server = self.end_in.get("server", {}).get("sha256", [])
+        server = self.end_in.get("server", {})
+        digests, sha256 = server.get("digest", []), server.get("sha256", [])
         files, errors = [], []
         for i, r in enumerate(self.writer.results):
-            files.append({"path": r.path, "sha256": r.sha256})
+            same = i < len(digests) and digests[i] == r.digest and i < len(sha256)
             if r.error:
                 errors.append(r.error)
-            elif i >= len(server) or server[i] != r.sha256:
-                errors.append(f"{r.path}: sha256 {r.sha256} differs from the server's")
+            elif not same:
+                errors.append(f"{r.path}: piece digest {r.digest} differs from the server's")
+            files.append({"path": r.path, "sha256": sha256[i] if same and not r.error else None})
         self.verdict = {"ok": not errors, "error": "; ".join(errors) or None,
                         "bytes": self.writer.written, "seconds": round(time.monotonic() - self.started, 3),
                         "files": files}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from dolly_core import protocol as p
 from dolly_core.config import DEFAULT_PORT, DollyConfig, Endpoint
 from dolly_core.cook import cook_plan
+from dolly_core.digest import PieceDigest
 from dolly_core.downlink import Aborted, Downlink
 from dolly_core.node import make_window
 from dolly_core.ring import FileSpec, Member, Ring, RunSetup
@@ -116,13 +117,15 @@ def is_zero(view: memoryview) -> bool:
 
 
 class Source:
-    """Reads every IN into the window in chunk order; hashes each file on the way. A regular
+    """Reads every IN into the window in chunk order; hashes each file on the way (SHA-256 of the
+    whole file for the report, and the piece hash list the nodes check, see digest.py). A regular
     file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a hole travels as a HOLE
-    frame, a partly covered chunk reads only its data ranges; the hash counts holes as zeros."""
+    frame, a partly covered chunk reads only its data ranges; both hashes count holes as zeros."""
 
     def __init__(self, setup: RunSetup, window: Window):
         self.setup, self.window = setup, window
         self.sha256: list[str] = []
+        self.digests: list[str] = []  # piece hash lists (digest.py)
         self.data_bytes: list[int] = []  # bytes read from each IN (the rest were holes)
         self.error: str | None = None
         self.done = threading.Event()
@@ -142,7 +145,7 @@ class Source:
         seq, size = 0, self.setup.chunk_size
         zero = memoryview(bytes(size))
         for index, f in enumerate(self.setup.files):
-            digest, read = hashlib.sha256(), 0
+            digest, pieces, read = hashlib.sha256(), PieceDigest(), 0
             with open(f.source, "rb", buffering=0) as src:
                 fd = src.fileno()
                 sparse = stat.S_ISREG(os.fstat(fd).st_mode)
@@ -152,6 +155,7 @@ class Source:
                     ranges = data_ranges(fd, offset, offset + length) if sparse else [(offset, offset + length)]
                     if length and not ranges:
                         digest.update(zero[:length])
+                        pieces.zeros(length)
                         self._hole(index, seq, offset, length)
                     else:
                         buf = self.window.acquire()
@@ -165,6 +169,11 @@ class Source:
                         view[pos - offset:length] = zero[:offset + length - pos]
                         digest.update(view[:length])
                         holes = [is_zero(view[start:start + p.PIECE]) for start in range(0, length, p.PIECE)]
+                        for hole, start in zip(holes, range(0, length, p.PIECE)):
+                            if hole:
+                                pieces.zeros(min(p.PIECE, length - start))
+                            else:
+                                pieces.data(view[start:min(start + p.PIECE, length)])
                         if length and all(holes):
                             self.window.release(buf)
                             self._hole(index, seq, offset, length)
@@ -175,6 +184,7 @@ class Source:
                 if sparse and os.fstat(fd).st_size < f.size:  # a hole past the new end is no zeros
                     raise OSError(f"{f.source} shrank while reading (to {os.fstat(fd).st_size} bytes)")
             self.sha256.append(digest.hexdigest())
+            self.digests.append(pieces.hexdigest())
             self.data_bytes.append(read)
 
     def _hole(self, index: int, seq: int, offset: int, length: int) -> None:
@@ -225,7 +235,7 @@ class Server:
             raise Aborted(self.source.error)
         verdicts = {str(i): {"ok": False, "error": f"dead (seen by the server): {why}", "bytes": 0,
                              "seconds": None, "files": []} for i, why in skipped.items()}
-        return {"server": {"sha256": self.source.sha256}, "verdicts": verdicts}
+        return {"server": {"sha256": self.source.sha256, "digest": self.source.digests}, "verdicts": verdicts}
 
     def _on_end(self, body: dict) -> None:
         self.end_report = body
