@@ -11,27 +11,25 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
-from provision import netns
 from provision.images.golden import golden_image
 from provision.images.initrd import installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
 from provision.qemu import Machine
 from provision.render import render_to
-from provision.services.dhcpd import DhcpdProcess
 from provision.services.tftp import install_boot_files
-from tests.conftest import require_tool
-from tests.test_vm_pxe import TFTP_SERVE, _require, _text
+from tests.conftest import REPO, require_tool
+from tests.test_vm_pxe import _require, serve_boot_files
+from tests.vm_rig import serial_text, vm_rig
 
 MAC = "52:54:00:81:00:11"
 
 
-def inventory_text(kernel: Path, initrd: Path, rootfs: Path) -> str:
+def inventory_text(kernel: Path, initrd: Path, rootfs: Path, transport: str = "http") -> str:
     return f"""cluster: pvi
 server: {{name: srv, ip: 10.81.0.1}}
 network: {{subnet: 10.81.0.0/24}}
@@ -39,6 +37,7 @@ boot:
   kernel: {kernel}
   initrd: {initrd}
   append: console=ttyS0,115200
+  transport: {transport}
 images:
   - {{source: {rootfs}, target: /dev/vda1}}
 defaults:
@@ -76,50 +75,27 @@ def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
     with open(disk, "wb") as f:
         f.truncate(4 << 30)
     serial = tmp_path / "serial.log"
-    repo = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PROVISION_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": repo}
-    net = netns.Network(f"pvi-{uuid.uuid4().hex[:5]}")
-    procs: list[subprocess.Popen] = []
-    try:
-        server = net.add_host("srv", address="10.81.0.1/24")
-        tap = "tap-vm1"
-        subprocess.run(["ip", "-n", net.switch_ns, "tuntap", "add", tap, "mode", "tap"], check=True)
-        subprocess.run(["ip", "-n", net.switch_ns, "link", "set", tap, "master", "br0", "up"], check=True)
-        ra = net.popen(server, [sys.executable, "-m", "provision.ra", "eth0"], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True, cwd=repo)
-        procs.append(ra)
-        assert ra.stdout.readline().startswith("provision.ra: advertising"), "no router advertisement"
-        install_log = tmp_path / "install.log"
-        with open(install_log, "wb") as log:
-            install = net.popen(server, [sys.executable, "-m", "provision", "install", "--inventory", str(inv),
-                                         "--wait", "300", "--finish-wait", "400", "--linger", "90"],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=repo, env=env)
-        procs.append(install)
+    env = {**os.environ, "PROVISION_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(REPO)}
+    install_log = tmp_path / "install.log"
+    with vm_rig("pvi", "10.81.0.1/24") as rig:
+        install = rig.start([sys.executable, "-m", "provision", "install", "--inventory", str(inv), "--wait", "300",
+                             "--finish-wait", "400", "--linger", "90"], log=install_log, env=env)
         time.sleep(2)
-        machine = Machine("vm1", MAC, tap, serial, Firmware.BIOS, disk=disk)
         started = time.monotonic()
-        qemu = subprocess.Popen(netns.ns_argv(net.switch_ns, machine.argv()), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        procs.append(qemu)
+        qemu = rig.power_on(Machine("vm1", MAC, rig.tap, serial, Firmware.BIOS, disk=disk))
         login = None
         while login is None:
-            text = _text(serial)
+            text = serial_text(serial)
             if "vm1 login:" in text:
                 login = time.monotonic() - started
                 break
             assert qemu.poll() is None, f"QEMU ended:\n{text[-3000:]}"
             assert time.monotonic() - started < 900, (f"no `vm1 login:` in 900 s; serial:\n{text[-4000:]}\n"
-                                                      f"install:\n{_text(install_log)[-3000:]}")
+                                                      f"install:\n{serial_text(install_log)[-3000:]}")
             time.sleep(2)
         rc = install.wait(timeout=200)
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        net.teardown()
-    text = _text(serial)
-    assert rc == 0, _text(install_log)[-3000:]
+    text = serial_text(serial)
+    assert rc == 0, serial_text(install_log)[-3000:]
     seen = phases(text)
     for phase in ("due for install", "partitioned", "cloned", "identity", "bootloader", "done", "rebooting"):
         assert phase in seen, (phase, seen)
@@ -148,53 +124,25 @@ def test_vm_not_due_boots_its_disk_untouched(tmp_path):
     require_tool("mmdebstrap")
     initrd, golden = installer_initrd(), golden_image()
     inv_path = tmp_path / "pvi.yaml"
-    inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, golden.rootfs))
+    inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, golden.rootfs, transport="tftp"))
     inv = load_inventory(inv_path)
     rendered = tmp_path / "rendered"
     render_to(rendered, inv)  # vm1 on install boot
     install_boot_files(rendered / "tftpboot", inv.boot)
     serial = tmp_path / "serial.log"
-    repo = str(Path(__file__).resolve().parents[1])
-    net = netns.Network(f"pvi-{uuid.uuid4().hex[:5]}")
-    dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tmp_path / "dhcpd", interfaces=["eth0"])
-    procs: list[subprocess.Popen] = []
-    try:
-        server = net.add_host("srv", address="10.81.0.1/24")
-        dhcpd.netns = server.ns
-        tap = "tap-vm1"
-        subprocess.run(["ip", "-n", net.switch_ns, "tuntap", "add", tap, "mode", "tap"], check=True)
-        subprocess.run(["ip", "-n", net.switch_ns, "link", "set", tap, "master", "br0", "up"], check=True)
-        dhcpd.start()
-        ra = net.popen(server, [sys.executable, "-m", "provision.ra", "eth0"], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True, cwd=repo)
-        procs.append(ra)
-        assert ra.stdout.readline().startswith("provision.ra: advertising"), "no router advertisement"
-        http = net.popen(server, [sys.executable, "-c", HTTP_LOCAL, str(rendered / "kickstart")],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo)
-        procs.append(http)
+    with vm_rig("pvi", "10.81.0.1/24") as rig:
+        serve_boot_files(rig, rendered, tmp_path / "tftp.log")
+        http = rig.start_python(HTTP_LOCAL, str(rendered / "kickstart"), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
         assert http.stdout.readline().strip() == "http serving"
-        with open(tmp_path / "tftp.log", "wb") as log:
-            procs.append(net.popen(server, [sys.executable, "-c", TFTP_SERVE.replace("10.66.0.1", "10.81.0.1"),
-                                            str(rendered / "tftpboot")],
-                                   stdout=log, stderr=subprocess.STDOUT, cwd=repo))
-        machine = Machine("vm1", MAC, tap, serial, Firmware.BIOS, disk=golden.disk, snapshot=True)
         started = time.monotonic()
-        qemu = subprocess.Popen(netns.ns_argv(net.switch_ns, machine.argv()), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        procs.append(qemu)
-        while "golden login:" not in _text(serial):
-            assert qemu.poll() is None, f"QEMU ended:\n{_text(serial)[-3000:]}"
-            assert time.monotonic() - started < 400, f"no `golden login:` in 400 s:\n{_text(serial)[-4000:]}"
+        qemu = rig.power_on(Machine("vm1", MAC, rig.tap, serial, Firmware.BIOS, disk=golden.disk, snapshot=True))
+        while "golden login:" not in serial_text(serial):
+            assert qemu.poll() is None, f"QEMU ended:\n{serial_text(serial)[-3000:]}"
+            assert time.monotonic() - started < 400, f"no `golden login:` in 400 s:\n{serial_text(serial)[-4000:]}"
             time.sleep(2)
         seconds = time.monotonic() - started
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-        dhcpd.stop()
-        net.teardown()
-    seen = phases(_text(serial))
-    assert "not due for install" in seen and "booting the local system on /dev/vda1" in _text(serial), seen
+    seen = phases(serial_text(serial))
+    assert "not due for install" in seen and "booting the local system on /dev/vda1" in serial_text(serial), seen
     assert "partitioned" not in seen and "rebooting" not in seen, seen
     print(f"\nnot due (BIOS, TCG): QEMU start to the disk's login prompt via switch_root {seconds:.1f} s")

@@ -10,9 +10,7 @@ import contextlib
 import re
 import shutil
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,6 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet6 import IPv6, ICMPv6ND_RA
 
-from provision import netns
 from provision.bootmode import BootMode
 from provision.images.golden import golden_image
 from provision.images.initrd import MARKER, installer_initrd
@@ -32,6 +29,7 @@ from provision.render import render_to
 from provision.services.dhcpd import DhcpdProcess
 from provision.services.tftp import install_boot_files
 from tests.conftest import require_root, require_tool, skip_or_fail
+from tests.vm_rig import Rig, serial_text, vm_rig
 
 MAC = "52:54:00:66:00:11"
 
@@ -64,6 +62,7 @@ boot:
   kernel: {kernel}
   initrd: {initrd}
   append: console=ttyS0,115200 provision.poweroff
+  transport: tftp   # the kernel and initrd over TFTP here; make demo-vm boots them over HTTP
 images:
   - {{source: /nonexistent/image.raw, target: /dev/vda1}}
 nodes:
@@ -74,7 +73,7 @@ nodes:
 TFTP_SERVE = """import logging, sys
 from provision.services.tftp import TftpServer
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-TftpServer(sys.argv[1], host="10.66.0.1", port=69).serve_forever()
+TftpServer(sys.argv[1], host=sys.argv[2], port=69).serve_forever()
 """
 
 
@@ -86,11 +85,10 @@ LOADER_FILES = {
 
 
 @dataclass
-class Rig:
-    """A lab bridge with our server side (dhcpd, tftpy, router advertisements) and a tap for one VM."""
+class PxeRig:
+    """The one-VM rig (tests/vm_rig.py) serving the rendered boot files with our dhcpd and tftpy server."""
 
-    net: netns.Network
-    tap: str
+    rig: Rig
     dhcpd: DhcpdProcess
     tftp_log: Path
 
@@ -108,8 +106,18 @@ def _require(firmware: Firmware) -> None:
         skip_or_fail(f"needs {OVMF_CODE} (Debian package ovmf)")
 
 
+def serve_boot_files(rig: Rig, rendered: Path, tftp_log: Path) -> DhcpdProcess:
+    """Our dhcpd and tftpy server in the rig's server namespace, for the files rendered into `rendered`."""
+    dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tftp_log.parent / "dhcpd", interfaces=["eth0"])
+    dhcpd.netns = rig.server.ns
+    dhcpd.start()
+    rig.cleanups.append(dhcpd.stop)
+    rig.start_python(TFTP_SERVE, str(rendered / "tftpboot"), rig.server.ip, log=tftp_log)
+    return dhcpd
+
+
 @contextlib.contextmanager
-def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode]) -> Iterator[Rig]:
+def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode]) -> Iterator[PxeRig]:
     """Render the one-VM inventory with `modes`, install the boot files, serve them; tear down after."""
     initrd = installer_initrd()
     inv_path = tmp_path / "pvq.yaml"
@@ -118,45 +126,9 @@ def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode]) -> I
     rendered = tmp_path / "rendered"
     render_to(rendered, inv, boot_modes=modes)
     install_boot_files(rendered / "tftpboot", inv.boot, uefi=firmware is Firmware.UEFI)
-    repo = str(Path(__file__).resolve().parents[1])
-    net = netns.Network(f"pvq-{uuid.uuid4().hex[:5]}")
-    dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tmp_path / "dhcpd", interfaces=["eth0"])
-    helpers: list[subprocess.Popen] = []
-    try:
-        server = net.add_host("srv", address="10.66.0.1/24")
-        dhcpd.netns = server.ns
-        tap = "tap-vm1"
-        subprocess.run(["ip", "-n", net.switch_ns, "tuntap", "add", tap, "mode", "tap"], check=True)
-        subprocess.run(["ip", "-n", net.switch_ns, "link", "set", tap, "master", "br0", "up"], check=True)
-        dhcpd.start()
-        ra = net.popen(server, [sys.executable, "-m", "provision.ra", "eth0"], stdout=subprocess.PIPE,
-                       stderr=subprocess.DEVNULL, text=True, cwd=repo)
-        helpers.append(ra)
-        assert ra.stdout.readline().startswith("provision.ra: advertising"), "no router advertisement"
-        tftp_log = tmp_path / "tftp.log"
-        with open(tftp_log, "wb") as log:
-            helpers.append(net.popen(server, [sys.executable, "-c", TFTP_SERVE, str(rendered / "tftpboot")],
-                                     stdout=log, stderr=subprocess.STDOUT, cwd=repo))
-        yield Rig(net, tap, dhcpd, tftp_log)
-    finally:
-        for helper in helpers:
-            helper.kill()
-            helper.wait()
-        dhcpd.stop()
-        net.teardown()
-
-
-@contextlib.contextmanager
-def running(rig: Rig, machine: Machine) -> Iterator[subprocess.Popen]:
-    """QEMU for `machine` in the bridge's namespace (its tap is there); killed on the way out."""
-    qemu = subprocess.Popen(netns.ns_argv(rig.net.switch_ns, machine.argv()), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        yield qemu
-    finally:
-        if qemu.poll() is None:
-            qemu.kill()
-        qemu.wait()
+    with vm_rig("pvq", "10.66.0.1/24") as rig:
+        dhcpd = serve_boot_files(rig, rendered, tmp_path / "tftp.log")
+        yield PxeRig(rig, dhcpd, tmp_path / "tftp.log")
 
 
 def _efi_vars(tmp_path: Path, firmware: Firmware) -> Path | None:
@@ -166,29 +138,25 @@ def _efi_vars(tmp_path: Path, firmware: Firmware) -> Path | None:
     return tmp_path / "OVMF_VARS.fd"
 
 
-def _text(path: Path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 @pytest.mark.vm
 @pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
 def test_vm_pxe_boots_our_installer(tmp_path, firmware):
     _require(firmware)
     serial = tmp_path / "serial.log"
     with pxe_rig(tmp_path, firmware, {}) as rig:
-        machine = Machine("vm1", MAC, rig.tap, serial, firmware, efi_vars=_efi_vars(tmp_path, firmware))
+        machine = Machine("vm1", MAC, rig.rig.tap, serial, firmware, efi_vars=_efi_vars(tmp_path, firmware))
         started = time.monotonic()
-        with running(rig, machine) as qemu:
-            try:
-                qemu.wait(timeout=300)  # /init powers the machine off (provision.poweroff)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"the VM did not power off within 300 s; serial log:\n{_text(serial)[-3000:]}")
+        qemu = rig.rig.power_on(machine)
+        try:
+            qemu.wait(timeout=300)  # /init powers the machine off (provision.poweroff)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the VM did not power off within 300 s; serial log:\n{serial_text(serial)[-3000:]}")
         seconds = time.monotonic() - started
         for name in (*LOADER_FILES[firmware], "boot/vmlinuz-", "boot/initrd.img"):
             assert rig.tftp_sent(name), rig.tftp_log.read_text()
         assert f"DHCPACK on 10.66.0.11 to {MAC}" in rig.dhcpd.log_file.read_text()
-    lines = [line.strip() for line in _text(serial).splitlines() if "provision-installer:" in line]
-    assert lines and lines[0].startswith(MARKER), _text(serial)[-3000:]
+    lines = [line.strip() for line in serial_text(serial).splitlines() if "provision-installer:" in line]
+    assert lines and lines[0].startswith(MARKER), serial_text(serial)[-3000:]
     assert any("network eth0 10.66.0.11/24" in line for line in lines), lines
     assert any("python 3.11" in line for line in lines), lines
     print(f"\nPXE ({firmware}, TCG): QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines))
@@ -205,15 +173,15 @@ def test_vm_on_local_boot_starts_its_own_disk(tmp_path, firmware):
     golden = golden_image()
     serial = tmp_path / "serial.log"
     with pxe_rig(tmp_path, firmware, {"vm1": BootMode.LOCAL}) as rig:
-        machine = Machine("vm1", MAC, rig.tap, serial, firmware, disk=golden.disk, snapshot=True,
+        machine = Machine("vm1", MAC, rig.rig.tap, serial, firmware, disk=golden.disk, snapshot=True,
                           efi_vars=_efi_vars(tmp_path, firmware))
         started = time.monotonic()
-        with running(rig, machine) as qemu:
-            while "golden login:" not in _text(serial):
-                assert qemu.poll() is None, f"QEMU ended early:\n{_text(serial)[-3000:]}"
-                assert time.monotonic() - started < 300, f"no login prompt in 300 s:\n{_text(serial)[-3000:]}"
-                time.sleep(1)
-            seconds = time.monotonic() - started
+        qemu = rig.rig.power_on(machine)
+        while "golden login:" not in serial_text(serial):
+            assert qemu.poll() is None, f"QEMU ended early:\n{serial_text(serial)[-3000:]}"
+            assert time.monotonic() - started < 300, f"no login prompt in 300 s:\n{serial_text(serial)[-3000:]}"
+            time.sleep(1)
+        seconds = time.monotonic() - started
         assert rig.tftp_sent(LOADER_FILES[firmware][-1]), rig.tftp_log.read_text()  # the per-MAC config
         assert not rig.tftp_sent("boot/vmlinuz-"), rig.tftp_log.read_text()  # no installer
     print(f"\nlocal boot ({firmware}, TCG): QEMU start to the disk's login prompt {seconds:.1f} s")
