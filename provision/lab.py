@@ -283,6 +283,7 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
             netns.kill_processes(node.ns)
             vm = lab_vm.machine(node.name, node.mac, Firmware(node.firmware), Path(node.disk), Path(node.work))
             procs[node.name] = lab_vm.power_on(node.ns, vm)
+            netns.wait_inside(node.ns, procs[node.name])
             continue
         work = Path(node.work)
         work.mkdir(parents=True, exist_ok=True)
@@ -293,6 +294,7 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
         with open(work / "boot.log", "ab") as log:
             procs[node.name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
+        netns.wait_inside(node.ns, procs[node.name])  # so that `lab off` finds it there
     return procs
 
 

@@ -21,6 +21,7 @@ import re
 import signal
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,22 @@ def kill_processes(ns: str) -> list[int]:
         except ProcessLookupError:
             pass
     return pids
+
+
+def wait_inside(ns: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Return once `proc` (started with ns_argv) runs inside namespace `ns`, or has ended: until then
+    `ip netns pids` does not list it, so a kill of the namespace's processes would miss it."""
+    target = os.stat(f"/run/netns/{ns}").st_ino
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        try:
+            if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == target:
+                return
+        except FileNotFoundError:
+            pass
+        if time.monotonic() > deadline:
+            raise NetnsError(f"process {proc.pid} did not enter namespace {ns} within {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 class Network:

@@ -95,3 +95,15 @@ def test_bad_arguments_are_refused(net):
     with pytest.raises(ValueError, match="bad rate"):
         netns.parse_rate("fast")
     assert netns.parse_rate("100mbit") == 100_000_000
+
+
+def test_a_process_just_started_in_a_namespace_is_found_there_by_a_kill(net):
+    host = net.add_host("a", address="10.99.0.1/24")
+    proc = subprocess.Popen(netns.ns_argv(host.ns, ["sleep", "30"]))
+    try:
+        netns.wait_inside(host.ns, proc)
+        assert proc.pid in netns.kill_processes(host.ns)
+        assert proc.wait(timeout=10) == -9
+    finally:
+        proc.kill()
+        proc.wait()
