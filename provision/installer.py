@@ -357,9 +357,9 @@ class BootTarget:
 
 
 def gpt_core_command(root_number: int, output: str) -> list[str]:
-    """grub-mkimage (run in the clone: its own GRUB and modules) for a BIOS core.img that reads
-    /boot/grub from GPT partition `root_number`."""
-    return ["grub-mkimage", "-O", "i386-pc", "-d", f"/{BIOS_GRUB}", "-p", f"(hd0,gpt{root_number})/boot/grub",
+    """grub-mkimage (run in the clone: its own GRUB and modules from grub-pc-bin; /boot/grub/i386-pc has
+    no kernel.img) for a BIOS core.img that reads /boot/grub from GPT partition `root_number`."""
+    return ["grub-mkimage", "-O", "i386-pc", "-d", "/usr/lib/grub/i386-pc", "-p", f"(hd0,gpt{root_number})/boot/grub",
             "-o", output, "biosdisk", "part_gpt", "ext2"]
 
 
