@@ -4,7 +4,8 @@ tftpy answers a request and sends its first packet (the OACK, or DATA 1 without 
 `TransferPool.submit` connects the transfer's socket to the client and hands it with the open file to
 the least busy worker (the descriptors travel over a Unix socket). A worker answers each ACK of the
 block in flight with the next DATA packet: one receive and one send per block, the header packed into
-one reused packet buffer and the payload read straight into it. An older (duplicate) ACK or any stray
+one reused packet buffer and the payload read straight into it (a worker with a single transfer waits
+on that transfer's socket alone: no epoll call per packet). An older (duplicate) ACK or any stray
 packet is ignored, as RFC 1123 (4.2.3.1) asks against the sorcerer's apprentice: a packet goes out again
 only when its ACK has not come for a whole time-out, at most `retries` times in all. Each transfer's
 `Outcome` goes back over the worker's Unix socket.
@@ -37,6 +38,7 @@ _REPLY_SIZE = 4 + 200  # an ACK, or an ERROR with the part of its message that g
 _HANDOFF = struct.Struct("!QHI")  # transfer id, blksize, block number of the packet already sent
 _MAX_HANDOFF = _HANDOFF.size + 4 + 65535
 _READ_BUFFER = 64 * 1024  # file read-ahead per transfer
+_ALONE_WAIT = 0.002  # a lone transfer's receive time-out: how soon its worker looks for a new transfer
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,11 @@ def _work(control: socket.socket, timeout: float, retries: int) -> None:
             control.send(json.dumps([transfer.ident, outcome.bytes, outcome.error]).encode())
 
         while True:
+            if len(transfers) == 1:
+                [transfer] = transfers.values()
+                if (outcome := _serve_alone(transfer, epoll, control.fileno(), timeout, retries)) is not None:
+                    end(transfer, outcome)
+                    continue
             events = epoll.poll(tick if transfers else -1)
             now = time.monotonic()
             for fd, _ in events:
@@ -133,7 +140,9 @@ def _work(control: socket.socket, timeout: float, retries: int) -> None:
                         return
                     ident, blksize, block = _HANDOFF.unpack_from(message)
                     sock = socket.socket(fileno=fds[0])
-                    sock.setblocking(False)
+                    sock.settimeout(None)  # blocking, with a kernel time-out: recv is one system call
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                                    struct.pack("ll", 0, int(_ALONE_WAIT * 1e6)))
                     file = open(fds[1], "rb", buffering=_READ_BUFFER)
                     transfers[fds[0]] = _Transfer(ident, sock, file, blksize, block, message[_HANDOFF.size:],
                                                   now + timeout)
@@ -145,6 +154,23 @@ def _work(control: socket.socket, timeout: float, retries: int) -> None:
                 for transfer in [t for t in transfers.values() if now >= t.deadline]:
                     if (outcome := transfer.on_timeout(now, timeout, retries)) is not None:
                         end(transfer, outcome)
+
+
+def _serve_alone(transfer: _Transfer, epoll: select.epoll, control: int, timeout: float,
+                 retries: int) -> Outcome | None:
+    """Serve a worker's only transfer by receiving on its socket (SO_RCVTIMEO) until it ends (its
+    Outcome) or a new transfer waits on the `control` descriptor (None); `epoll` watches both."""
+    look_at = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= look_at:
+            look_at = now + _ALONE_WAIT
+            if any(fd == control for fd, _ in epoll.poll(0)):
+                return None
+        outcome = (transfer.on_timeout(now, timeout, retries) if now >= transfer.deadline else
+                   transfer.on_readable(now, timeout))
+        if outcome is not None:
+            return outcome
 
 
 @dataclass
