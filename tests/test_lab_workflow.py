@@ -77,13 +77,30 @@ def test_eight_nodes_one_killed_mid_clone(lab_inventory, tmp_path):
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
 
 
+# In a lab node's namespace: the first router advertisement heard on eth0 (M, O, router lifetime).
+SNIFF_RA = """import logging
+logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
+from scapy.layers.inet6 import ICMPv6ND_RA
+from scapy.sendrecv import sniff
+print("sniffing", flush=True)
+for p in sniff(iface="eth0", lfilter=lambda p: p.haslayer(ICMPv6ND_RA), count=1, timeout=60):
+    print("RA", p[ICMPv6ND_RA].M, p[ICMPv6ND_RA].O, p[ICMPv6ND_RA].routerlifetime, flush=True)
+"""
+
+
 def test_rerun_after_a_crash_does_not_clone_finished_nodes(lab_inventory, tmp_path):
     """n01 finished in an earlier run (done, flipped to local boot) before provision died: installing
-    again clones only n02, and n01's disk is not touched."""
+    again clones only n02, and n01's disk is not touched. The inventory asks for `network.ipv6_ra`: the
+    install's router advertisement reaches n01's namespace."""
     inv, env = lab_inventory
+    Path(inv.path).write_text(Path(inv.path).read_text().replace("  domain: lab.test", "  ipv6_ra: true\n  domain: lab.test"))
+    inv = load_inventory(inv.path)
     built = lab.lab_up(inv, nodes=2, env=env, image_mib=4)
     assert main(["flip-to-local", "--inventory", str(inv.path), "n01"], env) == 0
     ClusterFiles.of(inv, env).store().update("n01", state=NodeState.DONE)
+    sniffer = subprocess.Popen(netns.ns_argv(built.node("n01").ns, [sys.executable, "-c", SNIFF_RA]),
+                               stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert sniffer.stdout.readline().strip() == "sniffing"
     install = subprocess.Popen(
         netns.ns_argv(built.server_ns, [sys.executable, "-m", "provision", "install", "--inventory", str(inv.path),
                                         "--nodes", "n01,n02", "--wait", "60", "--finish-wait", "60",
@@ -91,6 +108,9 @@ def test_rerun_after_a_crash_does_not_clone_finished_nodes(lab_inventory, tmp_pa
         env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     booted = lab.boot_nodes(built, ["n02"], reboot_seconds=0.5)
     output, _ = install.communicate(timeout=180)
+    heard, _ = sniffer.communicate(timeout=60)
+    assert heard.strip() == "RA 0 0 0", heard  # offers nothing: no managed/other config, not a router
+    assert "IPv6 router advertisements on eth0" in output, output
     assert booted["n02"].wait(timeout=60) == 0
     assert install.returncode == 0, output
     assert "1 node(s) to install, 1 done before" in output
