@@ -175,3 +175,12 @@ def test_no_boot_files_without_a_boot_dir(tmp_path):
 ])
 def test_byte_range(header, expected):
     assert byte_range(header, 100) == expected
+
+
+def test_boot_storm_every_client_gets_the_whole_file(served, tmp_path):
+    """48 curl clients at once (a cluster powered on together): each gets every byte."""
+    curl = require_tool("curl")
+    url = f"http://127.0.0.1:{served.port}/boot/vmlinuz"
+    clients = [subprocess.Popen([curl, "-fsS", "-m", "60", "-o", str(tmp_path / f"k{i}"), url]) for i in range(48)]
+    assert [c.wait(timeout=90) for c in clients] == [0] * 48
+    assert all((tmp_path / f"k{i}").read_bytes() == KERNEL for i in range(48))

@@ -175,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # listen backlog: a whole cluster asks for its kernel at once (socketserver's is 5)
     kickstart_dir: Path
     nodes: frozenset[str]
     on_report: Report
