@@ -23,6 +23,7 @@ class Upstream:
         self.sender = sender
         self.peer = peer
         self.out = link.Sender(sock)
+        self.resumed = False  # RESUME sent: the dialer reads it first, so heartbeats wait for it
 
 
 class Uplink:
@@ -160,6 +161,7 @@ class Uplink:
             try:
                 resume = self.next_seq if not self.got_end else self.setup.chunks + 1
                 up.out.send(p.control(p.Kind.RESUME, {"next": resume, "at": self.filled}))
+                up.resumed = True
                 up.sock.settimeout(self.setup.timeout)
                 self._receive(up)
             except (link.PeerGone, socket.timeout, OSError, p.ProtocolError) as exc:
@@ -259,7 +261,7 @@ class Uplink:
         period = min(0.5, self.setup.timeout / 4)
         while not self.finished:
             up = self.current
-            if up is not None:
+            if up is not None and up.resumed:
                 up.out.send_quietly(p.control(p.Kind.PING, {"p": self.progress()}))
             time.sleep(period)
 
