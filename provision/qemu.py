@@ -4,6 +4,10 @@ inventory's MAC on a tap, the firmware's text on a serial log, and an optional d
 BIOS: SeaBIOS with the iPXE ROM of the NIC (package ipxe-qemu); UEFI: OVMF code + a private copy of its
 variable store as pflash, the NIC's iPXE first in the boot order (PXE-NOTES 1, 4, 9). `graphics=off`
 makes SeaBIOS print to the serial port (what `-device sga` did).
+
+The CPU model stays QEMU's default (qemu64), on purpose: `-cpu max` (or Nehalem) makes OpenSSL and zlib
+take SIMD paths that TCG runs slower than their plain ones (SHA-256 ~19 instead of ~95 MiB/s, CRC-32 and
+memcpy slower too; measured with qemu-user on this machine), and the ring's nodes spend their CPU there.
 """
 
 from __future__ import annotations

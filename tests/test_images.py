@@ -265,7 +265,9 @@ def test_golden_image_is_debian_with_ssh_and_boots_from_its_disk(tmp_path):
     assert "sshd" in subprocess.run(["debugfs", "-R", "ls /usr/sbin", str(golden.rootfs)],
                                     capture_output=True, text=True).stdout
     used_mib = golden.rootfs.stat().st_blocks * 512 >> 20
-    assert used_mib < 700, f"golden image uses {used_mib} MiB"
+    assert used_mib < 300, f"golden image uses {used_mib} MiB"  # ~215: no perl, kernel modules by allowlist
+    assert "provision.conf" in subprocess.run(["debugfs", "-R", "ls /etc/systemd/system/ifupdown-pre.service.d",
+                                               str(golden.rootfs)], capture_output=True, text=True).stdout
     ns = f"pvq-{uuid.uuid4().hex[:6]}"
     serial = tmp_path / "serial.log"
     subprocess.run(["ip", "netns", "add", ns], check=True)  # no network at all

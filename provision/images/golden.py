@@ -31,18 +31,33 @@ from provision.images import debs
 from provision.images.bootsector import mbr_partition_table, write_bios_grub
 from provision.images.cache import Cache
 
-BUILDER_VERSION = 3
+BUILDER_VERSION = 6
 PACKAGES = ("systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "ifupdown",
             "isc-dhcp-client", "iproute2", "e2fsprogs", "grub2-common", "grub-pc-bin", "grub-efi-amd64-bin")
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ata_piix", "ahci", "sd_mod", "ext4")
-# Left out of every package (dpkg path-exclude): documentation, translations, and kernel modules for
-# hardware a cluster node does not have (graphics, sound, media, wireless, InfiniBand, sensors, staging).
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "ext4")
+# Left out of every package (dpkg path-exclude): documentation, translations, udev's hardware database
+# (names for devices; nothing here looks them up), GRUB's prebuilt monolithic EFI images (ours are made by
+# grub-mkimage), and every kernel module except those a cluster node's disks (virtio, AHCI, NVMe, SCSI),
+# NICs (virtio, e1000/e1000e) and file systems (ext4, FAT) need (KERNEL_MODULES, put back with
+# path-include): the modules were ~225 of ~500 MiB used, and udev's autoloading of floppy, IDE and kvm
+# modules cost a TCG boot seconds of CPU.
+# The installer's kernel is the same Debian kernel (same version), so its not-due path still finds the
+# modules it needs on a clone.
 PATH_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*",
-                 *(f"/lib/modules/*/kernel/{tree}/*" for tree in (
-                     "sound", "drivers/gpu", "drivers/media", "drivers/net/wireless", "drivers/infiniband",
-                     "drivers/iio", "drivers/staging", "drivers/bluetooth", "net/wireless", "net/bluetooth")))
-PATH_INCLUDES = ("/usr/share/doc/*/copyright",)
-ROOTFS_MIB = 1536
+                 "/lib/udev/hwdb.d/*", "/usr/lib/grub/x86_64-efi/monolithic/*", "/lib/modules/*/kernel/*")
+KERNEL_MODULES = ("arch/x86/crypto/*", "block/*", "crypto/*", "lib/*", "fs/ext4/*", "fs/jbd2/*", "fs/mbcache.ko",
+                  "fs/fat/*", "fs/nls/*", "fs/efivarfs/*", "drivers/virtio/*", "drivers/block/virtio_blk.ko",
+                  "drivers/block/loop.ko", "drivers/ata/ahci.ko", "drivers/ata/libahci.ko", "drivers/ata/libata.ko",
+                  "drivers/nvme/*", "drivers/char/*", "drivers/acpi/*", "drivers/firmware/*",
+                  *(f"drivers/scsi/{name}.ko" for name in ("scsi_mod", "scsi_common", "sd_mod", "sr_mod", "sg",
+                                                           "virtio_scsi")),
+                  "drivers/net/virtio_net.ko", "drivers/net/net_failover.ko", "net/core/*",
+                  "drivers/net/ethernet/intel/e1000/*", "drivers/net/ethernet/intel/e1000e/*")
+# mmdebstrap's merged-usr hooks: /usr merged by mmdebstrap with usr-is-merged installed, so apt does not
+# satisfy init-system-helpers' `usrmerge | usr-is-merged` with usrmerge, which pulls in perl (~50 MiB).
+MMDEBSTRAP_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
+PATH_INCLUDES = ("/usr/share/doc/*/copyright", *(f"/lib/modules/*/kernel/{tree}" for tree in KERNEL_MODULES))
+ROOTFS_MIB = 512  # ~220 MiB used; the installer grows a clone to fill its partition (provision-grow)
 LABEL = "root"
 PART_OFFSET = 1 << 20  # the root partition starts at 1 MiB (sector 2048)
 ESP_MIB = 32
@@ -52,6 +67,7 @@ BIOS_CORE = Path("boot/grub/i386-pc/core.img")  # in the root file system, besid
 EFI_CORE = Path("boot/grub/x86_64-efi/core.efi")  # becomes EFI_LOADER on an ESP
 MARKER_FILE = "etc/provision-golden"
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+GRUB_FILES = (".mod", ".lst", "boot.img")  # of /usr/lib/grub/<platform>, copied to /boot/grub/<platform>
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2")  # enough for core.img to read /boot/grub from the root
 GRUB_EFI_MODULES = ("part_msdos", "part_gpt", "ext2", "fat", "search", "search_label")
 GRUB_EFI_EARLY_CFG = f"search --no-floppy --label {LABEL} --set=root\nset prefix=($root)/boot/grub\n"
@@ -73,6 +89,17 @@ menuentry "Debian (provision golden image)" {{
 }}
 """
 INTERFACES = "auto lo\niface lo inet loopback\n\nallow-hotplug eth0\niface eth0 inet dhcp\n"
+# Boot: the login prompt and sshd wait for network.target, which waited for ifupdown-pre's `udevadm settle`
+# (every device of the coldplug, ~13 s into a TCG boot); this drop-in waits only for the interfaces
+# ifupdown will raise. Masked: units a cluster node does not need that cost a TCG machine seconds of
+# CPU while it boots (e2scrub_reap: ~7 s; gettys on tty2-6; unattended apt and e2scrub timers).
+IFUPDOWN_PRE_DROPIN = """[Service]
+# provision: wait for the interfaces ifupdown raises, not for every device (udevadm settle)
+ExecStart=
+ExecStart=/bin/sh -c 'if [ "$CONFIGURE_INTERFACES" != "no" ]; then for i in $$(ifquery --read-environment --list --exclude=lo); do udevadm wait --timeout=60 /sys/class/net/$$i || true; done; fi'
+"""
+MASKED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "getty-static.service", "apt-daily.timer",
+                "apt-daily-upgrade.timer")
 
 
 @dataclass(frozen=True)
@@ -103,7 +130,8 @@ def golden_image(env: Mapping[str, str] = os.environ, rootfs_mib: int = ROOTFS_M
     recipe = {"artifact": "golden", "builder": BUILDER_VERSION, "suite": debian_suite(),
               "sources": hashlib.sha256(sources.read_bytes()).hexdigest()[:16], "packages": list(PACKAGES),
               "initramfs_modules": list(INITRAMFS_MODULES), "rootfs_mib": rootfs_mib,
-              "path_excludes": list(PATH_EXCLUDES), "path_includes": list(PATH_INCLUDES)}
+              "path_excludes": list(PATH_EXCLUDES), "path_includes": list(PATH_INCLUDES),
+              "masked_units": list(MASKED_UNITS), "ifupdown_pre": IFUPDOWN_PRE_DROPIN, "grub_cfg": GRUB_CFG}
     digest = hashlib.sha256(repr(sorted(recipe.items())).encode()).hexdigest()[:16]
     marker = f"provision golden image {recipe['suite']} {digest}\n"
 
@@ -136,7 +164,7 @@ def _bootstrap(tree: Path, overlay: Path, deb_cache: Path, sources: Path) -> Non
               f"--include={','.join(PACKAGES)}",
               *(f"--dpkgopt=path-exclude={path}" for path in PATH_EXCLUDES),
               *(f"--dpkgopt=path-include={path}" for path in PATH_INCLUDES),
-              "--skip=essential/unlink",
+              "--skip=essential/unlink", f"--hook-dir={MMDEBSTRAP_HOOKS}",
               f'--setup-hook=mkdir -p "$1"/var/cache/apt/archives && cp -a {overlay}/. "$1"/',
               f"--setup-hook=sync-in {deb_cache} /var/cache/apt/archives/",
               f"--customize-hook=sync-out /var/cache/apt/archives {deb_cache}",
@@ -149,9 +177,16 @@ def _configure(tree: Path, marker: str) -> None:
     (tree / "etc" / "hostname").write_text("golden\n")
     (tree / "etc" / "network" / "interfaces").write_text(INTERFACES)
     (tree / MARKER_FILE).write_text(marker)
+    units = tree / "etc" / "systemd" / "system"
+    (units / "ifupdown-pre.service.d").mkdir(parents=True, exist_ok=True)
+    (units / "ifupdown-pre.service.d" / "provision.conf").write_text(IFUPDOWN_PRE_DROPIN)
+    for unit in MASKED_UNITS:
+        (units / unit).unlink(missing_ok=True)
+        (units / unit).symlink_to("/dev/null")
     grub = tree / "boot" / "grub"
-    for platform in ("i386-pc", "x86_64-efi"):
-        shutil.copytree(tree / "usr" / "lib" / "grub" / platform, grub / platform, dirs_exist_ok=True)
+    for platform in ("i386-pc", "x86_64-efi"):  # what grub-install copies: modules, their lists, boot.img
+        shutil.copytree(tree / "usr" / "lib" / "grub" / platform, grub / platform, dirs_exist_ok=True,
+                        ignore=lambda folder, names: [n for n in names if not n.endswith(GRUB_FILES)])
     (grub / "grub.cfg").write_text(GRUB_CFG.format(label=LABEL))
     for leftover in (tree / "var" / "lib" / "apt" / "lists").glob("*_*"):
         leftover.unlink()
