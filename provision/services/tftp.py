@@ -113,7 +113,7 @@ class _Running:
 class TftpServer:
     """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
     and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it.
-    `workers` transfer processes (default: 4 per usable core) run the transfers' data phase."""
+    `workers` transfer processes (default: 4 per usable core, at most 32) run the transfers' data phase."""
 
     def __init__(self, root: str | os.PathLike, host: str = "0.0.0.0", port: int = 69,
                  timeout: float = 2.0, retries: int = 5,
@@ -124,7 +124,7 @@ class TftpServer:
         if not os.path.isdir(self.root):
             raise ProvisionError(f"TFTP root {root} is not a directory")
         self.host, self.timeout, self.retries = host, timeout, retries
-        self.workers = workers or 4 * len(os.sched_getaffinity(0))
+        self.workers = workers or min(4 * len(os.sched_getaffinity(0)), 32)
         self.on_transfer = on_transfer
         self._requested_port = port
         self._sock: socket.socket | None = None
