@@ -30,9 +30,9 @@ from provision.flip import apply_modes, current_modes
 from provision.model import BOOT_TFTP_DIR, Firmware, Inventory, Node, Transport
 from provision.probe import answering_arp
 from provision.ra import RouterAdvertiser, interface_with
-from provision.render import HTTP_PXE_LOADER, render_ring_config
+from provision.render import render_ring_config
 from provision.services.http import HttpServer
-from provision.services.tftp import PXELINUX_DIR, TftpServer, install_boot_files
+from provision.services.tftp import TftpServer, install_boot_files
 from provision.ssh import forget_hosts
 from provision.state import NodeRecord, NodeState
 from provision.table import clone_table
@@ -122,8 +122,6 @@ class Install:
         install_boot_files(self.files.tftp_root, self.inv.boot,
                            uefi=any(node.firmware is Firmware.UEFI for node in self.inv.nodes))
         over_http = self.inv.boot.transport is Transport.HTTP
-        if over_http:
-            install_http_loader(self.files.tftp_root)
         advertiser = None
         if self.inv.network.ipv6_ra:  # before any node boots: iPXE waits ~13 s for IPv6 without one
             advertiser = RouterAdvertiser(interface_with(str(self.inv.server.ip))).start()
@@ -336,20 +334,6 @@ def progress_line(records: list[NodeRecord], ring: dict) -> str:
     dead = [n["name"] for n in nodes if n["state"] in ("dead", "failed")]
     return (f"clone: {ring.get('seconds', 0):.0f} s, every live node has {100 * slowest / total:.0f}% "
             f"of {total / 2**20:,.0f} MiB" + (f"; dead: {' '.join(dead)}" if dead else ""))
-
-
-def install_http_loader(tftp_root: Path, pxelinux_dir: Path = PXELINUX_DIR) -> Path:
-    """Debian's lpxelinux.0 (pxelinux with its own TCP/IP stack, so KERNEL/INITRD may be http:// URLs) at the
-    top of the TFTP root, beside the pxelinux.0 and ldlinux.c32 that install_boot_files put there."""
-    source = pxelinux_dir / HTTP_PXE_LOADER
-    if not source.is_file():
-        raise ProvisionError(f"cannot install boot files: missing {source} (Debian package pxelinux), needed by "
-                             "boot.transport: http (or set boot.transport: tftp)")
-    target = tftp_root / HTTP_PXE_LOADER
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return target
 
 
 def dolly_server() -> str:

@@ -21,7 +21,6 @@ from provision.model import GRUB_EFI_LOADER, Boot, Firmware
 from provision.render import HTTP_PXE_LOADER, PXE_LOADER, render_files, render_to
 from provision.services.dhcpd import DhcpdProcess, check_config_text, install
 from provision.services.tftp import GRUB_EFI_DIR, install_boot_files
-from provision.workflow import install_http_loader
 from tests.conftest import require_root, require_tool, skip_or_fail
 from tests.fixtures.inventories import REPO, inventory_yaml, write
 
@@ -167,12 +166,11 @@ def test_missing_grub_is_named_and_nothing_is_copied(tmp_path):
     assert not (tmp_path / "root").exists()
 
 
-def test_http_loader_is_debians_lpxelinux(tmp_path):
+def test_both_pxelinux_loaders_are_debians(tmp_path):
+    """pxelinux.0 for boot.transport: tftp, lpxelinux.0 (its own TCP/IP stack: http:// URLs) for http."""
     if not Path("/usr/lib/PXELINUX/lpxelinux.0").is_file():
         skip_or_fail("needs Debian's pxelinux package")
     root = tmp_path / "tftpboot"
-    root.mkdir()
-    assert install_http_loader(root) == root / HTTP_PXE_LOADER
-    assert (root / HTTP_PXE_LOADER).read_bytes() == Path("/usr/lib/PXELINUX/lpxelinux.0").read_bytes()
-    with pytest.raises(ProvisionError, match=r"missing .*/nopxe/lpxelinux.0 \(Debian package pxelinux\)"):
-        install_http_loader(root, tmp_path / "nopxe")
+    install_boot_files(root, _boot(tmp_path))
+    for loader in (PXE_LOADER, HTTP_PXE_LOADER):
+        assert (root / loader).read_bytes() == (Path("/usr/lib/PXELINUX") / loader).read_bytes()

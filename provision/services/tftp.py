@@ -42,8 +42,9 @@ log = logging.getLogger("provision.tftp")
 
 PXELINUX_DIR = Path("/usr/lib/PXELINUX")
 SYSLINUX_BIOS_DIR = Path("/usr/lib/syslinux/modules/bios")
-# pxelinux.0 loads ldlinux.c32; the others are what menu/label configs commonly pull in.
-PXELINUX_FILES = ("pxelinux.0",)
+# pxelinux.0 loads ldlinux.c32; the others are what menu/label configs commonly pull in. lpxelinux.0 is
+# pxelinux with its own TCP/IP stack, the loader of boot.transport: http (http:// URLs in KERNEL/INITRD).
+PXELINUX_FILES = ("pxelinux.0", "lpxelinux.0")
 SYSLINUX_MODULES = ("ldlinux.c32", "libcom32.c32", "libutil.c32", "menu.c32", "chain.c32")
 GRUB_EFI_DIR = Path("/usr/lib/grub/x86_64-efi")  # Debian package grub-efi-amd64-bin
 GRUB_PLATFORM = "x86_64-efi"
@@ -254,7 +255,7 @@ def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
 def install_boot_files(tftp_root: str | os.PathLike, boot: Boot, pxelinux_dir: Path = PXELINUX_DIR,
                        modules_dir: Path = SYSLINUX_BIOS_DIR, uefi: bool = False,
                        grub_efi_dir: Path = GRUB_EFI_DIR) -> list[Path]:
-    """Copy Debian's pxelinux.0 and syslinux BIOS modules to the top of `tftp_root` and the inventory's
+    """Copy Debian's pxelinux.0, lpxelinux.0 and syslinux BIOS modules to the top of `tftp_root` and the inventory's
     kernel and initrd to where its PXE configs name them (`boot.kernel_tftp_path`, ...); with `uefi` (any
     node has `firmware: uefi`) also GRUB's network image made by grub-mknetdir from `grub_efi_dir`
     (`grub/x86_64-efi/core.efi` and its modules; the per-MAC GRUB configs beside it come from the render).
