@@ -177,7 +177,7 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
     for program in ("mke2fs", "e2fsck", "resize2fs"):  # e2fsprogs' own, their libraries found (version line)
         version = subprocess.run(["chroot", str(tree), f"/sbin/{program}", "-V"], capture_output=True, text=True,
                                  check=False)
-        assert version.stderr.startswith(f"{program} 1."), (program, version.stderr)
+        assert re.search(rf"^{program} 1\.", version.stderr, re.M), (program, version.stderr)  # no /dev in chroot
 
 
 @pytest.mark.vm
