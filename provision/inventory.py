@@ -16,11 +16,13 @@ from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
 from provision.fields import Fields
 from provision.model import (
+    BIOSBOOT,
     DOLLY_PORT,
     HTTP_PORT,
     Boot,
     Bootloader,
     Disk,
+    DiskLabel,
     Firmware,
     Image,
     Inventory,
@@ -45,7 +47,8 @@ LAST_INSTALL_FILE = "last-install.json"
 TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "defaults", "nodes")
 NODE_SETTINGS = ("interface", "os_family", "bootloader", "firmware", "disk", "dolly_port", "append",
                  "root_password_hash", "ssh_authorized_keys")
-FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap")
+FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap", BIOSBOOT)
+MBR_PRIMARY = 4  # partitions an msdos label holds (the installer writes no extended ones)
 DEFAULT_DISK = Disk("sda", (Partition("/", "ext4", 4096, grow=True, label="root"),))
 SETTING_DEFAULTS = {"interface": "eth0", "os_family": "redhat", "bootloader": "grub2", "firmware": "bios",
                     "disk": DEFAULT_DISK, "dolly_port": DOLLY_PORT, "append": "", "root_password_hash": None,
@@ -94,6 +97,7 @@ class _Parser:
         self.f = fields
         self.path = path
         self.identities: list[tuple[int, str | None, str | None, IPv4Address | None]] = []
+        self.reported: set[tuple[tuple, str]] = set()  # (path, message) of node-level problems said once
 
     def inventory(self, data: Any) -> Inventory | None:
         top = self.f.mapping((), data, TOP_KEYS, ("server", "network", "boot", "images", "nodes"))
@@ -243,15 +247,16 @@ class _Parser:
         return None if value is None else f.crypt_hash(path, value)  # root_password_hash
 
     def disk(self, path: tuple, data: Any) -> Disk | None:
-        m = self.f.mapping(path, data, ("device", "partitions"), ("partitions",))
+        m = self.f.mapping(path, data, ("device", "label", "partitions"), ("partitions",))
         if m is None:
             return None
         device = self.f.text(path + ("device",), m.get("device", "sda"), _DEVICE, "disk device name (like sda)")
+        label = self.checked(m, path, "label", self.f.choice, DiskLabel)
         items = self.checked(m, path, "partitions", self.f.sequence)
         if items is None:
             return None
         parts = [self.partition(path + ("partitions", i), item) for i, item in enumerate(items)]
-        if None in parts or device is None:
+        if None in parts or device is None or ("label" in m and label is None):
             return None
         mounts = [p.mount for p in parts]
         if "/" not in mounts:
@@ -261,26 +266,37 @@ class _Parser:
         seen_labels: set[str] = set()
         for i, part in enumerate(parts):
             where = path + ("partitions", i)
-            if part.mount in seen_mounts and not part.is_swap:
+            if part.is_biosboot and (label is DiskLabel.MSDOS or part.mount in seen_mounts):
+                self.f.problem(where + ("fstype",), "a second biosboot partition (a disk has one)"
+                               if part.mount in seen_mounts else "a biosboot partition needs label: gpt (on an msdos "
+                               "disk GRUB's core.img goes into the gap after the MBR)", part.fstype)
+            elif part.mount in seen_mounts and not part.is_swap:
                 self.f.problem(where + ("mount",), "mount point used twice", part.mount)
             if part.label in seen_labels:
                 self.f.problem(where + ("label",), "label used twice", part.label)
             seen_mounts.add(part.mount)
             seen_labels.add(part.label)
-        return Disk(device, tuple(parts))
+        return Disk(device, tuple(parts), label)
 
     def partition(self, path: tuple, data: Any) -> Partition | None:
         keys = ("mount", "fstype", "size", "grow", "label", "options")
-        m = self.f.mapping(path, data, keys, ("mount", "fstype", "size"))
-        if m is None or any(m.get(k) is None for k in ("mount", "fstype", "size")):
+        m = self.f.mapping(path, data, keys, ("fstype",))
+        if m is None or m.get("fstype") is None:
             return None
-        mount = m["mount"]
-        if mount != "swap":
-            mount = self.f.text(path + ("mount",), mount, _MOUNT, "mount point (absolute path or swap)")
         fstype = self.f.text(path + ("fstype",), m["fstype"])
         if fstype is not None and fstype not in FSTYPES:
             self.f.problem(path + ("fstype",), f"expected one of {', '.join(FSTYPES)}", fstype)
             fstype = None
+        if fstype == BIOSBOOT:
+            return self.biosboot_partition(path, m)
+        for key in ("mount", "size"):
+            if m.get(key) is None:
+                self.f.problem(path + (key,), "missing required field")
+        if fstype is None or m.get("mount") is None or m.get("size") is None:
+            return None
+        mount = m["mount"]
+        if mount != "swap":
+            mount = self.f.text(path + ("mount",), mount, _MOUNT, "mount point (absolute path or swap)")
         if mount is not None and fstype is not None and (mount == "swap") != (fstype == "swap"):
             self.f.problem(path + ("fstype",), "swap goes with mount: swap (and only there)", fstype)
             fstype = None
@@ -292,6 +308,23 @@ class _Parser:
         if None in (mount, fstype, size, grow, label, options):
             return None
         return Partition(mount, fstype, size, grow, label, options)
+
+    def biosboot_partition(self, path: tuple, m: dict) -> Partition | None:
+        """GRUB's partition on a GPT disk of a BIOS machine: `{fstype: biosboot}` (size 1 MiB by default),
+        no mount point, no file system, not grown."""
+        ok = True
+        if m.get("mount", BIOSBOOT) != BIOSBOOT:
+            self.f.problem(path + ("mount",), "a biosboot partition is not mounted (leave mount out)", m["mount"])
+            ok = False
+        for key, default in (("grow", False), ("options", "defaults")):
+            if m.get(key, default) != default:
+                self.f.problem(path + (key,), f"a biosboot partition takes no {key}", m[key])
+                ok = False
+        size = self.f.integer(path + ("size",), m.get("size", 1), 1, 1 << 30)
+        label = self.f.text(path + ("label",), m.get("label", BIOSBOOT), _FS_LABEL, "label (1-12 of A-Za-z0-9_-)")
+        if not ok or None in (size, label):
+            return None
+        return Partition(BIOSBOOT, BIOSBOOT, size, label=label)
 
     def nodes(self, data: Any, defaults: dict | None) -> list[Node | None] | None:
         items = self.f.sequence(("nodes",), data)
@@ -318,8 +351,33 @@ class _Parser:
             if None in (name, mac, ip, settings) or defaults is None:
                 nodes.append(None)
                 continue
-            nodes.append(Node(name, mac, ip, **settings))
+            node = Node(name, mac, ip, **settings)
+            self.check_disk_label(node, next((p + (k,) for k in ("disk", "firmware", "bootloader") if k in m),
+                                             ("defaults", "disk")))
+            nodes.append(node)
         return nodes
+
+    def check_disk_label(self, node: Node, path: tuple) -> None:
+        """The node's disk label against its firmware and bootloader (both may come from elsewhere than its
+        disk): BIOS GRUB on GPT needs a biosboot partition, msdos holds neither biosboot nor more than four.
+        Reported at the node's own disk, firmware or bootloader, else once at defaults.disk."""
+        label, disk = node.disk_label, node.disk
+        given = "" if disk.label else f" (firmware {node.firmware}'s default)"
+        problems = []
+        if (label is DiskLabel.GPT and node.firmware == Firmware.BIOS and node.bootloader == Bootloader.GRUB2
+                and disk.biosboot is None):
+            problems.append("firmware bios, bootloader grub2, disk label gpt: GRUB needs a biosboot partition on "
+                            "a GPT disk (add {fstype: biosboot} to disk.partitions, or use label: msdos)")
+        if label is DiskLabel.MSDOS and disk.label is None and disk.biosboot is not None:
+            problems.append(f"disk label msdos{given} with a biosboot partition: set disk.label: gpt "
+                            "(or leave biosboot out)")
+        if label is DiskLabel.MSDOS and len(disk.partitions) > MBR_PRIMARY:
+            problems.append(f"disk label msdos{given} holds {MBR_PRIMARY} partitions, the disk has "
+                            f"{len(disk.partitions)} (use disk.label: gpt)")
+        for message in problems:
+            if (path, message) not in self.reported:
+                self.reported.add((path, message))
+                self.f.problem(path, message)
 
     def check_addresses(self, network: Network, server: Server | None) -> None:
         """Addresses inside the subnet; no name, MAC or IP used twice (server and gateway included)."""

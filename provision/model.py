@@ -50,6 +50,16 @@ class Transport(enum.StrEnum):
     TFTP = "tftp"  # from the TFTP root, as pxelinux.0 and GRUB's tftp do everywhere
 
 
+class DiskLabel(enum.StrEnum):
+    """The partition table the installer writes (the kickstart's `clearpart --disklabel=`)."""
+
+    GPT = "gpt"
+    MSDOS = "msdos"  # an MBR: four primary partitions, BIOS GRUB's core.img in the gap after it
+
+
+BIOSBOOT = "biosboot"  # a partition's fstype (and kickstart mount point): GRUB's core.img on a BIOS+GPT disk
+
+
 class Bootloader(enum.StrEnum):
     GRUB2 = "grub2"
     LILO = "lilo"
@@ -135,6 +145,11 @@ class Partition:
         return self.mount == "swap"
 
     @property
+    def is_biosboot(self) -> bool:
+        """GRUB's partition on a GPT disk of a BIOS machine: no file system, no mount, not in fstab."""
+        return self.fstype == BIOSBOOT
+
+    @property
     def fstab_spec(self) -> str:
         return f"LABEL={self.label}"
 
@@ -151,10 +166,20 @@ class Partition:
 class Disk:
     device: str  # kernel name, e.g. sda
     partitions: tuple[Partition, ...]
+    label: DiskLabel | None = None  # None: by the node's firmware (Node.disk_label)
 
     @property
     def path(self) -> str:
         return f"/dev/{self.device}"
+
+    @property
+    def fstab_partitions(self) -> tuple[Partition, ...]:
+        """The partitions /etc/fstab lists (all but a biosboot one)."""
+        return tuple(p for p in self.partitions if not p.is_biosboot)
+
+    @property
+    def biosboot(self) -> Partition | None:
+        return next((p for p in self.partitions if p.is_biosboot), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +206,13 @@ class Node:
     root_password_hash: str | None  # a crypt(3) hash; None locks the root password
     # root's SSH public keys: OpenSSH key lines, or absolute paths of files of them (read when rendering)
     ssh_authorized_keys: tuple[str, ...] = ()
+
+    @property
+    def disk_label(self) -> DiskLabel:
+        """The disk's partition table: its `label`, else GPT on UEFI and MBR (msdos) on BIOS."""
+        if self.disk.label is not None:
+            return self.disk.label
+        return DiskLabel.GPT if self.firmware == Firmware.UEFI else DiskLabel.MSDOS
 
     @property
     def pxelinux_name(self) -> str:

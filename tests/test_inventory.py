@@ -11,7 +11,7 @@ from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, snaps
 from provision.cli import main
 from provision.errors import ExitStatus, InputError
 from provision.inventory import load_inventory, resolve_inventory_path
-from provision.model import Bootloader, OsFamily, Transport
+from provision.model import Bootloader, DiskLabel, OsFamily, Transport
 
 
 def test_example_is_the_seed_cluster():
@@ -60,6 +60,45 @@ def test_defaults_and_per_node_overrides(tmp_path):
     assert big.root_password_hash == HASH  # not overridden: the default
     assert sexa.mac == "10:20:30:40:50:60"  # YAML 1.1 would read a base-60 number
     assert inv.node_names[-2:] == ("big", "sexagesimal")  # ring order = file order
+
+
+BIOS_GPT_DISK = ("disk: {device: vda, label: gpt, partitions: [{mount: /, fstype: ext4, size: 1600, grow: true},"
+                 " {fstype: biosboot}]}")
+
+
+def test_disk_label_by_firmware_unless_given_and_biosboot_partition(tmp_path):
+    extra = (f'  - {{name: uefi, mac: "02:00:00:00:01:01", ip: 10.9.0.200, firmware: uefi}}\n'
+             f'  - {{name: biosgpt, mac: "02:00:00:00:01:02", ip: 10.9.0.201, {BIOS_GPT_DISK}}}\n'
+             '  - {name: uefimbr, mac: "02:00:00:00:01:03", ip: 10.9.0.202, firmware: uefi,\n'
+             '     disk: {label: msdos, partitions: [{mount: /, fstype: ext4, size: 100}]}}\n')
+    inv = load_inventory(write(tmp_path, inventory_yaml(1, extra_nodes=extra)))
+    labels = {n.name: (n.disk.label, n.disk_label) for n in inv.nodes}
+    assert labels == {"node001": (None, DiskLabel.MSDOS), "uefi": (None, DiskLabel.GPT),
+                      "biosgpt": (DiskLabel.GPT, DiskLabel.GPT), "uefimbr": (DiskLabel.MSDOS, DiskLabel.MSDOS)}
+    disk = inv.node("biosgpt").disk
+    boot = disk.biosboot
+    assert (boot.mount, boot.fstype, boot.size, boot.grow, boot.label) == ("biosboot", "biosboot", 1, False, "biosboot")
+    assert [p.mount for p in disk.fstab_partitions] == ["/"]  # not in fstab
+    assert inv.node("node001").disk.biosboot is None
+    # size and label of a biosboot partition may be given
+    text = inventory_yaml(1, defaults=BIOS_GPT_DISK.replace("{fstype: biosboot}",
+                                                            "{fstype: biosboot, size: 2, label: grub}"))
+    (node,) = load_inventory(write(tmp_path, text)).nodes
+    assert (node.disk.biosboot.size, node.disk.biosboot.label) == (2, "grub")
+
+
+def test_lab_vm_inventory_has_a_bios_node_on_gpt():
+    inv = load_inventory(LAB.with_name("lab-vm.yaml"))
+    assert [(n.name, n.firmware.value, n.disk_label.value, n.disk.biosboot is not None) for n in inv.nodes] == [
+        ("n01", "bios", "msdos", False), ("n02", "bios", "gpt", True), ("n03", "uefi", "gpt", False)]
+    assert inv.node("n02").disk.partitions[0].mount == "/"  # the image's target /dev/vda1 stays the root
+
+
+def test_a_disk_problem_of_the_defaults_is_reported_once_not_per_node(tmp_path):
+    with pytest.raises(InputError) as caught:
+        load_inventory(write(tmp_path, inventory_yaml(5, defaults=BIOS_GPT_DISK.replace("{fstype: biosboot}",
+                                                                                         "{mount: /d, fstype: ext4, size: 1}"))))
+    assert str(caught.value).count("GRUB needs a biosboot partition") == 1, caught.value
 
 
 def _line_of(text: str, needle: str) -> int:
@@ -117,6 +156,33 @@ BAD = [
     ("swap-with-ext4", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: ext4, size: 5},"
                                                   " {mount: swap, fstype: ext4, size: 5}]}"),
      "defaults.disk.partitions[1].fstype", "'ext4'", "disk:"),
+    ("bad-disk-label", inventory_yaml(3, defaults="disk: {label: mbr, partitions: [{mount: /, fstype: ext4, size: 5}]}"),
+     "defaults.disk.label", "expected one of gpt, msdos: 'mbr'", "disk:"),
+    ("bios-gpt-without-biosboot", BASE.replace(
+        "ip: 10.9.0.3}", "ip: 10.9.0.3,\n     disk: {label: gpt, partitions: [{mount: /, fstype: ext4, size: 5}]}}"),
+     "nodes[1].disk", "GRUB needs a biosboot partition", "label: gpt"),
+    ("bios-override-of-a-gpt-default", inventory_yaml(
+        3, defaults="firmware: uefi\ndisk: {label: gpt, partitions: [{mount: /, fstype: ext4, size: 5}]}")
+     .replace("ip: 10.9.0.3}", "ip: 10.9.0.3, firmware: bios}"),
+     "nodes[1].firmware", "firmware bios, bootloader grub2, disk label gpt", "node002"),
+    ("biosboot-on-explicit-msdos", inventory_yaml(3, defaults=BIOS_GPT_DISK.replace("gpt", "msdos")),
+     "defaults.disk.partitions[1].fstype", "needs label: gpt", "disk:"),
+    ("biosboot-on-bios-default-label", inventory_yaml(3, defaults=BIOS_GPT_DISK.replace("label: gpt, ", "")),
+     "defaults.disk", "disk label msdos (firmware bios's default) with a biosboot partition", "disk:"),
+    ("biosboot-mounted", inventory_yaml(3, defaults=BIOS_GPT_DISK.replace("{fstype: biosboot}",
+                                                                         "{fstype: biosboot, mount: /boot}")),
+     "defaults.disk.partitions[1].mount", "is not mounted (leave mount out): '/boot'", "disk:"),
+    ("biosboot-grown", inventory_yaml(3, defaults=BIOS_GPT_DISK.replace("{fstype: biosboot}",
+                                                                       "{fstype: biosboot, grow: true}")),
+     "defaults.disk.partitions[1].grow", "takes no grow: True", "disk:"),
+    ("two-biosboot", inventory_yaml(3, defaults=BIOS_GPT_DISK.replace("{fstype: biosboot}",
+                                                                     "{fstype: biosboot}, {fstype: biosboot, label: b2}")),
+     "defaults.disk.partitions[2].fstype", "a second biosboot partition", "disk:"),
+    ("five-on-msdos", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: ext4, size: 5}, " + ", ".join(
+        f"{{mount: /d{i}, fstype: ext4, size: 5}}" for i in range(4)) + "]}"),
+     "defaults.disk", "holds 4 partitions, the disk has 5", "disk:"),
+    ("partition-without-size", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: ext4}]}"),
+     "defaults.disk.partitions[0].size", "missing required field", "disk:"),
     ("key-given-twice", BASE.replace("  name: srv\n", "  name: srv\n  name: srv2\n"),
      "server.name", "key given twice", "srv2"),
     ("no-nodes", BASE.split("nodes:")[0] + "nodes: []\n", "nodes", "at least one node", "nodes:"),

@@ -15,6 +15,7 @@ from pykickstart.errors import KickstartDeprecationWarning, KickstartParseWarnin
 from pykickstart.parser import KickstartParser
 from pykickstart.version import RHEL9, makeVersion
 
+from provision import installer
 from provision.inventory import load_inventory
 from provision.render import render_files
 from tests.conftest import require_tool
@@ -48,6 +49,12 @@ VARIANTS = {
                                "xfs, size: 2000, grow: true}, {mount: swap, fstype: swap, size: 512}]}")
         .replace(f"  root_password_hash: {HASH}\n", "")),
     "mixed-firmware": lambda tmp: Path(__file__).parent / "fixtures" / "mixed-firmware.yaml",  # GPT for uefi
+    "bios-gpt-and-uefi-msdos": lambda tmp: write(tmp, inventory_yaml(1, extra_nodes=(
+        '  - {name: biosgpt, mac: "02:00:00:00:01:01", ip: 10.9.0.201, disk: {label: gpt, partitions: [\n'
+        "      {mount: /, fstype: ext4, size: 1600, grow: true}, {mount: swap, fstype: swap, size: 64},\n"
+        "      {fstype: biosboot}]}}\n"
+        '  - {name: uefimbr, mac: "02:00:00:00:01:02", ip: 10.9.0.202, firmware: uefi,\n'
+        "     disk: {label: msdos, partitions: [{mount: /, fstype: ext4, size: 100}]}}\n"))),
 }
 
 
@@ -60,7 +67,7 @@ def test_every_rendered_kickstart_validates(tmp_path, variant, version):
         handler = parse(files[f"kickstart/{node.name}.ks"], version)
         assert [p.mountpoint for p in handler.partition.partitions] == [p.mount for p in node.disk.partitions]
         assert {p.disk for p in handler.partition.partitions} == {node.disk.device}
-        assert handler.clearpart.disklabel == ("gpt" if node.firmware == "uefi" else "msdos")
+        assert handler.clearpart.disklabel == node.disk_label
         if node.root_password_hash:
             assert handler.rootpw.isCrypted and handler.rootpw.password == node.root_password_hash
         else:
@@ -71,6 +78,22 @@ def test_every_rendered_kickstart_validates(tmp_path, variant, version):
         assert post.inChroot is False and post.interp == "/bin/bash" and post.errorOnFail
         bash = subprocess.run(["bash", "-n"], input=post.script, capture_output=True, text=True, check=False)
         assert bash.returncode == 0, bash.stderr
+
+
+def test_a_bios_node_on_gpt_gets_a_biosboot_part_that_the_installer_plans(tmp_path):
+    """The inventory's disk.label and biosboot partition, through the kickstart, to the installer's disk plan."""
+    inv = load_inventory(VARIANTS["bios-gpt-and-uefi-msdos"](tmp_path))
+    files = render_files(inv)
+    text = files["kickstart/biosgpt.ks"]
+    assert "clearpart --all --initlabel --drives=sda --disklabel=gpt\n" in text
+    assert "part biosboot --fstype=biosboot --size=1 --ondisk=sda --label=biosboot\n" in text
+    assert "biosboot" not in text.split("/etc/fstab")[1]  # the fstab lists / and swap only
+    plan = installer.plan_disk(parse(text), 4 << 21, uefi=False)  # a 4 GiB disk on a BIOS machine
+    assert (plan.label, [p.role for p in plan.partitions]) == ("gpt", ["linux", "swap", "biosboot"])
+    assert plan.biosboot.sectors == installer.MIB_SECTORS and plan.mounted_at("/").number == 1
+    mbr = installer.plan_disk(parse(files["kickstart/uefimbr.ks"]), 4 << 21, uefi=True)
+    assert mbr.label == "msdos"
+    assert "--disklabel=msdos" in files["kickstart/node001.ks"]  # a BIOS node's default is unchanged
 
 
 def test_bootloader_follows_the_inventory(tmp_path):
@@ -139,7 +162,7 @@ def test_post_reports_failed_when_dollyc_cannot_start(tmp_path, reports):
     assert not (tmp_path / "root" / "etc").exists()  # nothing personalised without an image
 
 
-@pytest.mark.parametrize("inventory", ["lab", "redhat"])
+@pytest.mark.parametrize("inventory", ["lab", "redhat", "bios-gpt"])
 def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
     """The shipped %post for real, with the site hook replacing only the ring receive (covered by lab tests)."""
     site = tmp_path / "site"
@@ -154,7 +177,9 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
         'echo golden-machine-id > "$SYSIMAGE/etc/machine-id"\n'
         'report ready "test: image given"\n{% endblock %}\n'
     )
-    path = LAB if inventory == "lab" else write(tmp_path, inventory_yaml(3, defaults="bootloader: none"))
+    path = LAB if inventory == "lab" else write(tmp_path, inventory_yaml(3, defaults="bootloader: none" + (
+        "\ndisk: {label: gpt, partitions: [{mount: /, fstype: ext4, size: 9}, {mount: swap, fstype: swap, size: 1},"
+        " {fstype: biosboot}]}" if inventory == "bios-gpt" else "")))
     inv = load_inventory(path)
     node = inv.nodes[1]
     root = tmp_path / "root"
@@ -168,7 +193,8 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
     assert (etc / "shadow").read_text().splitlines()[0] == f"root:{node.root_password_hash}:19000:0:99999:7:::"
     assert f"nameserver {inv.network.dns[0]}" in (etc / "resolv.conf").read_text()
     fstab = [line.split() for line in (etc / "fstab").read_text().splitlines() if not line.startswith("#")]
-    assert [f[1] for f in fstab] == [p.fstab_mount for p in node.disk.partitions]
+    assert [f[1] for f in fstab] == [p.fstab_mount for p in node.disk.partitions if not p.is_biosboot]
+    assert [f[2] for f in fstab if f[2] in ("biosboot", "swap")] == (["swap"] if inventory == "bios-gpt" else [])
     if inventory == "lab":
         assert (etc / "hostname").read_text() == f"{node.name}\n"
         assert f"address {node.ip}/24" in (etc / "network" / "interfaces").read_text()
