@@ -113,8 +113,15 @@ class VmOutcome:
     booted_from_disk: bool  # /proc/cmdline is the disk's GRUB entry, not the installer's
     installs: int          # how often it fetched the installer's initrd (over boot.transport: HTTP or TFTP)
     note: str = ""
-    table: str = ""        # the disk's partition table as the clone's blkid says: gpt (UEFI) or dos (BIOS)
+    table: str = ""        # the disk's partition table as the clone's blkid says: gpt or dos
     grown: bool = False    # the root file system fills its partition (the installer grew the received image)
+    disk_label: str | None = None  # the inventory's disk label (Node.disk_label); None: gpt on UEFI, msdos on BIOS
+
+    @property
+    def expected_table(self) -> str:
+        """What blkid calls the table of the node's disk label: gpt, or dos for msdos."""
+        label = self.disk_label or ("gpt" if self.firmware == "uefi" else "msdos")
+        return "dos" if label == "msdos" else label
 
     @property
     def as_expected(self) -> bool:
@@ -122,7 +129,7 @@ class VmOutcome:
             return self.state == "failed" and self.boot == "install"
         return (self.state == "done" and self.boot == "local" and self.verified and self.identical
                 and self.booted_from_disk and self.installs == 1 and self.grown
-                and self.table == ("gpt" if self.firmware == "uefi" else "dos"))
+                and self.table == self.expected_table)
 
 
 @dataclass(frozen=True)
@@ -332,6 +339,7 @@ def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, bo
             node.name, node.firmware or "", record["state"], record["boot"], record["error"], node.name == kill,
             verified, bool(sums) and sums == expected, "root=" in cmdline and "inst.ks=" not in cmdline,
             installs, table=table, grown=fs_bytes == partition_bytes,
+            disk_label=str(inv.node(node.name).disk_label),
             note=f"root {fs_bytes >> 20} MiB of {partition_bytes >> 20} MiB" if table else ""))
     return tuple(outcomes)
 
@@ -368,7 +376,8 @@ def summary(result: VmDemoResult) -> str:
              f"{'node':5} {'verified':9} {'golden files':13} {'disk boot':10} {'installs':8} disk"]
     for n in result.nodes:
         lines.append(f"{n.name:5} {'yes' if n.verified else 'no':9} {'identical' if n.identical else 'DIFFER':13} "
-                     f"{'yes' if n.booted_from_disk else 'no':10} {n.installs:<8} {n.table or '-'} {n.note}")
+                     f"{'yes' if n.booted_from_disk else 'no':10} {n.installs:<8} {n.table or '-'}"
+                     f"{'' if n.table == n.expected_table else f' (want {n.expected_table})'} {n.note}")
     verdict = "as expected" if result.ok else "NOT as expected"
     lines.append(f"demo-vm: {len(result.nodes)} machine(s) in {result.seconds:.0f} s, install exit status "
                  f"{result.install_status}, verify {result.verify_status}: {verdict} (logs in {result.logs})")
