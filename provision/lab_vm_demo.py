@@ -115,13 +115,12 @@ class VmOutcome:
     note: str = ""
     table: str = ""        # the disk's partition table as the clone's blkid says: gpt or dos
     grown: bool = False    # the root file system fills its partition (the installer grew the received image)
-    disk_label: str | None = None  # the inventory's disk label (Node.disk_label); None: gpt on UEFI, msdos on BIOS
+    disk_label: str = "msdos"  # the inventory's disk label (Node.disk_label): gpt or msdos
 
     @property
     def expected_table(self) -> str:
         """What blkid calls the table of the node's disk label: gpt, or dos for msdos."""
-        label = self.disk_label or ("gpt" if self.firmware == "uefi" else "msdos")
-        return "dos" if label == "msdos" else label
+        return "dos" if self.disk_label == "msdos" else self.disk_label
 
     @property
     def as_expected(self) -> bool:

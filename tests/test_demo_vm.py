@@ -217,12 +217,14 @@ def test_disk_command_prints_file_system_bytes_as_an_integer(tmp_path):
     assert out == f"{4031 << 20}\n"
 
 
-def test_a_clone_is_as_expected_only_grown_on_its_firmware_table():
+def test_a_clone_is_as_expected_only_grown_on_its_inventory_disk_label():
     done = dict(state="done", boot="local", error=None, killed=False, verified=True, identical=True,
                 booted_from_disk=True, installs=1)
-    assert lab_vm_demo.VmOutcome("n03", "uefi", **done, table="gpt", grown=True).as_expected
-    assert lab_vm_demo.VmOutcome("n01", "bios", **done, table="dos", grown=True).as_expected
-    assert not lab_vm_demo.VmOutcome("n03", "uefi", **done, table="dos", grown=True).as_expected
+    assert lab_vm_demo.VmOutcome("n03", "uefi", **done, table="gpt", grown=True, disk_label="gpt").as_expected
+    assert lab_vm_demo.VmOutcome("n01", "bios", **done, table="dos", grown=True, disk_label="msdos").as_expected
+    assert lab_vm_demo.VmOutcome("n02", "bios", **done, table="gpt", grown=True, disk_label="gpt").as_expected
+    assert not lab_vm_demo.VmOutcome("n03", "uefi", **done, table="dos", grown=True, disk_label="gpt").as_expected
+    assert not lab_vm_demo.VmOutcome("n02", "bios", **done, table="dos", grown=True, disk_label="gpt").as_expected
     assert not lab_vm_demo.VmOutcome("n01", "bios", **done, table="dos", grown=False).as_expected
 
 
