@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provision import lab, lab_vm_demo, netns
 from provision.cli import main
@@ -38,18 +39,19 @@ def _require() -> None:
 
 @pytest.fixture
 def vm_lab(tmp_path):
-    """inventory/lab-vm.yaml with its lab files under tmp_path (node lines kept: `keep`), a private state
-    dir and namespace prefix, the shared build cache; everything of the lab removed afterwards."""
+    """inventory/lab-vm.yaml with its lab files under tmp_path (only the nodes in `keep`, if given), a private
+    state dir and namespace prefix, the shared build cache; everything of the lab removed afterwards."""
     _require()
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvv-{uuid.uuid4().hex[:5]}",
            "PROVISION_CACHE": str(Cache.of(os.environ).root)}
 
     def inventory(keep: tuple[str, ...] | None = None) -> Path:
         text = (REPO / "inventory" / "lab-vm.yaml").read_text().replace(LAB_FILES, str(tmp_path / "files"))
-        if keep is not None:
-            node_line = re.compile(r"\s+- \{name: (\w+),")
-            text = "".join(line for line in text.splitlines(keepends=True)
-                           if (m := node_line.match(line)) is None or m.group(1) in keep)
+        if keep is not None:  # node entries may span lines (n02's disk): filter the parsed list
+            data = yaml.safe_load(text)
+            data["nodes"] = [node for node in data["nodes"] if node["name"] in keep]
+            assert [node["name"] for node in data["nodes"]] == list(keep)
+            text = yaml.safe_dump(data, sort_keys=False)
         path = tmp_path / "lab-vm.yaml"
         path.write_text(text)
         return path
