@@ -173,7 +173,7 @@ class _Parser:
         kernel = self.checked(m, p, "kernel", self.f.text, _WORD, "path")
         initrd = self.checked(m, p, "initrd", self.f.text, _WORD, "path")
         append = self._append(p + ("append",), m.get("append", ""))
-        transport = self.f.choice(p + ("transport",), m.get("transport", Transport.HTTP.value), Transport)
+        transport = self.f.choice(p + ("transport",), m.get("transport", Transport.TFTP.value), Transport)
         if kernel and initrd and Path(kernel).name == Path(initrd).name:
             self.f.problem(p + ("initrd",), "kernel and initrd need different file names", initrd)
             return None

@@ -102,7 +102,7 @@ class Boot:
     kernel: str
     initrd: str
     append: str = ""
-    transport: Transport = Transport.HTTP
+    transport: Transport = Transport.TFTP
 
     @property
     def kernel_tftp_path(self) -> str:

@@ -195,11 +195,11 @@ BAD = [
 
 def test_boot_transport_and_ipv6_ra_defaults_and_choices(tmp_path):
     inv = load_inventory(write(tmp_path, BASE))
-    assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.HTTP, False)  # RAs are the admin's choice
-    text = BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: tftp\n")
+    assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.TFTP, False)  # RAs are the admin's choice
+    text = BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: http\n")
     text = text.replace("  domain: test.example\n", "  domain: test.example\n  ipv6_ra: true\n")
     inv = load_inventory(write(tmp_path, text))
-    assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.TFTP, True)
+    assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.HTTP, True)
     assert load_inventory(LAB.with_name("lab-vm.yaml")).network.ipv6_ra is True
 
 

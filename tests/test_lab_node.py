@@ -77,7 +77,7 @@ def test_rendered_lab_files_are_understood():
 
 
 def test_rendered_tftp_transport_names_files_in_the_tftp_root():
-    text = LAB.read_text().replace("  append: console=ttyS0,115200\n", "  append: console=ttyS0,115200\n  transport: tftp\n")
+    text = LAB.read_text().replace("  transport: http", "  transport: tftp")
     inv = parse_inventory(text, LAB)
     node = inv.nodes[0]
     entry = parse_pxelinux(render_files(inv)[f"tftpboot/pxelinux.cfg/{node.pxelinux_name}"])
