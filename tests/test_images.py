@@ -26,6 +26,7 @@ from provision.images.modules import load_order, module_name
 from provision.inventory import load_inventory
 from provision.render import render_files
 from tests.conftest import require_root, require_tool
+from tests.vm_rig import boot_disk_to_prompt
 from tests.fixtures.inventories import LAB
 
 MODULES_DEP = """\
@@ -268,27 +269,8 @@ def test_golden_image_is_debian_with_ssh_and_boots_from_its_disk(tmp_path):
     assert used_mib < 300, f"golden image uses {used_mib} MiB"  # ~215: no perl, kernel modules by allowlist
     assert "provision.conf" in subprocess.run(["debugfs", "-R", "ls /etc/systemd/system/ifupdown-pre.service.d",
                                                str(golden.rootfs)], capture_output=True, text=True).stdout
-    ns = f"pvq-{uuid.uuid4().hex[:6]}"
     serial = tmp_path / "serial.log"
-    subprocess.run(["ip", "netns", "add", ns], check=True)  # no network at all
-    qemu = None
-    try:
-        argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,graphics=off", "-m", "768", "-display", "none",
-                "-monitor", "none", "-nodefaults", "-serial", f"file:{serial}",
-                "-drive", f"if=none,id=d0,format=raw,file={golden.disk},snapshot=on",
-                "-device", "virtio-blk-pci,drive=d0,bootindex=1"]
-        booted = time.monotonic()
-        qemu = subprocess.Popen(netns.ns_argv(ns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while "golden login:" not in _text(serial):
-            assert qemu.poll() is None, "QEMU ended early"
-            assert time.monotonic() - booted < 240, _text(serial)[-3000:]
-            time.sleep(1)
-        boot_seconds = time.monotonic() - booted
-    finally:
-        if qemu is not None and qemu.poll() is None:
-            qemu.kill()
-            qemu.wait()
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    boot_seconds = boot_disk_to_prompt(golden.disk, serial, snapshot=True, limit=240)
     console = serial.read_text(errors="replace")
     assert "Reached target" in console and "multi-user.target" in console
     print(f"\ngolden image: {used_mib} MiB used of {golden.rootfs.stat().st_size >> 20} MiB; "

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-import time
 import uuid
 
 import pytest
 
-from provision import netns
 from provision.images.golden import golden_image
 from provision.installer import (MIB_SECTORS, BootTarget, grow, install_bootloader, partition_table, plan_disk,
                                  read_kickstart)
 from tests.conftest import require_root, require_tool
+from tests.vm_rig import boot_disk_to_prompt
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
@@ -71,26 +70,8 @@ def test_bios_machine_boots_a_grown_clone_from_a_gpt_disk(tmp_path):
     verify = subprocess.run(["sgdisk", "-v", str(disk)], capture_output=True, text=True, check=False)
     assert "No problems found" in verify.stdout, verify.stdout
 
-    ns = f"pvg-{uuid.uuid4().hex[:6]}"
     serial = tmp_path / "serial.log"
-    subprocess.run(["ip", "netns", "add", ns], check=True)  # no network at all
-    qemu = None
-    try:
-        argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,graphics=off", "-m", "768", "-display", "none",
-                "-monitor", "none", "-nodefaults", "-serial", f"file:{serial}",
-                "-drive", f"if=none,id=d0,format=raw,file={disk}", "-device", "virtio-blk-pci,drive=d0,bootindex=1"]
-        started = time.monotonic()
-        qemu = subprocess.Popen(netns.ns_argv(ns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while "golden login:" not in (serial.read_text(errors="replace") if serial.exists() else ""):
-            assert qemu.poll() is None, "QEMU ended early"
-            assert time.monotonic() - started < 300, serial.read_text(errors="replace")[-3000:]
-            time.sleep(1)
-        seconds = time.monotonic() - started
-    finally:
-        if qemu is not None and qemu.poll() is None:
-            qemu.kill()
-            qemu.wait()
-        subprocess.run(["ip", "netns", "delete", ns], check=False)
+    seconds = boot_disk_to_prompt(disk, serial)
     console = serial.read_text(errors="replace")
     assert "root=LABEL=root" in console and "vda: vda1 vda2" in console  # the kernel read the GPT
     print(f"\nBIOS + GPT: SeaBIOS -> GRUB from the biosboot partition -> the grown clone's login prompt in "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,3 +74,29 @@ def vm_rig(prefix: str, server_address: str) -> Iterator[Rig]:
 
 def serial_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def boot_disk_to_prompt(disk: Path, serial: Path, snapshot: bool = False, prompt: str = "golden login:",
+                        limit: float = 300.0) -> float:
+    """SeaBIOS (TCG) boots `disk` in an empty network namespace (no network at all) until `prompt` shows on
+    its serial console; returns the seconds from QEMU start. QEMU and the namespace are gone afterwards."""
+    ns = f"pvd-{uuid.uuid4().hex[:6]}"
+    drive = f"if=none,id=d0,format=raw,file={disk}" + (",snapshot=on" if snapshot else "")
+    argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,graphics=off", "-m", "768", "-display", "none",
+            "-monitor", "none", "-nodefaults", "-serial", f"file:{serial}",
+            "-drive", drive, "-device", "virtio-blk-pci,drive=d0,bootindex=1"]
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    qemu = None
+    try:
+        started = time.monotonic()
+        qemu = subprocess.Popen(netns.ns_argv(ns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while prompt not in serial_text(serial):
+            assert qemu.poll() is None, f"QEMU ended early:\n{serial_text(serial)[-3000:]}"
+            assert time.monotonic() - started < limit, serial_text(serial)[-3000:]
+            time.sleep(1)
+        return time.monotonic() - started
+    finally:
+        if qemu is not None and qemu.poll() is None:
+            qemu.kill()
+            qemu.wait()
+        subprocess.run(["ip", "netns", "delete", ns], check=False)
