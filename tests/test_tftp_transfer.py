@@ -193,21 +193,29 @@ def test_a_vanished_client_times_out_and_does_not_hold_up_another(tree, tmp_path
     assert (tmp_path / "k").read_bytes() == (tree / "kernel").read_bytes()
 
 
+def fetch_at_once(busybox: str, port: int, name: str, blksize: int, into: Path, clients: int,
+                  timeout: float) -> list[Path]:
+    """`clients` busybox tftp clients fetch `name` at the same time; returns their copies."""
+    copies = [into / f"{name}.{i}" for i in range(clients)]
+
+    def get(copy: Path) -> None:
+        subprocess.run([busybox, "tftp", "-g", "-b", str(blksize), "-r", name, "-l", str(copy), "127.0.0.1",
+                        str(port)], check=True, capture_output=True, timeout=timeout)
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(get, copies))
+    return copies
+
+
 def test_one_worker_serves_many_clients_at_once(tree, tmp_path):
     busybox = require_tool("busybox")
     transfers = []
     server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append, workers=1).start()
-
-    def get(i):
-        subprocess.run([busybox, "tftp", "-g", "-b", "1468", "-r", "kernel", "-l", str(tmp_path / f"k{i}"),
-                        "127.0.0.1", str(server.port)], check=True, capture_output=True, timeout=60)
     try:
-        with ThreadPoolExecutor(12) as pool:
-            list(pool.map(get, range(12)))
+        copies = fetch_at_once(busybox, server.port, "kernel", 1468, tmp_path, 12, timeout=60)
         wait_for(transfers, 12)
     finally:
         server.stop()
-    assert all((tmp_path / f"k{i}").read_bytes() == (tree / "kernel").read_bytes() for i in range(12))
+    assert all(copy.read_bytes() == (tree / "kernel").read_bytes() for copy in copies)
     assert [t.error for t in transfers] == [None] * 12
     assert {t.bytes for t in transfers} == {(tree / "kernel").stat().st_size}
 
@@ -255,17 +263,12 @@ def test_block_numbers_roll_over_and_clients_run_in_parallel(tree, tmp_path):
     (tree / "big").write_bytes(os.urandom(65536 * 64 + 10))  # 65537 blocks of 64 bytes
     transfers = []
     server = TftpServer(tree, host="127.0.0.1", port=0, on_transfer=transfers.append).start()
-
-    def get(i):
-        subprocess.run([busybox, "tftp", "-g", "-b", "64", "-r", "big", "-l", str(tmp_path / f"b{i}"),
-                        "127.0.0.1", str(server.port)], check=True, capture_output=True, timeout=120)
     try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(get, range(2)))
+        copies = fetch_at_once(busybox, server.port, "big", 64, tmp_path, 2, timeout=120)
         wait_for(transfers, 2)
     finally:
         server.stop()
-    assert all((tmp_path / f"b{i}").read_bytes() == (tree / "big").read_bytes() for i in range(2))
+    assert all(copy.read_bytes() == (tree / "big").read_bytes() for copy in copies)
     assert [t.error for t in transfers] == [None, None]
 
 
