@@ -35,7 +35,7 @@ def inventory_text(count: int) -> str:
         "defaults:",
         f"  root_password_hash: {HASH}",
         "  disk: {device: sda, partitions: [{mount: /, fstype: ext4, size: 8192},"
-        " {mount: swap, fstype: swap, size: 1024}, {mount: /data, fstype: xfs, size: 1, grow: true}]}",
+        " {mount: swap, fstype: swap, size: 1024}, {mount: /data, fstype: ext4, size: 1, grow: true}]}",
         "nodes:",
     ]
     for i in range(1, count + 1):

@@ -13,8 +13,9 @@
    `--grow` parts share what is left): `clearpart --disklabel=gpt|msdos` if given, else GPT on a UEFI
    machine and MBR on a BIOS one;
    a BIOS machine on a GPT disk needs a biosboot part for GRUB's core.img;
-   the root partition stays unformatted (the ring writes the image raw onto it), ext2/3/4 get e2fsprogs'
-   mke2fs, vfat busybox mkdosfs, swap mkswap; other file systems are refused;
+   the root partition stays unformatted (the ring writes the image raw onto it; ext2/3/4 only), ext2/3/4
+   get e2fsprogs' mke2fs, vfat busybox mkdosfs, swap mkswap; other file systems (xfs, btrfs) are refused
+   when the disk is planned, before it is touched;
 5. the kickstart's %post scripts with SYSIMAGE=/mnt/sysimage, DOLLY_ROOT=/ (dollyC writes the image
    targets, e.g. /dev/vda1, on the real devices) and PROVISION_ROOT_DEVICE (the %post mounts the clone
    there); `dollyC`, `provision-grow` and `provision-bootloader` are put on PATH;
@@ -210,6 +211,7 @@ def plan_disk(handler, disk_sectors: int, uefi: bool) -> DiskPlan:
             f"{disk}: a GPT disk on a BIOS machine needs GRUB's core.img in a biosboot partition "
             "(part biosboot --fstype=biosboot --size=1), and the kickstart has none: add one, or use "
             "clearpart --disklabel=msdos (or bootloader --location=none)")
+    format_commands(plan)  # refuses file systems the installer cannot make or mount before the disk is touched
     return plan
 
 
@@ -230,10 +232,14 @@ def partition_table(plan: DiskPlan, disk_guid: uuid.UUID) -> gpt.GptTables:
 
 
 def format_commands(plan: DiskPlan) -> list[list[str]]:
-    """Commands that make the file systems, except on `/` (the ring writes the image raw onto it) and on a
-    biosboot partition (GRUB's, no file system)."""
+    """Commands that make the file systems, except on `/` (the ring writes the image raw onto it, then the
+    %post mounts it and provision-grow grows it: ext2/3/4 only) and on a biosboot partition (GRUB's, no
+    file system)."""
     commands = []
     for part in plan.partitions:
+        if part.mount == "/" and part.fstype not in EXT_FSTYPES:
+            raise ProvisionError(f"kickstart part / ({part.device}): the root receives the image and is mounted "
+                                 f"and grown as ext4, ext3 or ext2 (the installer's kernel has no {part.fstype})")
         if part.mount == "/" or part.role == "biosboot":
             continue
         if part.role == "swap":

@@ -14,7 +14,7 @@ from typing import Any
 
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
-from provision.fields import Fields
+from provision.fields import Fields, format_path
 from provision.model import (
     BIOSBOOT,
     DOLLY_PORT,
@@ -47,7 +47,11 @@ LAST_INSTALL_FILE = "last-install.json"
 TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "defaults", "nodes")
 NODE_SETTINGS = ("interface", "os_family", "bootloader", "firmware", "disk", "dolly_port", "append",
                  "root_password_hash", "ssh_authorized_keys")
-FSTYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs", "vfat", "swap", BIOSBOOT)
+# What the installer makes (ext2/3/4, vfat, swap) and its kernel mounts (the root receives the image raw, then
+# the %post mounts it): provision/installer.py format_commands. xfs and btrfs have no path through it.
+FSTYPES = ("ext2", "ext3", "ext4", "vfat", "swap", BIOSBOOT)
+UNSUPPORTED_FSTYPES = ("xfs", "btrfs")
+ESP_MOUNT = "/boot/efi"  # the EFI system partition (the installer's `esp` role)
 MBR_PRIMARY = 4  # partitions an msdos label holds (the installer writes no extended ones)
 DEFAULT_DISK = Disk("sda", (Partition("/", "ext4", 4096, grow=True, label="root"),))
 SETTING_DEFAULTS = {"interface": "eth0", "os_family": "redhat", "bootloader": "grub2", "firmware": "bios",
@@ -98,6 +102,8 @@ class _Parser:
         self.path = path
         self.identities: list[tuple[int, str | None, str | None, IPv4Address | None]] = []
         self.reported: set[tuple[tuple, str]] = set()  # (path, message) of node-level problems said once
+        # (id of a disk, its label, where it is given) -> (the disk, names of the nodes that have it)
+        self.disks: dict[tuple, tuple[Disk, list[str]]] = {}
 
     def inventory(self, data: Any) -> Inventory | None:
         top = self.f.mapping((), data, TOP_KEYS, ("server", "network", "boot", "images", "nodes"))
@@ -113,6 +119,8 @@ class _Parser:
         nodes = self.nodes(top.get("nodes"), defaults)
         if network is not None:
             self.check_addresses(network, server)
+        if images is not None:
+            self.check_image_targets(images)
         parts = (cluster, server, network, boot, images, kickstart, defaults, nodes)
         if self.f.problems or any(p is None for p in parts):
             return None
@@ -284,7 +292,11 @@ class _Parser:
         if m is None or m.get("fstype") is None:
             return None
         fstype = self.f.text(path + ("fstype",), m["fstype"])
-        if fstype is not None and fstype not in FSTYPES:
+        if fstype in UNSUPPORTED_FSTYPES:
+            self.f.problem(path + ("fstype",), f"the installer can neither make nor mount {fstype} (supported: "
+                           f"{', '.join(FSTYPES)})", fstype)
+            fstype = None
+        elif fstype is not None and fstype not in FSTYPES:
             self.f.problem(path + ("fstype",), f"expected one of {', '.join(FSTYPES)}", fstype)
             fstype = None
         if fstype == BIOSBOOT:
@@ -354,6 +366,10 @@ class _Parser:
             node = Node(name, mac, ip, **settings)
             self.check_disk_label(node, next((p + (k,) for k in ("disk", "firmware", "bootloader") if k in m),
                                              ("defaults", "disk")))
+            self.check_bootloader(node, next((p + (k,) for k in ("bootloader", "firmware", "disk") if k in m),
+                                             ("defaults", "bootloader")))
+            given = p + ("disk",) if "disk" in m else None if node.disk is DEFAULT_DISK else ("defaults", "disk")
+            self.disks.setdefault((id(node.disk), node.disk_label, given), (node.disk, []))[1].append(name)
             nodes.append(node)
         return nodes
 
@@ -378,6 +394,53 @@ class _Parser:
             if (path, message) not in self.reported:
                 self.reported.add((path, message))
                 self.f.problem(path, message)
+
+    def check_bootloader(self, node: Node, path: tuple) -> None:
+        """LILO writes a BIOS boot sector for an MBR disk: refused on UEFI firmware and on a GPT label.
+        Reported at the node's own bootloader, firmware or disk, else once at defaults.bootloader."""
+        if node.bootloader != Bootloader.LILO:
+            return
+        label = f"disk label {node.disk_label}" + ("" if node.disk.label else f" (firmware {node.firmware}'s default)")
+        if node.firmware == Firmware.UEFI:
+            message = (f"bootloader lilo, firmware uefi, {label}: LILO boots BIOS machines only, from an msdos "
+                       "disk (use bootloader grub2)")
+        elif node.disk_label is DiskLabel.GPT:
+            message = (f"bootloader lilo, {label}: LILO boots only from an msdos (MBR) disk (use disk.label: msdos, "
+                       "or bootloader grub2 with a {fstype: biosboot} partition)")
+        else:
+            return
+        if (path, message) not in self.reported:
+            self.reported.add((path, message))
+            value = {"bootloader": node.bootloader, "firmware": node.firmware}.get(path[-1])
+            self.f.problem(path, message, *([str(value)] if value else []))
+
+    def check_image_targets(self, images: tuple[Image, ...]) -> None:
+        """A raw image target that is a partition of a node's disk (/dev/sda2, /dev/nvme0n1p2) must be one the
+        disk has, and one with a file system to receive (not biosboot, swap or the ESP). Said once per image
+        and disk layout, naming the nodes that have it."""
+        for i, image in enumerate(images):
+            if image.cook or not image.target.startswith("/dev/"):
+                continue
+            for (_, label, given), (disk, names) in self.disks.items():
+                number = partition_number(disk.device, image.target)
+                if number is None:
+                    continue
+                numbered = numbered_partitions(disk, label)
+                where = format_path(given) if given else "the default disk"
+                if number > len(numbered):
+                    self.f.problem(("images", i, "target"), f"{image.target} is no partition of "
+                                   f"{of_nodes(names, 'disk ' + disk.device)}: it has {len(numbered)} "
+                                   f"partition{'s' if len(numbered) > 1 else ''} ({where})",
+                                   image.target)
+                    continue
+                index, part = numbered[number - 1]
+                kind = ("biosboot" if part.is_biosboot else "swap" if part.is_swap
+                        else f"EFI system ({ESP_MOUNT})" if part.mount == ESP_MOUNT else None)
+                if kind is not None:
+                    self.f.problem(("images", i, "target"), f"{image.target} is "
+                                   f"{of_nodes(names, kind + ' partition')} "
+                                   f"(partition {number} of disk {disk.device}, {where}.partitions[{index}]); an "
+                                   "image goes onto / or another partition with a file system", image.target)
 
     def check_addresses(self, network: Network, server: Server | None) -> None:
         """Addresses inside the subnet; no name, MAC or IP used twice (server and gateway included)."""
@@ -412,6 +475,29 @@ class _Parser:
         if value is None or value == "":
             return ""
         return self.f.text(path, value, _SAFE_TEXT, "kernel arguments (no quotes, $ or backslashes)")
+
+
+def numbered_partitions(disk: Disk, label: DiskLabel) -> list[tuple[int, Partition]]:
+    """(index in disk.partitions, partition) for partition numbers 1, 2, ...: as the installer numbers the
+    kickstart's part lines (in the order listed; an msdos disk leaves a biosboot part out; no logical ones)."""
+    return [(i, p) for i, p in enumerate(disk.partitions) if label is DiskLabel.GPT or not p.is_biosboot]
+
+
+def partition_number(device: str, target: str) -> int | None:
+    """N when `target` names partition N of /dev/`device` (/dev/sda2; /dev/nvme0n1p2 for a device name ending
+    in a digit, as provision.installer.partition_device names them), else None."""
+    prefix = f"/dev/{device}{'p' if device[-1].isdigit() else ''}"
+    number = target[len(prefix):] if target.startswith(prefix) else ""
+    return int(number) if number.isascii() and number.isdigit() and number[0] != "0" else None
+
+
+def of_nodes(names: list[str], thing: str) -> str:
+    """"n02's biosboot partition", or "the biosboot partition of n01, n02, n03 and 17 more"."""
+    if len(names) == 1:
+        return f"{names[0]}'s {thing}"
+    shown = names[:3] if len(names) > 4 else names[:-1]
+    rest = names[-1] if len(names) <= 4 else f"{len(names) - 3} more"
+    return f"the {thing} of {', '.join(shown)} and {rest}"
 
 
 def state_dir(env: Mapping[str, str]) -> Path:

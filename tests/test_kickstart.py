@@ -46,7 +46,7 @@ VARIANTS = {
     "grub2-redhat": lambda tmp: write(tmp, inventory_yaml(3)),
     "grub2-debian-no-password": lambda tmp: write(
         tmp, inventory_yaml(2, defaults="os_family: debian\ndisk: {device: vda, partitions: [{mount: /, fstype: "
-                               "xfs, size: 2000, grow: true}, {mount: swap, fstype: swap, size: 512}]}")
+                               "ext3, size: 2000, grow: true}, {mount: swap, fstype: swap, size: 512}]}")
         .replace(f"  root_password_hash: {HASH}\n", "")),
     "mixed-firmware": lambda tmp: Path(__file__).parent / "fixtures" / "mixed-firmware.yaml",  # GPT for uefi
     "bios-gpt-and-uefi-msdos": lambda tmp: write(tmp, inventory_yaml(1, extra_nodes=(
