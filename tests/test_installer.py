@@ -40,7 +40,8 @@ from provision.installer import (
     read_ext_blocks,
     read_kickstart,
 )
-from provision.inventory import load_inventory
+from provision.inventory import FSTYPES, load_inventory, numbered_partitions, partition_number
+from provision.model import BIOSBOOT
 from provision.render import render_files
 from tests.conftest import require_tool
 
@@ -222,10 +223,63 @@ def test_mbr_reads_back_with_fdisk(kickstart, tmp_path):
         (False, plan.partitions[1].start, 64 * MIB_SECTORS, "ef")]
 
 
+@pytest.mark.parametrize("old, new, message", [
+    ("part /boot/efi --fstype=vfat", "part /var --fstype=xfs", r"part /var \(/dev/vda2\): the installer cannot make xfs"),
+    ("part /boot/efi --fstype=vfat", "part /srv --fstype=jfs", r"part /srv \(/dev/vda2\): the installer cannot make "
+     r"jfs \(it makes ext4, ext3, ext2, vfat and swap"),  # btrfs: pykickstart's RHEL 9 syntax refuses it itself
+    ("part / --fstype=ext4", "part / --fstype=xfs", r"part / \(/dev/vda1\): the root receives the image and is "
+     r"mounted and grown as ext4, ext3 or ext2 \(the installer's kernel has no xfs\)"),
+])
+def test_a_file_system_the_installer_cannot_make_or_mount_is_refused_by_the_plan(kickstart, old, new, message):
+    """Refused when the disk is planned, before its table is written (partition() writes it, then formats)."""
+    assert old in kickstart
+    with pytest.raises(ProvisionError, match=message):
+        plan_disk(read_kickstart(kickstart.replace(old, new)), DISK_SECTORS, uefi=False)
+
+
+def test_the_installer_makes_every_file_system_the_inventory_accepts(kickstart):
+    for fstype in FSTYPES:
+        mount = {"swap": "swap", BIOSBOOT: BIOSBOOT}.get(fstype, "/x")
+        part = f"part {mount} --fstype={fstype} --size=64"
+        text = kickstart.replace("part /boot/efi --fstype=vfat --size=64", part).replace("=msdos", "=gpt")
+        plan = plan_disk(read_kickstart(text), DISK_SECTORS, uefi=True)
+        assert len(format_commands(plan)) == (0 if fstype == BIOSBOOT else 1), fstype
+        if fstype.startswith("ext"):
+            root = kickstart.replace("part / --fstype=ext4", f"part / --fstype={fstype}")
+            assert plan_disk(read_kickstart(root), DISK_SECTORS, uefi=False).mounted_at("/").fstype == fstype
+
+
+def test_inventory_and_installer_number_partitions_alike(tmp_path):
+    """A raw image target /dev/<disk>N means the same partition to the inventory's check and to the installer's
+    plan of the rendered kickstart (kickstart order; on GPT a biosboot part counts; nvme names take a `p`)."""
+    nodes = """nodes:
+  - {name: n01, mac: "02:79:00:00:00:01", ip: 10.79.0.11, disk: {label: gpt, partitions: [{fstype: biosboot},
+      {mount: swap, fstype: swap, size: 16}, {mount: /, fstype: ext4, size: 512, grow: true},
+      {mount: /boot/efi, fstype: vfat, size: 64}, {mount: /data, fstype: ext3, size: 64}]}}
+  - {name: n02, mac: "02:79:00:00:00:02", ip: 10.79.0.12, firmware: uefi, disk: {device: nvme0n1, partitions: [
+      {mount: /boot/efi, fstype: vfat, size: 64}, {mount: /, fstype: ext4, size: 512}]}}
+  - {name: n03, mac: "02:79:00:00:00:03", ip: 10.79.0.13}
+"""
+    path = tmp_path / "numbers.yaml"
+    path.write_text(INVENTORY.split("nodes:")[0] + nodes)
+    inv = load_inventory(path)
+    files = render_files(inv)
+    for node in inv.nodes:
+        plan = plan_disk(read_kickstart(files[f"kickstart/{node.name}.ks"]), DISK_SECTORS,
+                         uefi=node.firmware == "uefi")
+        numbered = numbered_partitions(node.disk, node.disk_label)
+        assert len(plan.partitions) == len(numbered) == len(node.disk.partitions)
+        for planned in plan.partitions:
+            number = partition_number(node.disk.device, planned.device)
+            assert number == planned.number
+            assert numbered[number - 1][1].mount == planned.mount
+        beyond = partition_device(plan.disk, len(plan.partitions) + 1)
+        assert partition_number(node.disk.device, beyond) == len(numbered) + 1
+    assert partition_number("nvme0n1", "/dev/nvme0n12") is None  # another namespace, not a partition
+    assert partition_number("sda", "/dev/sdab1") is None and partition_number("sda", "/dev/sda01") is None
+
+
 def test_file_system_commands(kickstart):
-    text = kickstart.replace("part /boot/efi --fstype=vfat", "part /var --fstype=xfs")
-    with pytest.raises(ProvisionError, match=r"part /var \(/dev/vda2\): the installer cannot make xfs"):
-        format_commands(plan_disk(read_kickstart(text), DISK_SECTORS, uefi=False))
     swap = kickstart.replace("part /boot/efi --fstype=vfat --size=64", "part swap --fstype=swap --size=64")
     assert format_commands(plan_disk(read_kickstart(swap), DISK_SECTORS, uefi=False)) == [
         ["mkswap", "-L", "EFI", "/dev/vda2"]]
