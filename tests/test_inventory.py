@@ -135,40 +135,6 @@ def test_an_image_target_problem_is_said_once_per_disk_layout_naming_its_nodes(t
     ], caught.value
 
 
-def test_image_targets_on_partitions_that_receive_a_file_system_are_accepted(tmp_path):
-    """/ need not be partition 1; any partition with a file system may receive an image; targets on another
-    disk, files and cooked targets are not partitions of the node's disk; lilo on a BIOS node's msdos disk."""
-    disk = ("disk: {label: gpt, partitions: [{fstype: biosboot}, {mount: swap, fstype: swap, size: 5},"
-            " {mount: /, fstype: ext4, size: 5}, {mount: /data, fstype: vfat, size: 5}]}")
-    text = inventory_yaml(3, defaults=disk).replace("  - {source: /srv/image.raw, target: /dev/sda1}\n", "".join(
-        f"  - {{source: /srv/{i}, target: {target}}}\n" for i, target in enumerate(
-            ["/dev/sda3", "/dev/sda4", "/dev/sdb1", "/dev/sda", "/srv/file", "/dev/sda12x"]))
-        + "  - {source: /srv/x.tar.gz, target: /dev/sda1, cook: true}\n")
-    assert len(load_inventory(write(tmp_path, text)).images) == 7
-    lilo = inventory_yaml(2, defaults="bootloader: lilo\ndisk: {label: msdos, partitions: [{mount: /, fstype: ext4,"
-                                      " size: 5}]}")
-    assert {n.bootloader for n in load_inventory(write(tmp_path, lilo)).nodes} == {Bootloader.LILO}
-
-
-def test_an_image_target_problem_is_said_once_per_disk_layout_naming_its_nodes(tmp_path):
-    swap_first = "disk: {partitions: [{mount: swap, fstype: swap, size: 5}, {mount: /, fstype: ext4, size: 5}]}"
-    own = ('  - {name: own, mac: "02:00:00:00:01:01", ip: 10.9.0.200,\n'
-           "     disk: {label: gpt, partitions: [{mount: /, fstype: ext4, size: 5}, {fstype: biosboot}]}}\n")
-    text = inventory_yaml(20, defaults=swap_first, extra_nodes=own)
-    text = text.replace("  - {source: /srv/image.raw, target: /dev/sda1}\n",
-                        "  - {source: /srv/a, target: /dev/sda1}\n  - {source: /srv/b, target: /dev/sda2}\n")
-    with pytest.raises(InputError) as caught:
-        load_inventory(write(tmp_path, text))
-    problems = [line.split(": ", 2)[1:] for line in str(caught.value).splitlines()[1:]]
-    assert problems == [
-        ["images[0].target", "/dev/sda1 is the swap partition of node001, node002, node003 and 17 more (partition 1 "
-         "of disk sda, defaults.disk.partitions[0]); an image goes onto / or another partition with a file system: "
-         "'/dev/sda1'"],
-        ["images[1].target", "/dev/sda2 is own's biosboot partition (partition 2 of disk sda, "
-         "nodes[20].disk.partitions[1]); an image goes onto / or another partition with a file system: '/dev/sda2'"],
-    ], caught.value
-
-
 def _line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
@@ -251,43 +217,6 @@ BAD = [
      "defaults.disk", "holds 4 partitions, the disk has 5", "disk:"),
     ("partition-without-size", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: ext4}]}"),
      "defaults.disk.partitions[0].size", "missing required field", "disk:"),
-    ("image-on-a-nodes-biosboot", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3,\n     disk: {label: gpt, partitions: "
-                                               "[{fstype: biosboot}, {mount: /, fstype: ext4, size: 5}]}}"),
-     "images[0].target", "/dev/sda1 is node002's biosboot partition (partition 1 of disk sda, "
-     "nodes[1].disk.partitions[0]); an image goes onto / or another partition with a file system: '/dev/sda1'",
-     "target: /dev/sda1"),
-    ("image-on-swap-of-the-defaults", inventory_yaml(3, defaults="disk: {partitions: [{mount: swap, fstype: swap, "
-                                                                 "size: 5}, {mount: /, fstype: ext4, size: 5}]}"),
-     "images[0].target", "/dev/sda1 is the swap partition of node001, node002 and node003 (partition 1 of disk sda, "
-     "defaults.disk.partitions[0])", "target: /dev/sda1"),
-    ("image-on-the-esp", inventory_yaml(3, defaults="firmware: uefi\ndisk: {partitions: [{mount: /boot/efi, fstype: "
-                                                    "vfat, size: 5}, {mount: /, fstype: ext4, size: 5}]}"),
-     "images[0].target", "/dev/sda1 is the EFI system (/boot/efi) partition of node001, node002 and node003",
-     "target: /dev/sda1"),
-    ("image-on-a-partition-the-disk-lacks", BASE.replace("target: /dev/sda1", "target: /dev/sda2"),
-     "images[0].target", "/dev/sda2 is no partition of the disk sda of node001, node002 and node003: it has 1 "
-     "partition (the default disk): '/dev/sda2'", "target: /dev/sda2"),
-    ("image-on-an-nvme-swap", inventory_yaml(3, defaults="disk: {device: nvme0n1, partitions: [{mount: /, fstype: ext4,"
-                                                         " size: 5}, {mount: swap, fstype: swap, size: 5}]}")
-     .replace("target: /dev/sda1", "target: /dev/nvme0n1p2"),
-     "images[0].target", "/dev/nvme0n1p2 is the swap partition of node001, node002 and node003 (partition 2 of disk "
-     "nvme0n1, defaults.disk.partitions[1])", "target: /dev/nvme0n1p2"),
-    ("xfs-refused", inventory_yaml(3, defaults="disk: {partitions: [{mount: /, fstype: xfs, size: 5}]}"),
-     "defaults.disk.partitions[0].fstype", "the installer can neither make nor mount xfs (supported: ext2, ext3, ext4, "
-     "vfat, swap, biosboot): 'xfs'", "disk:"),
-    ("btrfs-refused", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3,\n     disk: {partitions: [{mount: /, fstype: ext4, "
-                                   "size: 5}, {mount: /home, fstype: btrfs, size: 5}]}}"),
-     "nodes[1].disk.partitions[1].fstype", "the installer can neither make nor mount btrfs", "disk:"),
-    ("lilo-on-uefi-by-defaults", inventory_yaml(3, defaults="bootloader: lilo\nfirmware: uefi"),
-     "defaults.bootloader", "bootloader lilo, firmware uefi, disk label gpt (firmware uefi's default): LILO boots "
-     "BIOS machines only, from an msdos disk (use bootloader grub2): 'lilo'", "bootloader: lilo"),
-    ("lilo-on-a-uefi-node-with-msdos", inventory_yaml(3, defaults="bootloader: lilo").replace(
-        "ip: 10.9.0.3}", "ip: 10.9.0.3, firmware: uefi,\n     disk: {label: msdos, partitions: [{mount: /, fstype: "
-        "ext4, size: 5}]}}"),
-     "nodes[1].firmware", "bootloader lilo, firmware uefi, disk label msdos: LILO boots BIOS machines only", "node002"),
-    ("lilo-on-a-gpt-label", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3, bootloader: lilo,\n     disk: {label: gpt, "
-                                         "partitions: [{mount: /, fstype: ext4, size: 5}]}}"),
-     "nodes[1].bootloader", "bootloader lilo, disk label gpt: LILO boots only from an msdos (MBR) disk", "node002"),
     ("image-on-a-nodes-biosboot", BASE.replace("ip: 10.9.0.3}", "ip: 10.9.0.3,\n     disk: {label: gpt, partitions: "
                                                "[{fstype: biosboot}, {mount: /, fstype: ext4, size: 5}]}}"),
      "images[0].target", "/dev/sda1 is node002's biosboot partition (partition 1 of disk sda, "
