@@ -224,7 +224,8 @@ def test_mbr_reads_back_with_fdisk(kickstart, tmp_path):
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ("part /boot/efi --fstype=vfat", "part /var --fstype=xfs", r"part /var \(/dev/vda2\): the installer cannot make xfs"),
+    ("part /boot/efi --fstype=vfat", "part /var --fstype=xfs",
+     r"part /var \(/dev/vda2\): the installer cannot make xfs"),
     ("part /boot/efi --fstype=vfat", "part /srv --fstype=jfs", r"part /srv \(/dev/vda2\): the installer cannot make "
      r"jfs \(it makes ext4, ext3, ext2, vfat and swap"),  # btrfs: pykickstart's RHEL 9 syntax refuses it itself
     ("part / --fstype=ext4", "part / --fstype=xfs", r"part / \(/dev/vda1\): the root receives the image and is "
