@@ -119,13 +119,18 @@ class DiskPlan:
         return next((p for p in self.partitions if p.role == "biosboot"), None)
 
 
-def read_kickstart(text: str):
-    """The pykickstart handler (RHEL 9 syntax) of a kickstart's text."""
+def read_kickstart(text: str, source: str = "kickstart"):
+    """The pykickstart handler (RHEL 9 syntax) of a kickstart's text; one pykickstart refuses is a
+    ProvisionError naming `source` and pykickstart's reason."""
+    from pykickstart.errors import KickstartError
     from pykickstart.parser import KickstartParser
     from pykickstart.version import RHEL9, makeVersion
 
     handler = makeVersion(RHEL9)
-    KickstartParser(handler).readKickstartFromString(text)
+    try:
+        KickstartParser(handler).readKickstartFromString(text)
+    except KickstartError as exc:
+        raise ProvisionError(f"{source}: {' '.join(str(exc).split())}") from None
     return handler
 
 
@@ -531,7 +536,7 @@ def reboot() -> None:
 def install(cmdline_text: str, work: Path = Path("/run/provision")) -> None:
     cmd = parse_cmdline(cmdline_text)
     due = cmd.boot_url is None or due_for_install(cmd.boot_url)
-    handler = read_kickstart(http_get(cmd.kickstart_url).decode())
+    handler = read_kickstart(http_get(cmd.kickstart_url).decode(), cmd.kickstart_url)
     if not due:
         say(f"not due for install ({cmd.boot_url} says local boot): the disk is left alone")
         device = local_system(handler)

@@ -159,7 +159,7 @@ class Partition:
 
     @property
     def fsck_pass(self) -> int:
-        return 0 if self.is_swap or self.fstype == "xfs" else 1 if self.mount == "/" else 2
+        return 0 if self.is_swap else 1 if self.mount == "/" else 2
 
 
 @dataclass(frozen=True, slots=True)

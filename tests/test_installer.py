@@ -238,6 +238,12 @@ def test_a_file_system_the_installer_cannot_make_or_mount_is_refused_by_the_plan
         plan_disk(read_kickstart(kickstart.replace(old, new)), DISK_SECTORS, uefi=False)
 
 
+def test_a_kickstart_pykickstart_refuses_is_a_provision_error_naming_it(kickstart):
+    """btrfs (RHEL 9 syntax has none) reaches the installer's FAILED line, not a traceback."""
+    with pytest.raises(ProvisionError, match=r"^http://srv/ks/n01.ks: The following problem occurred on line \d+ of the kickstart file: Btrfs file system is not supported$"):
+        read_kickstart(kickstart.replace("part / --fstype=ext4", "part / --fstype=btrfs"), "http://srv/ks/n01.ks")
+
+
 def test_the_installer_makes_every_file_system_the_inventory_accepts(kickstart):
     for fstype in FSTYPES:
         mount = {"swap": "swap", BIOSBOOT: BIOSBOOT}.get(fstype, "/x")
