@@ -101,6 +101,25 @@ def test_lost_duplicated_and_stale_acks_still_give_the_same_bytes(tmp_path):
     assert packets == 40 + 3  # each lost ACK costs one re-send; duplicate and stale ACKs none
 
 
+def test_acks_that_come_at_once_or_late_each_get_the_next_block_once(tmp_path):
+    """A lone transfer polls for quick ACKs and sleeps through slow ones: a client that answers most
+    blocks at once and some after a few milliseconds gets every block exactly once."""
+    content = os.urandom(300 * 512 + 1)
+    rig = Rig(tmp_path, content)
+    blocks = []
+    while True:
+        opcode, number, payload = rig.receive()
+        assert opcode == DATA
+        blocks.append(number)
+        if number % 40 == 0:
+            time.sleep(0.003)
+        rig.send(ack(number))
+        if len(payload) < 512:
+            break
+    assert blocks == list(range(1, 302))
+    assert rig.finish() == Outcome(len(content), None)
+
+
 @pytest.mark.parametrize("size", [0, 2 * 1468])
 def test_a_size_of_whole_blocks_ends_with_an_empty_block(tmp_path, size):
     content = os.urandom(size)

@@ -5,10 +5,12 @@ tftpy answers a request and sends its first packet (the OACK, or DATA 1 without 
 the least busy worker (the descriptors travel over a Unix socket). A worker answers each ACK of the
 block in flight with the next DATA packet: one receive and one send per block, the header packed into
 one reused packet buffer and the payload read straight into it (a worker with a single transfer waits
-on that transfer's socket alone: no epoll call per packet). An older (duplicate) ACK or any stray
-packet is ignored, as RFC 1123 (4.2.3.1) asks against the sorcerer's apprentice: a packet goes out again
-only when its ACK has not come for a whole time-out, at most `retries` times in all. Each transfer's
-`Outcome` goes back over the worker's Unix socket.
+on that transfer's socket alone: no epoll call per packet; while the pool runs fewer transfers than
+there are cores, it first polls a few microseconds for the ACK, so a quick client never waits for this
+process to be woken). An older (duplicate) ACK or any stray packet is ignored, as RFC 1123 (4.2.3.1)
+asks against the sorcerer's apprentice: a packet goes out again only when its ACK has not come for a
+whole time-out, at most `retries` times in all. Each transfer's `Outcome` goes back over the worker's
+Unix socket.
 
 A few workers per core, not tftpd-hpa's process per transfer: with many clients a wake-up often finds
 several ACKs waiting, and the cores do not switch between dozens of Python processes (each switch and
@@ -22,6 +24,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import mmap
 import os
 import select
 import signal
@@ -29,6 +32,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import BinaryIO
 
 DATA, ACK, ERROR = 3, 4, 5
@@ -39,6 +43,9 @@ _HANDOFF = struct.Struct("!QHI")  # transfer id, blksize, block number of the pa
 _MAX_HANDOFF = _HANDOFF.size + 4 + 65535
 _READ_BUFFER = 64 * 1024  # file read-ahead per transfer
 _ALONE_WAIT = 0.002  # a lone transfer's receive time-out: how soon its worker looks for a new transfer
+_POLL = 50e-6  # how long a lone transfer polls for an ACK before it sleeps
+_POLL_PAUSE = 64  # ACKs awaited asleep after one that took longer than _POLL
+_COUNT = struct.Struct("=I")  # the pool's running transfers, in memory shared with the workers
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,12 @@ class _Transfer:
         """Bytes the client acknowledged while the packet in flight is not (every earlier block was full)."""
         return max(self.block - 1, 0) * self.blksize
 
-    def on_readable(self, now: float, timeout: float) -> Outcome | None:
+    def on_readable(self, now: float, timeout: float, flags: int = 0) -> Outcome | None:
         """Take the client's packet: the ACK of the block in flight sends the next block (or ends the
-        transfer), an ERROR ends it, anything else is left to the time-out."""
+        transfer), an ERROR ends it, anything else is left to the time-out. Raises BlockingIOError when
+        no packet waits (`flags` MSG_DONTWAIT, or the receive time-out)."""
         try:
-            reply = self.recv(_REPLY_SIZE)
+            reply = self.recv(_REPLY_SIZE, flags)
             if reply[:4] != self.expected:
                 if len(reply) >= 4 and reply[:2] == _ERROR_OPCODE:
                     message = reply[4:].split(b"\0")[0].decode("ascii", "replace")
@@ -90,11 +98,21 @@ class _Transfer:
             self.expected = _HEADER.pack(ACK, block & 0xFFFF)
             self.tries, self.deadline = 1, now + timeout
             self.send(self.out)
-        except BlockingIOError:  # nothing to read after all
-            return None
+        except BlockingIOError:
+            raise
         except OSError as exc:  # ICMP port unreachable (the client is gone), a block too big for UDP, ...
             return Outcome(self.acked(), f"socket error: {exc.strerror}")
         return None
+
+    def poll(self, until: float, now: float, timeout: float) -> tuple[bool, Outcome | None]:
+        """`on_readable` without sleeping, tried until a packet comes or `until` (time.monotonic) passes:
+        whether one came, and its outcome."""
+        while True:
+            try:
+                return True, self.on_readable(now, timeout, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if time.monotonic() >= until:
+                    return False, None
 
     def on_timeout(self, now: float, timeout: float, retries: int) -> Outcome | None:
         """No ACK for a whole time-out: send the packet in flight again, or give up after `retries` tries."""
@@ -108,9 +126,10 @@ class _Transfer:
         return None
 
 
-def _work(control: socket.socket, timeout: float, retries: int) -> None:
+def _work(control: socket.socket, timeout: float, retries: int, running: mmap.mmap, cores: int) -> None:
     """A worker: take transfers from `control`, serve them, report each Outcome on it as JSON
-    [id, bytes, error]; returns when the server closes its end."""
+    [id, bytes, error]; returns when the server closes its end. A lone transfer polls for its ACKs
+    while the pool's `running` transfers are fewer than the `cores` (see `_serve_alone`)."""
     transfers: dict[int, _Transfer] = {}  # by socket descriptor
     tick = timeout / 8  # how often the time-outs are looked at
     next_check = 0.0
@@ -127,7 +146,9 @@ def _work(control: socket.socket, timeout: float, retries: int) -> None:
         while True:
             if len(transfers) == 1:
                 [transfer] = transfers.values()
-                if (outcome := _serve_alone(transfer, epoll, control.fileno(), timeout, retries)) is not None:
+                outcome = _serve_alone(transfer, epoll, control.fileno(), timeout, retries,
+                                       lambda: _COUNT.unpack_from(running)[0] <= cores)
+                if outcome is not None:
                     end(transfer, outcome)
                     continue
             events = epoll.poll(tick if transfers else -1)
@@ -147,8 +168,13 @@ def _work(control: socket.socket, timeout: float, retries: int) -> None:
                     transfers[fds[0]] = _Transfer(ident, sock, file, blksize, block, message[_HANDOFF.size:],
                                                   now + timeout)
                     epoll.register(fds[0], select.EPOLLIN)
-                elif (outcome := transfer.on_readable(now, timeout)) is not None:
-                    end(transfer, outcome)
+                else:
+                    try:
+                        outcome = transfer.on_readable(now, timeout)
+                    except BlockingIOError:  # woken for nothing
+                        continue
+                    if outcome is not None:
+                        end(transfer, outcome)
             if now >= next_check:
                 next_check = now + tick
                 for transfer in [t for t in transfers.values() if now >= t.deadline]:
@@ -156,19 +182,38 @@ def _work(control: socket.socket, timeout: float, retries: int) -> None:
                         end(transfer, outcome)
 
 
-def _serve_alone(transfer: _Transfer, epoll: select.epoll, control: int, timeout: float,
-                 retries: int) -> Outcome | None:
-    """Serve a worker's only transfer by receiving on its socket (SO_RCVTIMEO) until it ends (its
-    Outcome) or a new transfer waits on the `control` descriptor (None); `epoll` watches both."""
+def _serve_alone(transfer: _Transfer, epoll: select.epoll, control: int, timeout: float, retries: int,
+                 may_poll: Callable[[], bool]) -> Outcome | None:
+    """Serve a worker's only transfer until it ends (its Outcome) or a new transfer waits on the
+    `control` descriptor (None); `epoll` watches both. While `may_poll()` (asked every `_ALONE_WAIT`: a
+    core is left for it), each ACK is first polled for (`_POLL`), then waited for asleep (SO_RCVTIMEO): a
+    client that answers within microseconds then never has to wake this process, a wake-up that costs
+    more than the poll where idle cores sleep deeply (or are virtual). After an ACK that came later, the
+    next `_POLL_PAUSE` are awaited asleep right away, so a slow client costs no polling."""
     look_at = 0.0
+    pause = polling = 0
     while True:
         now = time.monotonic()
         if now >= look_at:
             look_at = now + _ALONE_WAIT
             if any(fd == control for fd, _ in epoll.poll(0)):
                 return None
-        outcome = (transfer.on_timeout(now, timeout, retries) if now >= transfer.deadline else
-                   transfer.on_readable(now, timeout))
+            polling = may_poll()
+        try:
+            if now >= transfer.deadline:
+                outcome = transfer.on_timeout(now, timeout, retries)
+            elif pause:
+                pause -= 1
+                outcome = transfer.on_readable(now, timeout)
+            elif not polling:
+                outcome = transfer.on_readable(now, timeout)
+            else:
+                came, outcome = transfer.poll(now + _POLL, now, timeout)
+                if not came:
+                    pause = _POLL_PAUSE
+                    outcome = transfer.on_readable(now, timeout)
+        except BlockingIOError:  # no packet within the receive time-out
+            continue
         if outcome is not None:
             return outcome
 
@@ -187,6 +232,8 @@ class TransferPool:
     def __init__(self, timeout: float, retries: int, workers: int):
         self.timeout, self.retries, self.size = timeout, retries, workers
         self._workers: list[_Worker] = []
+        self._running = mmap.mmap(-1, _COUNT.size)  # shared with the workers (they are forked)
+        self._cores = len(os.sched_getaffinity(0))
         self._ids = itertools.count(1)
 
     def start(self) -> TransferPool:
@@ -210,6 +257,7 @@ class TransferPool:
         except OSError as exc:  # it died (`collect` will replace it); the client asks again after its time-out
             raise OSError(f"transfer process died: {exc.strerror}") from None
         worker.running.add(ident)
+        self._count()
         return ident
 
     def collect(self, control: socket.socket) -> list[tuple[int, Outcome]]:
@@ -223,9 +271,11 @@ class TransferPool:
         if message:
             ident, acked, error = json.loads(message)
             worker.running.discard(ident)
+            self._count()
             return [(ident, Outcome(acked, error))]
         status = self._end(worker, kill=False)
         self._workers[self._workers.index(worker)] = self._fork()
+        self._count()
         return [(ident, Outcome(0, f"transfer process died (exit status {status})")) for ident in worker.running]
 
     def stop(self) -> None:
@@ -233,6 +283,9 @@ class TransferPool:
         for worker in self._workers:
             self._end(worker, kill=True)
         self._workers = []
+
+    def _count(self) -> None:
+        _COUNT.pack_into(self._running, 0, sum(len(w.running) for w in self._workers))
 
     @staticmethod
     def _end(worker: _Worker, kill: bool) -> int:
@@ -249,7 +302,7 @@ class TransferPool:
             try:
                 gc.freeze()  # the collector never walks (and so copies) the parent's objects
                 _close_fds_except(theirs.fileno())
-                _work(theirs, self.timeout, self.retries)
+                _work(theirs, self.timeout, self.retries, self._running, self._cores)
                 status = 0
             finally:
                 os._exit(status)
