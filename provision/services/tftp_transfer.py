@@ -5,7 +5,7 @@ tftpy answers a request and sends its first packet (the OACK, or DATA 1 without 
 the least busy worker (the descriptors travel over a Unix socket). A worker answers each ACK of the
 block in flight with the next DATA packet: one receive and one send per block, the header packed into
 one reused packet buffer and the payload read straight into it (a worker with a single transfer waits
-on that transfer's socket alone: no epoll call per packet; while the pool runs fewer transfers than
+on that transfer's socket alone: no epoll call per packet; while the pool runs no more transfers than
 there are cores, it first polls a few microseconds for the ACK, so a quick client never waits for this
 process to be woken). An older (duplicate) ACK or any stray packet is ignored, as RFC 1123 (4.2.3.1)
 asks against the sorcerer's apprentice: a packet goes out again only when its ACK has not come for a
@@ -129,7 +129,7 @@ class _Transfer:
 def _work(control: socket.socket, timeout: float, retries: int, running: mmap.mmap, cores: int) -> None:
     """A worker: take transfers from `control`, serve them, report each Outcome on it as JSON
     [id, bytes, error]; returns when the server closes its end. A lone transfer polls for its ACKs
-    while the pool's `running` transfers are fewer than the `cores` (see `_serve_alone`)."""
+    while the pool runs no more transfers (`running`) than there are `cores` (see `_serve_alone`)."""
     transfers: dict[int, _Transfer] = {}  # by socket descriptor
     tick = timeout / 8  # how often the time-outs are looked at
     next_check = 0.0
