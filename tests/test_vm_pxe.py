@@ -1,8 +1,9 @@
 """Real firmware against our servers: one QEMU machine (TCG) on a tap in a lab bridge PXE-boots from our
 dhcpd and our tftpy server -- BIOS: SeaBIOS + the NIC's iPXE -> pxelinux.0 -> pxelinux.cfg/01-<mac>;
 UEFI: OVMF + the NIC's iPXE EFI ROM -> GRUB's core.efi (DHCP option 93) -> grub/grub.cfg-01-<mac> --
-then the installer kernel and initrd built from Debian packages, whose /init reports on the serial
-console and powers off. Our router advertisement ends iPXE's IPv6 wait. One VM at a time."""
+then the installer kernel and initrd built from Debian packages (BIOS: over TFTP; UEFI: GRUB fetches
+them from our HTTP server, boot.transport http), whose /init reports on the serial console and powers
+off. Our router advertisement ends iPXE's IPv6 wait. One VM at a time."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def test_router_advertisement_offers_nothing():
     assert frame.dst == "33:33:00:00:00:01"
 
 
-def inventory_text(kernel: Path, initrd: Path, firmware: Firmware) -> str:
+def inventory_text(kernel: Path, initrd: Path, firmware: Firmware, transport: str = "tftp") -> str:
     return f"""cluster: pvq
 server: {{name: srv, ip: 10.66.0.1}}
 network: {{subnet: 10.66.0.0/24}}
@@ -62,7 +63,7 @@ boot:
   kernel: {kernel}
   initrd: {initrd}
   append: console=ttyS0,115200 provision.poweroff
-  transport: tftp   # the kernel and initrd over TFTP here; make demo-vm boots them over HTTP
+  transport: {transport}
 images:
   - {{source: /nonexistent/image.raw, target: /dev/vda1}}
 nodes:
@@ -74,6 +75,13 @@ TFTP_SERVE = """import logging, sys
 from provision.services.tftp import TftpServer
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 TftpServer(sys.argv[1], host=sys.argv[2], port=69).serve_forever()
+"""
+
+HTTP_BOOT_SERVE = """import logging, sys, time
+from provision.services.http import HttpServer
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+HttpServer(sys.argv[1], nodes=["vm1"], on_report=print, host=sys.argv[2], port=8080, boot_dir=sys.argv[3]).start()
+time.sleep(3600)
 """
 
 
@@ -91,9 +99,14 @@ class PxeRig:
     rig: Rig
     dhcpd: DhcpdProcess
     tftp_log: Path
+    http_log: Path
 
     def tftp_sent(self, name: str) -> bool:
         return re.search(rf"^tftp: sent /?{re.escape(name)}", self.tftp_log.read_text(), re.M) is not None
+
+    def http_sent(self, name: str) -> bool:
+        return (self.http_log.exists() and
+                re.search(rf"^http: sent {re.escape(name)}", self.http_log.read_text(), re.M) is not None)
 
 
 def _require(firmware: Firmware) -> None:
@@ -117,18 +130,23 @@ def serve_boot_files(rig: Rig, rendered: Path, tftp_log: Path) -> DhcpdProcess:
 
 
 @contextlib.contextmanager
-def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode]) -> Iterator[PxeRig]:
-    """Render the one-VM inventory with `modes`, install the boot files, serve them; tear down after."""
+def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode],
+            transport: str = "tftp") -> Iterator[PxeRig]:
+    """Render the one-VM inventory with `modes`, install the boot files, serve them (with `transport`
+    http also /boot/ over HTTP); tear down after."""
     initrd = installer_initrd()
     inv_path = tmp_path / "pvq.yaml"
-    inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, firmware))
+    inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, firmware, transport))
     inv = load_inventory(inv_path)
     rendered = tmp_path / "rendered"
     render_to(rendered, inv, boot_modes=modes)
     install_boot_files(rendered / "tftpboot", inv.boot, uefi=firmware is Firmware.UEFI)
     with vm_rig("pvq", "10.66.0.1/24") as rig:
         dhcpd = serve_boot_files(rig, rendered, tmp_path / "tftp.log")
-        yield PxeRig(rig, dhcpd, tmp_path / "tftp.log")
+        if transport == "http":
+            rig.start_python(HTTP_BOOT_SERVE, str(rendered / "kickstart"), rig.server.ip,
+                             str(rendered / "tftpboot" / "boot"), log=tmp_path / "http.log")
+        yield PxeRig(rig, dhcpd, tmp_path / "tftp.log", tmp_path / "http.log")
 
 
 def _efi_vars(tmp_path: Path, firmware: Firmware) -> Path | None:
@@ -141,9 +159,11 @@ def _efi_vars(tmp_path: Path, firmware: Firmware) -> Path | None:
 @pytest.mark.vm
 @pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
 def test_vm_pxe_boots_our_installer(tmp_path, firmware):
+    """BIOS loads the kernel and initrd over TFTP (pxelinux.0), UEFI over HTTP (GRUB's http module)."""
     _require(firmware)
     serial = tmp_path / "serial.log"
-    with pxe_rig(tmp_path, firmware, {}) as rig:
+    transport = "http" if firmware is Firmware.UEFI else "tftp"
+    with pxe_rig(tmp_path, firmware, {}, transport) as rig:
         machine = Machine("vm1", MAC, rig.rig.tap, serial, firmware, efi_vars=_efi_vars(tmp_path, firmware))
         started = time.monotonic()
         qemu = rig.rig.power_on(machine)
@@ -152,14 +172,20 @@ def test_vm_pxe_boots_our_installer(tmp_path, firmware):
         except subprocess.TimeoutExpired:
             pytest.fail(f"the VM did not power off within 300 s; serial log:\n{serial_text(serial)[-3000:]}")
         seconds = time.monotonic() - started
-        for name in (*LOADER_FILES[firmware], "boot/vmlinuz-", "boot/initrd.img"):
+        for name in LOADER_FILES[firmware]:
             assert rig.tftp_sent(name), rig.tftp_log.read_text()
+        for name in ("boot/vmlinuz-", "boot/initrd.img"):
+            if transport == "http":
+                assert rig.http_sent(name) and not rig.tftp_sent(name), rig.http_log.read_text()
+            else:
+                assert rig.tftp_sent(name), rig.tftp_log.read_text()
         assert f"DHCPACK on 10.66.0.11 to {MAC}" in rig.dhcpd.log_file.read_text()
     lines = [line.strip() for line in serial_text(serial).splitlines() if "provision-installer:" in line]
     assert lines and lines[0].startswith(MARKER), serial_text(serial)[-3000:]
     assert any("network eth0 10.66.0.11/24" in line for line in lines), lines
     assert any("python 3.11" in line for line in lines), lines
-    print(f"\nPXE ({firmware}, TCG): QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines))
+    print(f"\nPXE ({firmware}, kernel over {transport}, TCG): QEMU start to power-off {seconds:.1f} s; "
+          + "; ".join(lines))
 
 
 @pytest.mark.vm
