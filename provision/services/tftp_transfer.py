@@ -31,8 +31,8 @@ import signal
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 DATA, ACK, ERROR = 3, 4, 5
@@ -98,7 +98,7 @@ class _Transfer:
             self.expected = _HEADER.pack(ACK, block & 0xFFFF)
             self.tries, self.deadline = 1, now + timeout
             self.send(self.out)
-        except BlockingIOError:
+        except BlockingIOError:  # nothing waits: the caller's to handle, not a socket error
             raise
         except OSError as exc:  # ICMP port unreachable (the client is gone), a block too big for UDP, ...
             return Outcome(self.acked(), f"socket error: {exc.strerror}")
@@ -185,8 +185,8 @@ def _work(control: socket.socket, timeout: float, retries: int, running: mmap.mm
 def _serve_alone(transfer: _Transfer, epoll: select.epoll, control: int, timeout: float, retries: int,
                  may_poll: Callable[[], bool]) -> Outcome | None:
     """Serve a worker's only transfer until it ends (its Outcome) or a new transfer waits on the
-    `control` descriptor (None); `epoll` watches both. While `may_poll()` (asked every `_ALONE_WAIT`: a
-    core is left for it), each ACK is first polled for (`_POLL`), then waited for asleep (SO_RCVTIMEO): a
+    `control` descriptor (None); `epoll` watches both. While `may_poll()` (asked every `_ALONE_WAIT`: the
+    pool runs no more transfers than cores), each ACK is first polled for (`_POLL`), then waited for asleep (SO_RCVTIMEO): a
     client that answers within microseconds then never has to wake this process, a wake-up that costs
     more than the poll where idle cores sleep deeply (or are virtual). After an ACK that came later, the
     next `_POLL_PAUSE` are awaited asleep right away, so a slow client costs no polling."""
