@@ -46,7 +46,7 @@ class Firmware(enum.StrEnum):
 class Transport(enum.StrEnum):
     """How a node's loader fetches the installer kernel and initrd (the small files always go over TFTP)."""
 
-    HTTP = "http"  # from our HTTP server: BIOS nodes get lpxelinux.0 (http:// URLs), GRUB its http module
+    HTTP = "http"  # from our HTTP server: BIOS nodes get pxelinux.0 on iPXE, else lpxelinux.0; GRUB its http module
     TFTP = "tftp"  # from the TFTP root, as pxelinux.0 and GRUB's tftp do everywhere
 
 

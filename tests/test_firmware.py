@@ -89,16 +89,20 @@ def test_mixed_dhcpd_conf_passes_dhcpd(tmp_path):
             text = render_files(inv, boot_modes=modes)["dhcpd.conf"]
             assert text.count(f'filename "{GRUB_EFI_LOADER}";') == 2
             assert text.count(f'filename "{loader}";') == 2
+            # iPXE firmware gets pxelinux.0 over HTTP too (it hands http:// URLs to iPXE's own client)
+            assert text.count('option user-class = "iPXE"') == (2 if loader == HTTP_PXE_LOADER else 0)
+            assert text.count(f'filename "{PXE_LOADER}";') == 2  # the iPXE branch over HTTP, the only one over TFTP
             check_config_text(text, label=f"mixed dhcpd.conf ({inv.boot.transport})")
 
 
-def _udhcpc_boot_file(ns: str, work, arch: str) -> str:
-    """The boot file our dhcpd offers a client that sends DHCP option 93 = `arch` (hex, e.g. 0007)."""
+def _udhcpc_boot_file(ns: str, work, arch: str, user_class: str | None = None) -> str:
+    """The boot file our dhcpd offers a client that sends DHCP option 93 = `arch` (hex, e.g. 0007) and
+    option 77 (user class) = `user_class`, as iPXE sends "iPXE"."""
     script = install_script(work)
     lease_file = work / "lease.env"
     lease_file.unlink(missing_ok=True)
     argv = [busybox(), "udhcpc", "-f", "-q", "-n", "-i", "eth0", "-s", str(script), "-t", "5", "-T", "1",
-            "-x", f"0x5d:{arch}"]
+            "-x", f"0x5d:{arch}"] + (["-x", f"0x4d:{user_class.encode().hex()}"] if user_class else [])
     subprocess.run(netns.ns_argv(ns, argv), capture_output=True, timeout=30,
                    env={**os.environ, "PROVISION_LEASE_FILE": str(lease_file)})
     return parse_lease_file(lease_file.read_text())["boot_file"]
@@ -123,6 +127,8 @@ def test_dhcpd_picks_the_loader_by_client_architecture(tmp_path):
         assert _udhcpc_boot_file(node.ns, tmp_path / "efi", "0007") == GRUB_EFI_LOADER
         assert _udhcpc_boot_file(node.ns, tmp_path / "efi9", "0009") == GRUB_EFI_LOADER
         assert _udhcpc_boot_file(node.ns, tmp_path / "bios", "0000") == HTTP_PXE_LOADER  # boot.transport: http
+        assert _udhcpc_boot_file(node.ns, tmp_path / "ipxe", "0000", "iPXE") == PXE_LOADER  # iPXE's own HTTP
+        assert _udhcpc_boot_file(node.ns, tmp_path / "ipxe-efi", "0007", "iPXE") == GRUB_EFI_LOADER
     finally:
         if dhcpd is not None:
             dhcpd.stop()

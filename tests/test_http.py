@@ -6,7 +6,10 @@ import http.client
 import json
 import logging
 import os
+import socket
+import struct
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -129,6 +132,21 @@ def test_boot_file_is_sent_whole_with_its_length(served, caplog):
     assert status == 200 and body == KERNEL and headers["Content-Length"] == str(len(KERNEL))
     assert f"http: sent boot/vmlinuz to 127.0.0.1: {len(KERNEL)} bytes in" in caplog.text
     assert raw_request(served, "GET", "/boot/empty")[::2] == (200, b"")
+
+
+def test_a_reset_keep_alive_connection_is_a_log_line_not_a_traceback(served, caplog, capfd):
+    """iPXE fetches the kernel and initrd on one kept-alive connection and resets it when the kernel starts."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    with caplog.at_level(logging.INFO, logger="provision.http"):
+        conn.request("GET", "/boot/empty")
+        assert conn.getresponse().read() == b""
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()  # linger 0: a reset, while the server waits for the next request
+        deadline = time.monotonic() + 5
+        while "closed the connection" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert "http: 127.0.0.1 closed the connection (Connection reset by peer)" in caplog.text
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_boot_file_head_and_range(served):

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import urllib.parse
@@ -182,6 +183,14 @@ class _Server(ThreadingHTTPServer):
     states: Callable[[], list] | None
     boot_of: Callable[[str], str] | None
     boot_dir: Path | None
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that drops its connection (iPXE resets its keep-alive one when the kernel starts) is
+        one log line, not a traceback; anything else is socketserver's report."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            log.info("http: %s closed the connection (%s)", client_address[0], sys.exc_info()[1].strerror)
+        else:
+            super().handle_error(request, client_address)
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
