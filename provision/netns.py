@@ -118,15 +118,28 @@ def teardown_prefix(prefix: str) -> list[str]:
     return removed
 
 
-def kill_processes(ns: str) -> list[int]:
-    """SIGKILL every process running in namespace `ns` (`ip netns pids`); returns their pids."""
+def kill_processes(ns: str, timeout: float = 10.0) -> list[int]:
+    """SIGKILL every process running in namespace `ns` (`ip netns pids`) and wait up to `timeout` seconds
+    until each has ended (gone, or a zombie its parent has not reaped): a big one, like QEMU, takes a
+    moment to free its memory, and holds its tap and disk until then. Returns their pids."""
     pids = [int(p) for p in _run(["ip", "netns", "pids", ns], check=False).stdout.split()]
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
     return pids
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return False
 
 
 def wait_inside(ns: str, proc: subprocess.Popen, timeout: float = 10.0) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -95,6 +97,22 @@ def test_bad_arguments_are_refused(net):
     with pytest.raises(ValueError, match="bad rate"):
         netns.parse_rate("fast")
     assert netns.parse_rate("100mbit") == 100_000_000
+
+
+def test_a_kill_returns_once_a_big_process_has_ended(net):
+    """QEMU frees gigabytes when killed and holds its tap until then: the kill waits for the end (here a
+    zombie, as this test has not reaped its child yet)."""
+    host = net.add_host("a", address="10.99.0.1/24")
+    code = "import sys, time; b = b'x' * (512 << 20); print('filled', flush=True); time.sleep(60)"
+    proc = subprocess.Popen(netns.ns_argv(host.ns, [sys.executable, "-c", code]), stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"filled\n"
+        assert netns.kill_processes(host.ns) == [proc.pid]
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(") ", 1)[1][0]
+        assert state == "Z", state
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_a_process_just_started_in_a_namespace_is_found_there_by_a_kill(net):
