@@ -404,3 +404,27 @@ def test_block_device_target_has_no_stale_blocks(tmp_path, rings):
             assert hashlib.sha256(dev.read(8 << 20)).hexdigest() == sha(image)
     finally:
         subprocess.run([losetup, "-d", device], check=False)
+
+
+@pytest.mark.root
+def test_missing_device_target_is_an_error_not_a_file_in_dev(tmp_path, rings):
+    """OUT /dev/<missing> (a disk not there, a partition not made): the node fails naming the device, and
+    nothing is made in /dev (devtmpfs would hold the image in RAM and the install would look done)."""
+    missing = Path(f"/dev/provision-test-{os.getpid()}")
+    image = make_image(tmp_path / "image.raw", 1 << 20)
+    (tmp_path / "image.raw.gz").write_bytes(gzip.compress(image.read_bytes()))
+    ring = rings(tmp_path, 1, [(image, ">", missing), (tmp_path / "image.raw.gz", ">>", missing / "part1")])
+    ring.roots = [Path("/")]
+    try:
+        ring.start_clients()
+        rc, _ = ring.run()
+        assert rc == 1
+        assert ring.finish_clients()[0][0] == 1
+        error = ring.report()["nodes"][0]["error"]
+        assert f"no such device {missing}" in error and f"no such device {missing}/part1" in error, error
+        assert not missing.exists()
+    finally:
+        if missing.is_dir():
+            (missing / "part1").unlink(missing_ok=True)
+            missing.rmdir()
+        missing.unlink(missing_ok=True)
