@@ -17,7 +17,8 @@ from provision.state import StateStore, write_json_atomic
 @dataclass(frozen=True)
 class ClusterFiles:
     """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
-    config, leases, pid, log), dolly/ (the ring config of a run and its report), known_hosts, install.json."""
+    config, leases, pid, log), dolly/ (the ring config of a run and its report), host-keys/, known_hosts,
+    install.json."""
 
     state: Path
     cluster: str
@@ -48,8 +49,14 @@ class ClusterFiles:
 
     @property
     def known_hosts(self) -> Path:
-        """SSH host keys of the nodes, learnt by `provision run` / `verify`, forgotten on reinstall."""
+        """SSH host keys of the nodes: those the server gave them (trusted at install), else learnt by
+        `provision run` / `verify`."""
         return self.root / "known_hosts"
+
+    @property
+    def host_keys(self) -> Path:
+        """The nodes' SSH host keys, made by the server and kept across reinstalls (provision.host_keys)."""
+        return self.root / "host-keys"
 
     @property
     def install_record(self) -> Path:

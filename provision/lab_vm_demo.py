@@ -248,7 +248,7 @@ def _in_server(built: lab.Lab, argv: Sequence[str], env: Mapping[str, str]) -> s
 
 def _ssh_args(inv: Inventory) -> list[str]:
     return ["--inventory", str(inv.path), *(a for k in lab_vm.key_pairs(inv) for a in ("--key", str(k))),
-            "--host-key-policy", "accept-new", "--connect-timeout", "20"]
+            "--host-key-policy", "reject", "--connect-timeout", "20"]  # only the keys the server gave the nodes
 
 
 def _verify(inv: Inventory, built: lab.Lab, names: list[str], logs: Path, env, clocks) -> int:

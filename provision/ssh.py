@@ -98,6 +98,20 @@ def forget_hosts(known_hosts: Path, hosts: Iterable[str]) -> list[str]:
     return dropped
 
 
+def trust_hosts(known_hosts: Path, host: str, public_keys: Iterable[str]) -> None:
+    """Make `public_keys` ("ssh-ed25519 AAAA... comment" lines) the known keys of `host`, replacing any
+    others it had (the keys the server gave a node it installs)."""
+    keys = paramiko.HostKeys(str(known_hosts)) if known_hosts.exists() else paramiko.HostKeys()
+    while keys.lookup(host) is not None:
+        del keys[host]
+    for line in public_keys:
+        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{host} {line}")
+        if entry is None or entry.key is None:
+            raise ValueError(f"not an SSH public key line: {line!r}")
+        keys.add(host, entry.key.get_name(), entry.key)
+    _save(keys, known_hosts)
+
+
 class _Policy(paramiko.MissingHostKeyPolicy):
     def __init__(self, policy: HostKeyPolicy, known: _KnownHosts):
         self.policy = policy

@@ -27,6 +27,7 @@ from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
 from provision.flip import apply_modes, current_modes
+from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.model import BOOT_TFTP_DIR, Firmware, Inventory, Node, Transport
 from provision.probe import answering_arp
 from provision.ra import RouterAdvertiser, interface_with
@@ -145,12 +146,16 @@ class Install:
                   f"{len(pending)} node(s) to install, {selected - len(pending)} done before")
         tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
         flipper = Flipper(self.flip_to_local, self.fail)
+        keeper = HostKeyKeeper(HostKeyStore(self.files.host_keys), self.files.known_hosts,
+                               [KeyedNode(n.name, str(n.ip), f"root@{self.inv.fqdn(n.name)}") for n in pending])
         http = HttpServer(self.files.kickstarts, nodes=self.inv.node_names,
                           on_report=lambda n, s, m: self.on_report(flipper, n, s, m),
                           host=str(self.inv.server.ip), port=self.inv.server.http_port,
                           states=lambda: [r.to_json() for r in self.records()],
-                          boot_of=lambda name: self.record(name).boot, boot_dir=boot_dir)
+                          boot_of=lambda name: self.record(name).boot, boot_dir=boot_dir,
+                          host_key=keeper.key_file, node_ips={n.name: str(n.ip) for n in pending})
         tftp.start()
+        keeper.start()
         try:
             http.start()
             try:
@@ -165,6 +170,7 @@ class Install:
         finally:
             tftp.stop()
             flipper.close()
+            keeper.close()
 
     def prepare_state(self) -> list[Node]:
         """Nodes to install: every (selected) node not done before; they restart as `waiting` on install
@@ -175,7 +181,8 @@ class Install:
         for node in pending:
             self.store.update(node.name, state=NodeState.WAITING, boot=BootMode.INSTALL, error=None,
                               message=None, bytes=None, seconds=None)
-        forget_hosts(self.files.known_hosts, [str(n.ip) for n in pending])  # the clones get new host keys
+        # trusted again as soon as the server has made (or found) the node's keys: see serve()
+        forget_hosts(self.files.known_hosts, [str(n.ip) for n in pending])
         return pending
 
     def wait_ready(self, pending: list[Node]) -> list[Node]:

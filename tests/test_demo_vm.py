@@ -158,6 +158,9 @@ def test_demo_vm_installs_three_machines_that_boot_their_own_disks(vm_lab, tmp_p
         assert node.booted_from_disk, summary  # /proc/cmdline of the disk's GRUB entry, not the installer's
         assert node.installs == 1, summary     # no second installer fetch after the flip
     _assert_served_loaders(inv, tmp_path / "logs" / "install.log")
+    served = (tmp_path / "logs" / "install.log").read_text()
+    for node in inv.nodes:  # and `verify` ran with --host-key-policy reject: each clone holds the keys it got
+        assert f"sent ssh_host_ed25519_key of {node.name} to {node.ip}" in served, served[-3000:]
     assert result.ok
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
     print("\n" + summary)

@@ -16,6 +16,7 @@ import urllib.request
 import pytest
 
 from provision.errors import ProvisionError
+from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.services.http import HttpServer, byte_range
 from provision.state import NodeState, StateStore
 from tests.conftest import require_tool
@@ -202,3 +203,42 @@ def test_boot_storm_every_client_gets_the_whole_file(served, tmp_path):
     clients = [subprocess.Popen([curl, "-fsS", "-m", "60", "-o", str(tmp_path / f"k{i}"), url]) for i in range(48)]
     assert [c.wait(timeout=90) for c in clients] == [0] * 48
     assert all((tmp_path / f"k{i}").read_bytes() == KERNEL for i in range(48))
+
+
+def get_from(server, path: str, source: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def test_host_keys_go_only_to_their_node(tmp_path, caplog):
+    """n01 is 127.0.0.1 (the test's own address), n02 is 127.0.0.2, n03 is not being installed."""
+    require_tool("ssh-keygen")
+    store = HostKeyStore(tmp_path / "host-keys")
+    keeper = HostKeyKeeper(store, tmp_path / "known_hosts", [KeyedNode("n01", "127.0.0.1", "root@n01"),
+                                                             KeyedNode("n02", "127.0.0.2", "root@n02")])
+    server = HttpServer(tmp_path, nodes=["n01", "n02", "n03"], on_report=lambda *a: None, host="127.0.0.1",
+                        port=0, host_key=keeper.key_file,
+                        node_ips={"n01": "127.0.0.1", "n02": "127.0.0.2", "n03": "127.0.0.3"}).start()
+    caplog.set_level(logging.INFO, "provision.http")
+    try:
+        base = "/api/nodes/{}/host-keys/{}"
+        status, body = get_from(server, base.format("n01", "ssh_host_rsa_key"), "127.0.0.1")
+        assert status == 200 and body == (store.node_dir("n01") / "ssh_host_rsa_key").read_bytes()
+        assert body.startswith(b"-----BEGIN OPENSSH PRIVATE KEY")
+        assert "sent ssh_host_rsa_key of n01 to 127.0.0.1" in caplog.text
+        status, body = get_from(server, base.format("n02", "ssh_host_rsa_key"), "127.0.0.1")
+        assert status == 403 and b"the host keys of n02 go only to 127.0.0.2" in body
+        assert get_from(server, base.format("n02", "ssh_host_ed25519_key.pub"), "127.0.0.2")[0] == 200
+        status, body = get_from(server, base.format("n01", "authorized_keys"), "127.0.0.1")
+        assert status == 404 and b"no host key file 'authorized_keys'" in body
+        status, body = get_from(server, base.format("n03", "ssh_host_rsa_key"), "127.0.0.3")
+        assert status == 503 and b"n03 is not being installed" in body
+        assert get_from(server, base.format("n04", "ssh_host_rsa_key"), "127.0.0.1")[0] == 404
+    finally:
+        server.stop()
+        keeper.close()

@@ -16,9 +16,12 @@ from pykickstart.parser import KickstartParser
 from pykickstart.version import RHEL9, makeVersion
 
 from provision import installer
+from provision.host_keys import KEY_FILES, HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.inventory import load_inventory
 from provision.render import render_files
+from provision.services.http import HttpServer
 from tests.conftest import require_tool
+from tests.test_host_keys import known
 from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, write
 
 VERSIONS = [RHEL9]
@@ -206,3 +209,43 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
     # the clone's own SSH host keys and an empty machine-id, not the golden image's
     assert (etc / "machine-id").read_text() == ""
     assert (etc / "ssh" / "ssh_host_ed25519_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")
+
+
+@pytest.mark.parametrize("node_ip", ["127.0.0.1", "127.0.0.2"], ids=["from-the-server", "refused-elsewhere"])
+def test_post_puts_the_servers_host_keys_on_the_clone(tmp_path, node_ip):
+    """The real HTTP server and key store: the clone gets the node's keys (private 0600), known_hosts trusts
+    them; where the server refuses (the node asks from another address), the clone makes its own."""
+    require_tool("curl")
+    require_tool("ssh-keygen")
+    site = tmp_path / "site"
+    (site / "kickstart").mkdir(parents=True)
+    (site / "kickstart" / "node.ks.j2").write_text(
+        '{% extends "shipped/kickstart/node.ks.j2" %}\n{% block dolly_receive %}\n'
+        'mkdir -p "$SYSIMAGE/etc/ssh"\necho golden > "$SYSIMAGE/etc/ssh/ssh_host_rsa_key"\n{% endblock %}\n')
+    inv = load_inventory(LAB)
+    node = inv.nodes[0]
+    store = HostKeyStore(tmp_path / "host-keys")
+    keeper = HostKeyKeeper(store, tmp_path / "known_hosts", [KeyedNode(node.name, node_ip, f"root@{node.name}")])
+    reports = []
+    server = HttpServer(tmp_path, nodes=[node.name], on_report=lambda *r: reports.append(r), host="127.0.0.1",
+                        port=0, host_key=keeper.key_file, node_ips={node.name: node_ip}).start()
+    try:
+        result = run_post(render_files(inv, site_templates=site)[f"kickstart/{node.name}.ks"], tmp_path / "root",
+                          f"http://127.0.0.1:{server.port}/api/nodes/{node.name}/state")
+    finally:
+        server.stop()
+        keeper.close()
+    assert result.returncode == 0, result.stderr
+    assert [str(r[1]) for r in reports] == ["cloning", "done"]
+    ssh = tmp_path / "root" / "etc" / "ssh"
+    assert sorted(p.name for p in ssh.iterdir()) == sorted(KEY_FILES)
+    if node_ip == "127.0.0.1":
+        assert all((ssh / f).read_bytes() == store.read(node.name, f) for f in KEY_FILES)
+        assert "SSH host keys from the server" in result.stdout
+        assert {f: oct((ssh / f).stat().st_mode & 0o777) for f in KEY_FILES} == {
+            f: "0o644" if f.endswith(".pub") else "0o600" for f in KEY_FILES}
+        public = [(ssh / f).read_text().split() for f in KEY_FILES if f.endswith(".pub")]
+        assert known(tmp_path / "known_hosts", node_ip) == {kind: key for kind, key, *_ in public}
+    else:
+        assert not store.has(node.name) and "the clone makes its own" in result.stderr  # refused before made
+        assert (ssh / "ssh_host_rsa_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")

@@ -17,9 +17,11 @@ import pytest
 from provision import lab, lab_demo, netns
 from provision.cli import main
 from provision.cluster import ClusterFiles
+from provision.host_keys import KEY_FILES, HostKeyStore
 from provision.inventory import load_inventory
 from provision.state import NodeState
 from tests.conftest import REPO, require_tool
+from tests.test_host_keys import known
 
 pytestmark = pytest.mark.root
 
@@ -69,6 +71,12 @@ def test_eight_nodes_one_killed_mid_clone(lab_inventory, tmp_path):
         # ... which fetches the installer from our HTTP server (curl in the lab's firmware)
         assert re.search(rf"http: sent boot/initrd\.img to {node.ip}: \d+ bytes", install_output)
     assert not re.search(r"tftp: sent /?boot/", install_output)  # only the small files over TFTP
+    # the server made every installed node's SSH host keys and trusts them for its IP
+    keys = HostKeyStore(files.host_keys)
+    for node in inv.nodes[:8]:
+        assert keys.has(node.name)
+        public = [keys.read(node.name, f).decode().split() for f in KEY_FILES if f.endswith(".pub")]
+        assert known(files.known_hosts, str(node.ip)) == {kind: key for kind, key, *_ in public}
     # the dead node's PXE config still installs; the others boot locally
     pxe = files.tftp_root / "pxelinux.cfg"
     assert "DEFAULT install" in (pxe / f"01-{inv.node('n04').mac.replace(':', '-')}").read_text()

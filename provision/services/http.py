@@ -6,6 +6,10 @@
     GET  /api/nodes                    the current records, if a `states` callable was given
     GET  /api/nodes/<name>/boot        {"name", "boot": "install"|"local"}: asked by a node's installer before
                                        it touches the disk (no install loops), if a `boot_of` callable was given
+    GET  /api/nodes/<name>/host-keys/<file>
+                                       one of the node's SSH host key files (ssh_host_<type>_key[.pub]), if a
+                                       `host_key` callable was given: only to the node's own address (403 for
+                                       any other), 503 when its keys cannot be made (the node makes its own)
     GET  /boot/<file>                  a boot file (installer kernel, initrd) from `boot_dir`, if one was given:
                                        sendfile from the page cache, Content-Length, one Range (GRUB seeks with
                                        it), HEAD; missing file 404; a path leaving `boot_dir` (.., symlinks) 403;
@@ -25,7 +29,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,10 +43,12 @@ MAX_BODY = 64 * 1024
 _KICKSTART = re.compile(r"^/kickstart/([A-Za-z0-9][A-Za-z0-9.-]*)\.ks$")
 _REPORT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/state$")
 _BOOT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/boot$")
+_HOST_KEY = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/host-keys/([A-Za-z0-9_.-]+)$")
 BOOT_FILES = "/boot/"  # URL prefix of the boot files (the same relative paths as in the TFTP root)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 Report = Callable[[str, NodeState, str], object]
+HostKey = Callable[[str, str], bytes]  # (node, file name) -> the file; KeyError for a name that is no key file
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -85,9 +91,27 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in self.server.nodes:
                 return self._error(HTTPStatus.NOT_FOUND, f"unknown node {name!r}")
             return self._json(HTTPStatus.OK, {"name": name, "boot": str(self.server.boot_of(name))})
+        if (m := _HOST_KEY.match(path)) and self.server.host_key is not None:
+            return self._host_key(*m.groups())
         self._error(HTTPStatus.NOT_FOUND, "not found")
 
     do_HEAD = do_GET
+
+    def _host_key(self, name: str, filename: str) -> None:
+        """A node's host key file, to that node's own address only."""
+        address = self.server.node_ips.get(name)
+        if name not in self.server.nodes or address is None:
+            return self._error(HTTPStatus.NOT_FOUND, f"unknown node {name!r}")
+        if self.client_address[0] != address:
+            return self._error(HTTPStatus.FORBIDDEN, f"the host keys of {name} go only to {address}")
+        try:
+            data = self.server.host_key(name, filename)
+        except KeyError:
+            return self._error(HTTPStatus.NOT_FOUND, f"no host key file {filename!r}")
+        except (ProvisionError, OSError) as exc:
+            return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"no host keys for {name}: {exc}")
+        self._send(HTTPStatus.OK, data, "application/octet-stream")
+        log.info("http: sent %s of %s to %s", filename, name, address)
 
     def _boot_file(self, name: str) -> None:
         """Send one file of the boot directory (its contents straight from the page cache with sendfile)."""
@@ -183,6 +207,8 @@ class _Server(ThreadingHTTPServer):
     states: Callable[[], list] | None
     boot_of: Callable[[str], str] | None
     boot_dir: Path | None
+    host_key: HostKey | None
+    node_ips: Mapping[str, str]
 
     def handle_error(self, request, client_address) -> None:
         """A client that drops its connection (iPXE resets its keep-alive one when the kernel starts) is
@@ -212,16 +238,19 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 class HttpServer:
     """Serves kickstarts from `kickstart_dir` for `nodes` and passes their reports to `on_report(name,
-    state, message)`; with `boot_dir`, also the files in it under /boot/. `start()` binds (port 0 = any
-    free port, see `.port`) and serves in a thread."""
+    state, message)`; with `boot_dir`, also the files in it under /boot/; with `host_key` and `node_ips`
+    (name -> IP), each node's SSH host keys to that node. `start()` binds (port 0 = any free port, see
+    `.port`) and serves in a thread."""
 
     def __init__(self, kickstart_dir: str | os.PathLike, nodes: Collection[str], on_report: Report,
                  host: str = "0.0.0.0", port: int = 8080, states: Callable[[], list] | None = None,
-                 boot_of: Callable[[str], str] | None = None, boot_dir: str | os.PathLike | None = None):
+                 boot_of: Callable[[str], str] | None = None, boot_dir: str | os.PathLike | None = None,
+                 host_key: HostKey | None = None, node_ips: Mapping[str, str] | None = None):
         self.kickstart_dir = Path(kickstart_dir)
         self.boot_dir = Path(boot_dir).resolve() if boot_dir is not None else None
         self.nodes = frozenset(nodes)
         self.on_report, self.states, self.boot_of = on_report, states, boot_of
+        self.host_key, self.node_ips = host_key, dict(node_ips or {})
         self.host, self._requested_port = host, port
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -240,6 +269,7 @@ class HttpServer:
         httpd.kickstart_dir, httpd.nodes = self.kickstart_dir, self.nodes
         httpd.on_report, httpd.states, httpd.boot_of = self.on_report, self.states, self.boot_of
         httpd.boot_dir = self.boot_dir
+        httpd.host_key, httpd.node_ips = self.host_key, self.node_ips
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="http", daemon=True)
