@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision.errors import ProvisionError
-from provision.ssh import trust_hosts
+from provision.ssh import KnownHosts
 
 log = logging.getLogger("provision.host_keys")
 
@@ -92,28 +93,42 @@ class KeyedNode:
 
 
 class HostKeyKeeper:
-    """One install's host keys: the pending nodes' keys made in a background thread (or on demand, when a
-    node asks first) and trusted in known_hosts, for the node's IP, as soon as they exist. A node whose keys
-    cannot be made gets none from the server and makes its own (its known_hosts entry stays forgotten)."""
+    """One install's host keys: the pending nodes' keys made in the background (or on demand, when a node
+    asks first) and trusted for the node's IP, written into known_hosts when the install ends (`close()`).
+    A node whose keys cannot be made gets none from the server and makes its own (its known_hosts entry
+    stays forgotten; `verify` learns it)."""
 
     def __init__(self, store: HostKeyStore, known_hosts: Path, nodes: Sequence[KeyedNode]):
         self.store, self.known_hosts = store, known_hosts
         self.nodes = {n.name: n for n in nodes}
         self._trusted: set[str] = set()
         self._trust_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._known: KnownHosts | None = None  # loaded at the first trust, after the install forgot its nodes
+        self._threads: list[threading.Thread] = []
         self._closing = threading.Event()
 
     def start(self) -> HostKeyKeeper:
-        self._thread = threading.Thread(target=self._make_all, name="host-keys", daemon=True)
-        self._thread.start()
+        """Make the missing keys in inventory order, one niced ssh-keygen per core."""
+        if shutil.which("ssh-keygen") is None:
+            log.warning("host keys: ssh-keygen not found (Debian package openssh-client): the nodes make their own")
+            return self
+        todo: queue.SimpleQueue[str] = queue.SimpleQueue()
+        for name in self.nodes:
+            todo.put(name)
+        self._threads = [threading.Thread(target=self._make_from, args=(todo,), name=f"host-keys-{i}", daemon=True)
+                         for i in range(min(os.cpu_count() or 1, len(self.nodes)))]
+        for thread in self._threads:
+            thread.start()
         return self
 
     def close(self) -> None:
-        """Stop making keys after the node at hand (nodes that ask later still get theirs made)."""
+        """Stop making keys after the nodes at hand, and write the trusted keys into known_hosts."""
         self._closing.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
+        with self._trust_lock:
+            if self._known is not None:
+                self._known.save()
 
     def key_file(self, name: str, filename: str) -> bytes:
         """One of `name`'s KEY_FILES, its keys made and trusted first (KeyError for another file name,
@@ -130,15 +145,15 @@ class HostKeyKeeper:
         public = self.store.ensure(name, node.comment)
         with self._trust_lock:
             if name not in self._trusted:
-                trust_hosts(self.known_hosts, node.ip, public)
+                self._known = self._known or KnownHosts(self.known_hosts)
+                self._known.trust(node.ip, public)
                 self._trusted.add(name)
 
-    def _make_all(self) -> None:
-        if shutil.which("ssh-keygen") is None:
-            log.warning("host keys: ssh-keygen not found (Debian package openssh-client): the nodes make their own")
-            return
-        for name in self.nodes:
-            if self._closing.is_set():
+    def _make_from(self, todo: queue.SimpleQueue[str]) -> None:
+        while not self._closing.is_set():
+            try:
+                name = todo.get_nowait()
+            except queue.Empty:
                 return
             try:
                 self._ensure(name)

@@ -57,8 +57,9 @@ class CommandResult:
 
 
 @dataclass
-class _KnownHosts:
-    """Known-hosts shared by all connections of one run: one lock, saved atomically."""
+class KnownHosts:
+    """A known-hosts file loaded once and shared (all connections of one run, one install's trusted keys):
+    one lock, saved atomically (after each learnt key; trusted keys by `save()`)."""
 
     path: Path | None
     keys: paramiko.HostKeys = field(default_factory=paramiko.HostKeys)
@@ -71,6 +72,26 @@ class _KnownHosts:
     def learn(self, lookup_name: str, key: paramiko.PKey) -> None:
         with self.lock:
             self.keys.add(lookup_name, key.get_name(), key)
+            if self.path is not None:
+                _save(self.keys, self.path)
+
+    def trust(self, host: str, public_keys: Iterable[str]) -> None:
+        """Make `public_keys` ("ssh-ed25519 AAAA... comment" lines) the known keys of `host`, replacing any
+        others it had (the keys the server gave a node it installs); in memory until `save()` (paramiko
+        writes ~6,000 keys a second: a save per node of a big cluster would cost minutes)."""
+        lines = list(public_keys)
+        entries = [paramiko.hostkeys.HostKeyEntry.from_line(f"{host} {line}") for line in lines]
+        bad = [line for line, entry in zip(lines, entries) if entry is None or entry.key is None]
+        if bad:
+            raise ValueError(f"not an SSH public key line: {bad[0]!r}")
+        with self.lock:
+            while self.keys.lookup(host) is not None:
+                del self.keys[host]
+            for entry in entries:
+                self.keys.add(host, entry.key.get_name(), entry.key)
+
+    def save(self) -> None:
+        with self.lock:
             if self.path is not None:
                 _save(self.keys, self.path)
 
@@ -98,22 +119,8 @@ def forget_hosts(known_hosts: Path, hosts: Iterable[str]) -> list[str]:
     return dropped
 
 
-def trust_hosts(known_hosts: Path, host: str, public_keys: Iterable[str]) -> None:
-    """Make `public_keys` ("ssh-ed25519 AAAA... comment" lines) the known keys of `host`, replacing any
-    others it had (the keys the server gave a node it installs)."""
-    keys = paramiko.HostKeys(str(known_hosts)) if known_hosts.exists() else paramiko.HostKeys()
-    while keys.lookup(host) is not None:
-        del keys[host]
-    for line in public_keys:
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(f"{host} {line}")
-        if entry is None or entry.key is None:
-            raise ValueError(f"not an SSH public key line: {line!r}")
-        keys.add(host, entry.key.get_name(), entry.key)
-    _save(keys, known_hosts)
-
-
 class _Policy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, policy: HostKeyPolicy, known: _KnownHosts):
+    def __init__(self, policy: HostKeyPolicy, known: KnownHosts):
         self.policy = policy
         self.known = known
 
@@ -129,13 +136,13 @@ class _Policy(paramiko.MissingHostKeyPolicy):
 
 def run_command(targets: Sequence[Target], command: str, settings: SshSettings) -> list[CommandResult]:
     """Run `command` on every target in parallel; results come back in the order of `targets`."""
-    known = _KnownHosts(settings.known_hosts)
+    known = KnownHosts(settings.known_hosts)
     workers = max(1, min(settings.parallel, len(targets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssh") as pool:
         return list(pool.map(lambda t: _run_one(t, command, settings, known), targets))
 
 
-def _run_one(target: Target, command: str, settings: SshSettings, known: _KnownHosts) -> CommandResult:
+def _run_one(target: Target, command: str, settings: SshSettings, known: KnownHosts) -> CommandResult:
     started = time.monotonic()
     client = paramiko.SSHClient()
     with known.lock:

@@ -9,7 +9,7 @@ import pytest
 
 from provision.errors import ProvisionError
 from provision.host_keys import KEY_FILES, HostKeyKeeper, HostKeyStore, KeyedNode
-from provision.ssh import trust_hosts
+from provision.ssh import KnownHosts
 from tests.conftest import require_tool
 
 
@@ -44,13 +44,18 @@ def test_trust_replaces_what_known_hosts_had_for_that_host(tmp_path):
     store = HostKeyStore(tmp_path / "host-keys")
     old, new = store.ensure("old", "old"), store.ensure("new", "new")
     known_hosts = tmp_path / "known_hosts"
-    trust_hosts(known_hosts, "10.0.0.11", old)
-    trust_hosts(known_hosts, "10.0.0.12", old)
-    trust_hosts(known_hosts, "10.0.0.11", new)
+    first = KnownHosts(known_hosts)
+    first.trust("10.0.0.11", old)
+    first.trust("10.0.0.12", old)
+    assert not known_hosts.exists()  # in memory until saved
+    first.save()
+    second = KnownHosts(known_hosts)
+    second.trust("10.0.0.11", new)
+    second.save()
     assert known(known_hosts, "10.0.0.11") == {line.split()[0]: line.split()[1] for line in new}
     assert known(known_hosts, "10.0.0.12") == {line.split()[0]: line.split()[1] for line in old}
     with pytest.raises(ValueError, match="not an SSH public key line"):
-        trust_hosts(known_hosts, "10.0.0.13", ["garbage"])
+        KnownHosts(known_hosts).trust("10.0.0.13", ["garbage"])
 
 
 def test_keeper_makes_every_pending_nodes_keys_and_trusts_them(tmp_path):
@@ -60,7 +65,7 @@ def test_keeper_makes_every_pending_nodes_keys_and_trusts_them(tmp_path):
     keeper = HostKeyKeeper(store, known_hosts, nodes).start()
     private = keeper.key_file("n02", "ssh_host_ed25519_key")  # asked for first: made on demand
     assert private.startswith(b"-----BEGIN OPENSSH PRIVATE KEY")
-    keeper.close()
+    keeper.close()  # after the background made n01's: known_hosts written
     for node in nodes:
         public = store.ensure(node.name, node.comment)
         assert known(known_hosts, node.ip) == {line.split()[0]: line.split()[1] for line in public}

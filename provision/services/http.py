@@ -110,8 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.NOT_FOUND, f"no host key file {filename!r}")
         except (ProvisionError, OSError) as exc:
             return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"no host keys for {name}: {exc}")
+        log.info("http: sent %s of %s to %s", filename, name, address)  # before: the client may read the log next
         self._send(HTTPStatus.OK, data, "application/octet-stream")
-        log.info("http: sent %s of %s to %s", filename, name, address)
 
     def _boot_file(self, name: str) -> None:
         """Send one file of the boot directory (its contents straight from the page cache with sendfile)."""
