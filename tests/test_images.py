@@ -20,9 +20,9 @@ from provision.images.cache import CACHE_ENV, Cache, cache_key
 from provision.images.cpio import write_newc
 from provision.images.bootsector import mbr_partition_table, write_bios_grub
 from provision.images.golden import BIOS_CORE, EFI_CORE, MARKER_FILE, golden_image
-from provision.images.initrd import MARKER, installer_initrd, project_digest
+from provision.images.initrd import MARKER, PCI_DRIVERS, installer_initrd, project_digest
 from provision.images.kernel import installer_kernel
-from provision.images.modules import load_order, module_name
+from provision.images.modules import dep_lines, load_order, module_name, parse_modules_dep, pci_alias_lines
 from provision.inventory import load_inventory
 from provision.render import render_files
 from tests.conftest import require_root, require_tool
@@ -103,6 +103,16 @@ def test_module_load_order_puts_dependencies_first_once():
         load_order(MODULES_DEP, ["virtio_net", "nosuch"])
 
 
+def test_modules_dep_and_pci_aliases_of_chosen_modules():
+    paths = load_order(MODULES_DEP, ["virtio_net", "e1000"])
+    assert dep_lines(MODULES_DEP, paths[:2]) == (
+        "kernel/drivers/virtio/virtio_ring.ko:\nkernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko\n")
+    alias = ("alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\nalias pci:v*d*sv*sd*bc01sc08i02* nvme\n"
+             "alias virtio:d00000001v* virtio_net\nalias pci:v00008086d0000100Esv*sd*bc*sc*i* e1000\n")
+    assert pci_alias_lines(alias, ["e1000e", "nvme", "virtio-net"]) == (
+        "alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e\nalias pci:v*d*sv*sd*bc01sc08i02* nvme\n")
+
+
 def test_cpio_archive_unpacks_to_the_same_tree(tmp_path):
     busybox = require_tool("busybox")
     tree = tmp_path / "tree"
@@ -153,7 +163,7 @@ def initrd():
 @pytest.mark.vm
 def test_installer_initrd_from_debian_packages(initrd, tmp_path):
     size = initrd.path.stat().st_size
-    assert 5e6 < size < 16e6, f"initrd is {size / 1e6:.1f} MB"
+    assert 5e6 < size < 20e6, f"initrd is {size / 1e6:.1f} MB"
     names = [module_name(p) for p in initrd.modules]
     assert names.index("virtio_ring") < names.index("virtio") < names.index("virtio_pci") < names.index("virtio_net")
     assert names.index("jbd2") < names.index("ext4")
@@ -165,6 +175,12 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
     assert (tree / "init").read_text().startswith("#!/bin/busybox sh")
     load_list = (tree / "lib" / "modules" / initrd.kernel.release / "load-order").read_text().split()
     assert load_list == list(initrd.modules)
+    aliases = (tree / "lib" / "modules" / initrd.kernel.release / "modules.alias").read_text().splitlines()
+    assert {line.split()[2] for line in aliases} == {name.replace("-", "_") for name in PCI_DRIVERS}
+    assert "alias pci:v*d*sv*sd*bc01sc08i02* nvme" in aliases  # any NVMe controller by its class
+    dep = parse_modules_dep((tree / "lib" / "modules" / initrd.kernel.release / "modules.dep").read_text())
+    modules = tree / "lib" / "modules" / initrd.kernel.release
+    assert all((modules / p).is_file() for path in dep for p in (path, *dep[path]))  # every module and its needs
     kickstart = render_files(load_inventory(LAB))["kickstart/n01.ks"]
     (tree / "n01.ks").write_text(kickstart)
     probe = ("import sys, json, dolly_core.cli, dolly_core.server, dolly_core.node, dolly_core.cook\n"
@@ -184,16 +200,20 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
 @pytest.mark.vm
 def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
     """Direct kernel boot under TCG in a namespace of our own (nothing to reach): QEMU's user network
-    (restricted: no way out) gives the DHCP lease; /init reports each step and powers off."""
+    (restricted: no way out) gives the DHCP lease; /init reports each step and powers off. The machine has
+    real-hardware devices (an Intel 82574 NIC, an NVMe disk): /init loads their drivers by PCI alias."""
     qemu = require_tool("qemu-system-x86_64")
     ns = f"pvq-{uuid.uuid4().hex[:6]}"
     serial = tmp_path / "serial.log"
+    disk = tmp_path / "nvme.raw"
+    disk.write_bytes(bytes(1 << 20))
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         argv = [qemu, "-machine", "pc,accel=tcg", "-m", "512", "-display", "none", "-monitor", "none",
                 "-no-reboot", "-kernel", str(initrd.kernel.vmlinuz), "-initrd", str(initrd.path),
                 "-append", "console=ttyS0,115200 provision.poweroff BOOTIF=01-52-54-00-12-34-56",
-                "-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+                "-netdev", "user,id=n0,restrict=on", "-device", "e1000e,netdev=n0,mac=52:54:00:12:34:56",
+                "-drive", f"if=none,id=d0,format=raw,file={disk}", "-device", "nvme,drive=d0,serial=pv0",
                 "-serial", f"file:{serial}"]
         started = time.monotonic()
         subprocess.run(netns.ns_argv(ns, argv), check=True, timeout=240, capture_output=True)
@@ -204,6 +224,7 @@ def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
     assert lines and lines[0].startswith(MARKER), lines
     text = "\n".join(lines)
     assert "network eth0 10.0.2.15/24" in text and "python 3.11" in text and "powering off" in text, text
+    assert re.search(r"modules loaded: \d+; for this machine: e1000e nvme \(at", text), text
     print(f"\ninstaller: QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines[1:]))
 
 
@@ -269,12 +290,19 @@ def test_golden_image_is_debian_with_ssh_and_boots_from_its_disk(tmp_path):
     assert used_mib < 300, f"golden image uses {used_mib} MiB"  # ~215: no perl, kernel modules by allowlist
     assert "provision.conf" in subprocess.run(["debugfs", "-R", "ls /etc/systemd/system/ifupdown-pre.service.d",
                                                str(golden.rootfs)], capture_output=True, text=True).stdout
-    serial = tmp_path / "serial.log"
-    boot_seconds = boot_disk_to_prompt(golden.disk, serial, snapshot=True, limit=240)
+    # real machines' disk and NIC drivers are there with everything they need (the installer kernel is the same)
+    kernel = installer_kernel()
+    subprocess.run(["debugfs", "-R", f"rdump /usr/lib/modules/{kernel.release} {tmp_path}", str(golden.rootfs)],
+                   capture_output=True, check=True)
+    needed = load_order((kernel.modules_dir / "modules.dep").read_text(), PCI_DRIVERS)
+    assert [p for p in needed if not (tmp_path / kernel.release / p).is_file()] == []
+    serial = tmp_path / "serial.log"  # booted from an NVMe disk: SeaBIOS's NVMe boot, nvme in the initramfs
+    boot_seconds = boot_disk_to_prompt(golden.disk, serial, snapshot=True, limit=240, disk_model="nvme")
     console = serial.read_text(errors="replace")
     assert "Reached target" in console and "multi-user.target" in console
+    assert "nvme0n1" in console
     print(f"\ngolden image: {used_mib} MiB used of {golden.rootfs.stat().st_size >> 20} MiB; "
-          f"build/cache {build_seconds:.0f} s; QEMU start to login prompt {boot_seconds:.1f} s")
+          f"build/cache {build_seconds:.0f} s; QEMU start to login prompt (NVMe disk) {boot_seconds:.1f} s")
 
 
 @pytest.mark.vm

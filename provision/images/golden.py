@@ -34,11 +34,12 @@ from provision.images.cache import Cache
 BUILDER_VERSION = 6
 PACKAGES = ("systemd-sysv", "udev", "linux-image-amd64", "initramfs-tools", "openssh-server", "ifupdown",
             "isc-dhcp-client", "iproute2", "e2fsprogs", "grub2-common", "grub-pc-bin", "grub-efi-amd64-bin")
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "sd_mod", "ext4")
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ahci", "nvme", "megaraid_sas", "mpt3sas", "sd_mod",
+                     "ext4")
 # Left out of every package (dpkg path-exclude): documentation, translations, udev's hardware database
 # (names for devices; nothing here looks them up), GRUB's prebuilt monolithic EFI images (ours are made by
-# grub-mkimage), and every kernel module except those a cluster node's disks (virtio, AHCI, NVMe, SCSI),
-# NICs (virtio, e1000/e1000e) and file systems (ext4, FAT) need (KERNEL_MODULES, put back with
+# grub-mkimage), and every kernel module except those a cluster node's disks (virtio, AHCI, NVMe, SCSI, SAS),
+# NICs (virtio, e1000, modules.PCI_DRIVERS') and file systems (ext4, FAT) need (KERNEL_MODULES, put back with
 # path-include): the modules were ~225 of ~500 MiB used, and udev's autoloading of floppy, IDE and kvm
 # modules cost a TCG boot seconds of CPU.
 # The installer's kernel is the same Debian kernel (same version), so its not-due path still finds the
@@ -52,7 +53,13 @@ KERNEL_MODULES = ("arch/x86/crypto/*", "block/*", "crypto/*", "lib/*", "fs/ext4/
                   *(f"drivers/scsi/{name}.ko" for name in ("scsi_mod", "scsi_common", "sd_mod", "sr_mod", "sg",
                                                            "virtio_scsi")),
                   "drivers/net/virtio_net.ko", "drivers/net/net_failover.ko", "net/core/*",
-                  "drivers/net/ethernet/intel/e1000/*", "drivers/net/ethernet/intel/e1000e/*")
+                  "drivers/net/ethernet/intel/e1000/*", "drivers/net/ethernet/intel/e1000e/*",
+                  # real machines: SAS RAID/HBA, Intel 1/10/40G, Realtek, Broadcom NICs, and what they need
+                  "drivers/scsi/megaraid/*", "drivers/scsi/mpt3sas/*", "drivers/scsi/scsi_transport_sas.ko",
+                  "drivers/scsi/raid_class.ko", "drivers/net/ethernet/intel/igb/*",
+                  "drivers/net/ethernet/intel/ixgbe/*", "drivers/net/ethernet/intel/i40e/*", "drivers/net/ethernet/realtek/r8169.ko",
+                  "drivers/net/ethernet/broadcom/tg3.ko", "drivers/net/ethernet/broadcom/bnxt/*", "drivers/net/phy/*",
+                  "drivers/net/mdio.ko", "drivers/dca/*", "drivers/i2c/algos/i2c-algo-bit.ko", "net/xfrm/xfrm_algo.ko")
 # mmdebstrap's merged-usr hooks: /usr merged by mmdebstrap with usr-is-merged installed, so apt does not
 # satisfy init-system-helpers' `usrmerge | usr-is-merged` with usrmerge, which pulls in perl (~50 MiB).
 MMDEBSTRAP_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")

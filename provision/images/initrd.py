@@ -1,6 +1,7 @@
 """The installer initrd: a gzip'd newc cpio with busybox, python3-minimal and this project (with pykickstart
 and what it requires, from this Python's site-packages), and the NIC and disk modules of the installer
-kernel in load order; /init is provision/scripts/installer-init.sh.
+kernel in load order, plus real machines' PCI drivers that /init loads for the devices it finds; /init is
+provision/scripts/installer-init.sh.
 
 Everything comes from Debian packages unpacked (not installed): busybox-static, bash (the kickstart %post interpreter), python3.X-minimal and
 libpython3.X-minimal with a few modules of libpython3.X-stdlib, three programs of e2fsprogs (mke2fs,
@@ -27,7 +28,7 @@ from provision.images import debs
 from provision.images.cache import Cache
 from provision.images.cpio import write_newc
 from provision.images.kernel import Kernel, installer_kernel
-from provision.images.modules import load_order
+from provision.images.modules import PCI_DRIVERS, dep_lines, load_order, pci_alias_lines
 
 BUILDER_VERSION = 4  # change when what goes into the initrd changes in a way the recipe does not show
 INITRD_FILE = "initrd.img"
@@ -35,6 +36,8 @@ MARKER = "provision-installer: initrd up"  # the first line /init writes on the 
 # Network (virtio, e1000) and disk (virtio, IDE/SATA, SCSI disks) drivers, the root file systems.
 MODULES = ("virtio_pci", "virtio_net", "e1000", "virtio_blk", "ata_piix", "ahci", "sd_mod",
            "crc32c_generic", "ext4", "vfat", "nls_cp437", "nls_ascii")
+# PCI_DRIVERS (real machines' disk controllers and NICs) are loaded only for a PCI device they drive (busybox
+# modprobe with their PCI aliases), as each costs a TCG machine ~0.1 s to load.
 # Pure-Python modules of libpython3.X-stdlib that this project and pykickstart use (python3-minimal lacks them).
 STDLIB_EXTRA = ("json", "dataclasses", "tarfile", "uuid", "hmac", "gzip", "_compression", "shlex", "http",
                 "lzma", "bz2", "secrets", "base64", "random", "bisect", "hashlib", "tempfile", "shutil",
@@ -103,16 +106,20 @@ def needed_libraries(elf: Path) -> list[str]:
     return _NEEDED.findall(out)
 
 
-def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str] = MODULES) -> Initrd:
+def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str] = MODULES,
+                     pci_drivers: Sequence[str] = PCI_DRIVERS) -> Initrd:
     """The installer initrd for the installer kernel, from the cache or built into it."""
     cache = Cache.of(env)
     kernel = installer_kernel(env)
-    order = load_order((kernel.modules_dir / "modules.dep").read_text(), modules)
+    modules_dep = (kernel.modules_dir / "modules.dep").read_text()
+    order = load_order(modules_dep, modules)
+    drivers = [path for path in load_order(modules_dep, pci_drivers) if path not in order]
     packages = ["busybox-static", "bash", "e2fsprogs", *python_packages(), *LIB_PACKAGES]
     versions = [debs.candidate(p) for p in packages]
     dists = distributions()
     recipe = {"artifact": "initrd", "builder": BUILDER_VERSION, "kernel": kernel.release,
-              "debs": [d.spec for d in versions], "modules": order, "stdlib_extra": list(STDLIB_EXTRA),
+              "debs": [d.spec for d in versions], "modules": order, "pci_drivers": drivers,
+              "stdlib_extra": list(STDLIB_EXTRA),
               "project": project_digest(), "distributions": [f"{d.name}=={d.version}" for d in dists]}
 
     def make(work: Path) -> None:
@@ -122,6 +129,7 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
             debs.unpack(deb_file, unpacked[deb.package])
         tree = work / "root"
         _assemble(tree, unpacked, kernel, order, dists)
+        _add_pci_drivers(tree, kernel, order, drivers, pci_drivers)
         with open(work / INITRD_FILE, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
                                                                    compresslevel=9) as out:
             write_newc(tree, out)
@@ -129,6 +137,18 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
         shutil.rmtree(tree)
 
     return Initrd(cache.build("initrd", recipe, make) / INITRD_FILE, kernel, tuple(order))
+
+
+def _add_pci_drivers(tree: Path, kernel: Kernel, order: Sequence[str], drivers: Sequence[str],
+                     names: Sequence[str]) -> None:
+    """The PCI drivers and what they need, with a modules.dep of every module in the initrd and a modules.alias
+    of the drivers' PCI aliases, for /init's `modprobe -a $(cat /sys/bus/pci/devices/*/modalias)`."""
+    modules = tree / "lib" / "modules" / kernel.release
+    for rel in drivers:
+        _copy(kernel.modules_dir / rel, modules / rel)
+    modules_dep = (kernel.modules_dir / "modules.dep").read_text()
+    (modules / "modules.dep").write_text(dep_lines(modules_dep, [*order, *drivers]))
+    (modules / "modules.alias").write_text(pci_alias_lines((kernel.modules_dir / "modules.alias").read_text(), names))
 
 
 def _copy(src: Path, dst: Path) -> None:

@@ -12,6 +12,10 @@ from collections.abc import Iterable
 from provision.errors import ProvisionError
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
+# Drivers of real machines' disk controllers and NICs (NVMe, SAS RAID/HBA; Intel, Realtek, Broadcom), in the
+# installer initrd and the golden image besides QEMU's virtio/e1000/AHCI. NICs that need firmware files
+# (non-free: bnx2x, some r8169 chips) need a site initrd and image with them.
+PCI_DRIVERS = ("nvme", "megaraid_sas", "mpt3sas", "e1000e", "igb", "ixgbe", "i40e", "r8169", "tg3", "bnxt_en")
 
 
 def module_name(path: str) -> str:
@@ -56,3 +60,16 @@ def load_order(modules_dep: str, wanted: Iterable[str]) -> list[str]:
     for name in wanted:
         place(by_name[name.replace("-", "_")], frozenset())
     return order
+
+
+def dep_lines(modules_dep: str, paths: Iterable[str]) -> str:
+    """The modules.dep lines of `paths` (as depmod wrote them): a modules.dep for a tree holding just these."""
+    deps = parse_modules_dep(modules_dep)
+    return "".join(f"{path}: {' '.join(deps[path])}\n".replace(": \n", ":\n") for path in paths)
+
+
+def pci_alias_lines(modules_alias: str, names: Iterable[str]) -> str:
+    """The `alias pci:... <module>` lines of modules.alias for the modules `names`."""
+    wanted = {name.replace("-", "_") for name in names}
+    return "".join(f"{line}\n" for line in modules_alias.splitlines()
+                   if line.startswith("alias pci:") and line.split()[-1].replace("-", "_") in wanted)

@@ -17,7 +17,14 @@ modules=/lib/modules/$(uname -r)
 while read -r module; do
   insmod "$modules/$module" || say "insmod $module failed"
 done < "$modules/load-order"
-say "modules loaded: $(wc -l < "$modules/load-order")"
+# Real machines' disk and NIC drivers (modules.alias holds only theirs): those of this machine's PCI devices.
+drivers=
+if [ -s "$modules/modules.alias" ]; then
+  modprobe -q -a $(cat /sys/bus/pci/devices/*/modalias)
+  drivers=$(for d in $(awk '{print $3}' "$modules/modules.alias" | sort -u); do
+              grep -q "^$d " /proc/modules && echo "$d"; done)
+fi
+say "modules loaded: $(wc -l < /proc/modules)"${drivers:+"; for this machine: $(echo $drivers)"}
 
 # The boot NIC: BOOTIF=01-aa-bb-cc-dd-ee-ff (pxelinux IPAPPEND 2, provision's GRUB config), else the first one.
 bootif=$(sed -n 's/.*BOOTIF=01-\([0-9a-fA-F-]*\).*/\1/p' /proc/cmdline | tr 'A-F-' 'a-f:')
