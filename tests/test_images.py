@@ -201,7 +201,8 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
 def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
     """Direct kernel boot under TCG in a namespace of our own (nothing to reach): QEMU's user network
     (restricted: no way out) gives the DHCP lease; /init reports each step and powers off. The machine has
-    real-hardware devices (an Intel 82574 NIC, an NVMe disk): /init loads their drivers by PCI alias."""
+    real-hardware devices (an Intel 82574 NIC, an NVMe disk, an LSI MegaRAID SAS 1078): /init loads their
+    drivers by PCI alias."""
     qemu = require_tool("qemu-system-x86_64")
     ns = f"pvq-{uuid.uuid4().hex[:6]}"
     serial = tmp_path / "serial.log"
@@ -214,6 +215,7 @@ def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
                 "-append", "console=ttyS0,115200 provision.poweroff BOOTIF=01-52-54-00-12-34-56",
                 "-netdev", "user,id=n0,restrict=on", "-device", "e1000e,netdev=n0,mac=52:54:00:12:34:56",
                 "-drive", f"if=none,id=d0,format=raw,file={disk}", "-device", "nvme,drive=d0,serial=pv0",
+                "-device", "megasas",
                 "-serial", f"file:{serial}"]
         started = time.monotonic()
         subprocess.run(netns.ns_argv(ns, argv), check=True, timeout=240, capture_output=True)
@@ -224,7 +226,7 @@ def test_installer_kernel_and_initrd_boot_to_python(initrd, tmp_path):
     assert lines and lines[0].startswith(MARKER), lines
     text = "\n".join(lines)
     assert "network eth0 10.0.2.15/24" in text and "python 3.11" in text and "powering off" in text, text
-    assert re.search(r"modules loaded: \d+; for this machine: e1000e nvme \(at", text), text
+    assert re.search(r"modules loaded: \d+; for this machine: e1000e megaraid_sas nvme \(at", text), text
     print(f"\ninstaller: QEMU start to power-off {seconds:.1f} s; " + "; ".join(lines[1:]))
 
 
