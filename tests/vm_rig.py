@@ -77,16 +77,14 @@ def serial_text(path: Path) -> str:
 
 
 def boot_disk_to_prompt(disk: Path, serial: Path, snapshot: bool = False, prompt: str = "golden login:",
-                        limit: float = 300.0, disk_model: str = "virtio-blk-pci") -> float:
-    """SeaBIOS (TCG) boots `disk` (a `disk_model` device: virtio-blk-pci, nvme) in an empty network namespace
-    (no network at all) until `prompt` shows on its serial console; returns the seconds from QEMU start.
-    QEMU and the namespace are gone afterwards."""
+                        limit: float = 300.0) -> float:
+    """SeaBIOS (TCG) boots `disk` in an empty network namespace (no network at all) until `prompt` shows on
+    its serial console; returns the seconds from QEMU start. QEMU and the namespace are gone afterwards."""
     ns = f"pvd-{uuid.uuid4().hex[:6]}"
     drive = f"if=none,id=d0,format=raw,file={disk}" + (",snapshot=on" if snapshot else "")
     argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg,graphics=off", "-m", "768", "-display", "none",
             "-monitor", "none", "-nodefaults", "-serial", f"file:{serial}",
-            "-drive", drive,
-            "-device", f"{disk_model},drive=d0,bootindex=1" + (",serial=pv0" if disk_model == "nvme" else "")]
+            "-drive", drive, "-device", "virtio-blk-pci,drive=d0,bootindex=1"]
     subprocess.run(["ip", "netns", "add", ns], check=True)
     qemu = None
     try:
