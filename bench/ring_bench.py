@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Ring cloner benchmark on a simulated switched network (root; provision.netns).
+"""Ring cloner benchmark on a simulated switched network (root; provision.lab.netns).
 
 A bridge, the server and N nodes in network namespaces, every link shaped with tc in both
 directions. In one run on one rig: the raw single-TCP-stream rate of one link, the dolly ring for
@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provision.netns import Network, Shaping, parse_rate, teardown_prefix  # noqa: E402
+from provision.lab.netns import Network, Shaping, parse_rate, teardown_prefix  # noqa: E402
 
 PREFIX = "rb"
 PY = sys.executable

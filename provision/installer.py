@@ -46,7 +46,7 @@ from pathlib import Path
 from provision.errors import ProvisionError
 from provision.images import gpt
 from provision.images.bootsector import SECTOR, mbr_partition_table, write_bios_grub, write_bios_grub_gpt
-from provision.lab_node import PostScript, kernel_arg_url
+from provision.lab.node import PostScript, kernel_arg_url
 
 MIB_SECTORS = (1 << 20) // SECTOR
 SYSIMAGE = "/mnt/sysimage"

@@ -30,7 +30,7 @@ from provision.flip import apply_modes, current_modes
 from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.model import BOOT_TFTP_DIR, Firmware, Inventory, Node, Transport
 from provision.probe import answering_arp
-from provision.ra import RouterAdvertiser, interface_with
+from provision.services.ra import RouterAdvertiser, interface_with
 from provision.render import render_ring_config
 from provision.services.http import HttpServer
 from provision.services.tftp import TftpServer, install_boot_files

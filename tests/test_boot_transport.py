@@ -9,17 +9,17 @@ import uuid
 
 import pytest
 
-from provision import netns
+from provision.lab import netns
 from provision.errors import ProvisionError
 from provision.inventory import parse_inventory
-from provision.lab_vm_demo import installer_fetches
-from provision.ra import interface_with
+from provision.lab.vm_demo import installer_fetches
+from provision.services.ra import interface_with
 from tests.conftest import REPO, require_root
 from tests.fixtures.inventories import LAB
 
 # In the server's namespace: what `provision install` does for `network.ipv6_ra: true` (every 0.2 s here).
 ADVERTISE = """import sys, time
-from provision.ra import RouterAdvertiser, interface_with
+from provision.services.ra import RouterAdvertiser, interface_with
 advertiser = RouterAdvertiser(interface_with(sys.argv[1]), interval=0.2).start()
 print("advertising on", advertiser.iface, flush=True)
 time.sleep(30)

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision import lab, lab_vm_demo, netns
+from provision.lab import cluster as lab, vm_demo as lab_vm_demo, netns
 from provision.cli import main
 from provision.cluster import ClusterFiles
 from provision.images.cache import Cache
 from provision.images.initrd import MARKER
 from provision.inventory import load_inventory
-from provision.qemu import OVMF_CODE
+from provision.lab.qemu import OVMF_CODE
 from tests.conftest import REPO, require_root, require_tool, skip_or_fail
 
 vm = pytest.mark.vm

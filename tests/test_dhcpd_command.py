@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from provision import netns
+from provision.lab import netns
 from tests.conftest import REPO, require_tool
 
 pytestmark = pytest.mark.root

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from provision import netns
-from provision.dhcp_client import obtain_lease
+from provision.lab import netns
+from provision.lab.dhcp_client import obtain_lease
 from provision.errors import InputError
 from provision.services.dhcpd import DhcpdProcess, install
 from tests.conftest import require_tool

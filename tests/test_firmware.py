@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from provision import netns
+from provision.lab import netns
 from provision.bootmode import BootMode
-from provision.dhcp_client import busybox, install_script, parse_lease_file
+from provision.lab.dhcp_client import busybox, install_script, parse_lease_file
 from provision.inventory import load_inventory
 from provision.errors import ProvisionError
 from provision.model import GRUB_EFI_LOADER, Boot, Firmware

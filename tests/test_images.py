@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import netns
+from provision.lab import netns
 from provision.cli import main
 from provision.errors import ExitStatus, ProvisionError
 from provision.images.cache import CACHE_ENV, Cache, cache_key

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision import lab, netns
+from provision.lab import cluster as lab, netns
 from provision.cli import main as provision_main
 from tests.conftest import require_tool
 

@@ -11,7 +11,7 @@ import pytest
 
 from provision.errors import ProvisionError
 from provision.inventory import load_inventory, parse_inventory
-from provision.lab_node import LabNode, kickstart_url, parse_pxelinux, post_scripts, pxelinux_search_order
+from provision.lab.node import LabNode, kickstart_url, parse_pxelinux, post_scripts, pxelinux_search_order
 from provision.render import render_files
 from provision.services.http import HttpServer
 from tests.conftest import require_tool

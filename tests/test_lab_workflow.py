@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import lab, lab_demo, netns
+from provision.lab import cluster as lab, demo as lab_demo, netns
 from provision.cli import main
 from provision.cluster import ClusterFiles
 from provision.host_keys import KEY_FILES, HostKeyStore

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from provision import netns
+from provision.lab import netns
 
 pytestmark = pytest.mark.root
 

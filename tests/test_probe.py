@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from provision import netns
+from provision.lab import netns
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.root

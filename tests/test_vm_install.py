@@ -19,7 +19,7 @@ from provision.images.golden import golden_image
 from provision.images.initrd import installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
-from provision.qemu import Machine
+from provision.lab.qemu import Machine
 from provision.render import render_to
 from provision.services.tftp import install_boot_files
 from tests.conftest import REPO, require_tool

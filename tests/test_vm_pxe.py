@@ -24,8 +24,8 @@ from provision.images.golden import golden_image
 from provision.images.initrd import MARKER, installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
-from provision.qemu import OVMF_CODE, OVMF_VARS, Machine
-from provision.ra import advertisement
+from provision.lab.qemu import OVMF_CODE, OVMF_VARS, Machine
+from provision.services.ra import advertisement
 from provision.render import render_to
 from provision.services.dhcpd import DhcpdProcess
 from provision.services.tftp import install_boot_files

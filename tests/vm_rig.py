@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision import netns
-from provision.qemu import Machine
+from provision.lab import netns
+from provision.lab.qemu import Machine
 from tests.conftest import REPO
 
 TAP = "tap-vm1"
@@ -57,9 +57,9 @@ def vm_rig(prefix: str, server_address: str) -> Iterator[Rig]:
         rig = Rig(net, net.add_host("srv", address=server_address), TAP)
         subprocess.run(["ip", "-n", net.switch_ns, "tuntap", "add", TAP, "mode", "tap"], check=True)
         subprocess.run(["ip", "-n", net.switch_ns, "link", "set", TAP, "master", "br0", "up"], check=True)
-        ra = rig.start([sys.executable, "-m", "provision.ra", "eth0"], stdout=subprocess.PIPE,
+        ra = rig.start([sys.executable, "-m", "provision.services.ra", "eth0"], stdout=subprocess.PIPE,
                        stderr=subprocess.DEVNULL, text=True)
-        assert ra.stdout.readline().startswith("provision.ra: advertising"), "no router advertisement"
+        assert ra.stdout.readline().startswith("provision.services.ra: advertising"), "no router advertisement"
         yield rig
     finally:
         if rig is not None:

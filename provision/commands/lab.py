@@ -7,10 +7,10 @@ import json
 import subprocess
 from collections.abc import Mapping
 
-from provision import lab, lab_demo, lab_vm, lab_vm_demo
+from provision.lab import cluster as lab, demo as lab_demo, vm as lab_vm, vm_demo as lab_vm_demo
 from provision.errors import ExitStatus, InputError, ProvisionError
 from provision.inventory import load_inventory, resolve_inventory_path
-from provision.netns import ns_argv
+from provision.lab.netns import ns_argv
 
 NAME = "lab"
 HELP = "the simulated cluster: a bridge, the server and up to 16 nodes as network namespaces or QEMU machines (root)"

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from provision.errors import ProvisionError
-from provision.netns import ns_argv
+from provision.lab.netns import ns_argv
 
 # What a BIOS PXE ROM sends as vendor class (option 60); option 93 = client architecture 0 (x86 BIOS).
 PXE_VENDOR_CLASS = "PXEClient:Arch:00000:UNDI:002001"

@@ -2,7 +2,7 @@
 power on the nodes -> (optionally pull one node's plug mid-clone) -> check every node -> lab down.
 
 This is `make demo` (4 nodes) and the main lab test (8 nodes, one killed). Nothing here plays a part of
-the install: the server side is the real `provision install`, the nodes are provision.lab_node with real
+the install: the server side is the real `provision install`, the nodes are provision.lab.node with real
 DHCP/TFTP/HTTP clients; this module only starts them, watches, and checks the outcome from outside.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision import lab, netns
+from provision.lab import cluster as lab, netns
 from provision.errors import ProvisionError
 from provision.model import Inventory
 

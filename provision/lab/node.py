@@ -1,6 +1,6 @@
 """A lab node's PXE firmware and installer, played with real clients inside the node's namespace.
 
-    ip netns exec pv-n01 python -m provision.lab_node --name n01 --mac 02:77:00:00:00:01 \
+    ip netns exec pv-n01 python -m provision.lab.node --name n01 --mac 02:77:00:00:00:01 \
         --disk /var/lib/provision/lab/disks/n01 --work /var/lib/provision/lab/nodes/n01
 
 (`provision lab boot` starts it like that.) What it does, as the real machine would:
@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from provision.dhcp_client import Lease, obtain_lease
+from provision.lab.dhcp_client import Lease, obtain_lease
 from provision.errors import ProvisionError
 
 IFACE = "eth0"
@@ -301,7 +301,7 @@ class LabNode:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provision.lab_node", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m provision.lab.node", description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--mac", required=True)
     parser.add_argument("--disk", required=True, type=Path, help="the node's disk directory (SYSIMAGE)")

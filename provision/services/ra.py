@@ -6,7 +6,7 @@ link learn nothing from it either, but it is still a router advertisement on a s
 is the admin's choice (inventory `network.ipv6_ra`, default off), and `provision install` sends it only
 while it runs (RouterAdvertiser).
 
-    ip netns exec <server ns> python -m provision.ra eth0      # every second until stopped
+    ip netns exec <server ns> python -m provision.services.ra eth0      # every second until stopped
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 
 from provision.errors import ProvisionError
 
-log = logging.getLogger("provision.ra")
+log = logging.getLogger("provision.services.ra")
 
 
 def advertisement(source_mac: str):
@@ -98,7 +98,7 @@ def advertise(iface: str, interval: float = 1.0, count: int | None = None) -> No
     """Send the RA on `iface` every `interval` seconds (`count` times, or until killed); one line on stdout
     after the first one is out (so a caller can wait for it before it powers machines on)."""
     advertiser = RouterAdvertiser(iface, interval).start()
-    print(f"provision.ra: advertising on {iface}", flush=True)
+    print(f"provision.services.ra: advertising on {iface}", flush=True)
     try:
         while count is None or advertiser.sent < count:
             time.sleep(interval / 4)
@@ -107,7 +107,7 @@ def advertise(iface: str, interval: float = 1.0, count: int | None = None) -> No
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m provision.ra", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m provision.services.ra", description=__doc__.splitlines()[0])
     parser.add_argument("iface")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--count", type=int)

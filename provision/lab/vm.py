@@ -9,7 +9,7 @@ MAC must be learnt on the tap, not owned by the namespace's bridge).
 
 Per node, under <state dir>/lab/: disks/<node>.raw (a sparse disk image), nodes/<node>/ (serial.log: the
 machine's console from firmware to login prompt, qemu.log, OVMF_VARS.fd for UEFI nodes).
-The server namespace also runs the lab's IPv6 router advertisement (provision.ra: ends iPXE's IPv6 wait)
+The server namespace also runs the lab's IPv6 router advertisement (provision.services.ra: ends iPXE's IPv6 wait)
 when the inventory leaves it out of `provision install` (`network.ipv6_ra: false`); inventory/lab-vm.yaml
 sets it, so there the install's own advertisement is the one the machines hear, and a machine booted
 while no install runs (its local boot after the install ended) waits iPXE's ~13 s, as on a real cluster.
@@ -26,8 +26,8 @@ from pathlib import Path
 
 from provision.errors import ProvisionError
 from provision.model import Firmware, Inventory
-from provision.netns import HOST_IFACE, ns_argv
-from provision.qemu import OVMF_CODE, OVMF_VARS, Machine
+from provision.lab.netns import HOST_IFACE, ns_argv
+from provision.lab.qemu import OVMF_CODE, OVMF_VARS, Machine
 
 TAP = "tap0"
 NODE_BRIDGE = "br0"
@@ -128,12 +128,12 @@ def start_router_advertisement(server_ns: str, log: Path) -> subprocess.Popen:
     """provision.ra on the server's eth0, every second; returns once the first advertisement is out."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        proc = subprocess.Popen(ns_argv(server_ns, [sys.executable, "-m", "provision.ra", HOST_IFACE]),
+        proc = subprocess.Popen(ns_argv(server_ns, [sys.executable, "-m", "provision.services.ra", HOST_IFACE]),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out,
                                 start_new_session=True)
     line = proc.stdout.readline().decode(errors="replace")
     proc.stdout.close()
-    if not line.startswith("provision.ra: advertising"):
+    if not line.startswith("provision.services.ra: advertising"):
         proc.kill()
         proc.wait()
         raise ProvisionError(f"the lab's router advertisement did not start (see {log})")

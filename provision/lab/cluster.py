@@ -11,7 +11,7 @@ dollyC writes under with --root: its "disk"), nodes/<node>/ (its firmware/instal
 `lab_up` also creates the inventory's boot kernel/initrd and image source if they are missing (see
 prepare_lab_files) and `lab_down` removes exactly what `lab_up` made.
 
-With `vm=True` the nodes are QEMU machines instead (provision.lab_vm): same namespaces and links, a tap
+With `vm=True` the nodes are QEMU machines instead (provision.lab.vm): same namespaces and links, a tap
 and a sparse disk image (disks/<node>.raw) per node, real firmware, the built installer and golden image.
 The server namespace runs the lab's own IPv6 router advertisement only for inventories that do not ask
 `provision install` for one (`network.ipv6_ra`): one sender at a time, and the lab proves the install's.
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from provision import lab_vm, netns
+from provision.lab import vm as lab_vm, netns
 from provision.cluster import ClusterFiles
 from provision.errors import InputError, ProvisionError
 from provision.inventory import state_dir
@@ -66,7 +66,7 @@ class Lab:
     rate: str | None
     nodes: tuple[LabNode, ...]
     created_files: tuple[str, ...]  # made by lab_up (boot files, image), removed by lab_down
-    vm: bool = False  # nodes are QEMU machines (provision.lab_vm)
+    vm: bool = False  # nodes are QEMU machines (provision.lab.vm)
 
     def node(self, name: str) -> LabNode:
         for node in self.nodes:
@@ -273,7 +273,7 @@ def _select(lab: Lab, names: Sequence[str]) -> list[LabNode]:
 
 def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
                reboot_seconds: float = 3.0) -> dict[str, subprocess.Popen]:
-    """Power on lab nodes (all if `names` is empty): each runs provision.lab_node inside its namespace,
+    """Power on lab nodes (all if `names` is empty): each runs provision.lab.node inside its namespace,
     output to <work>/boot.log; in a VM lab, QEMU (a running machine is reset: killed and started again).
     Returns the processes (they outlive this one if it exits)."""
     procs = {}
@@ -288,7 +288,7 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
         work = Path(node.work)
         work.mkdir(parents=True, exist_ok=True)
         (work / "result.json").unlink(missing_ok=True)
-        argv = netns.ns_argv(node.ns, [sys.executable, "-m", "provision.lab_node", "--name", node.name,
+        argv = netns.ns_argv(node.ns, [sys.executable, "-m", "provision.lab.node", "--name", node.name,
                                        "--mac", node.mac, "--disk", node.disk, "--work", node.work,
                                        "--dhcp-wait", str(dhcp_wait), "--reboot-seconds", str(reboot_seconds)])
         with open(work / "boot.log", "ab") as log:

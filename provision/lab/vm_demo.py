@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision import lab, lab_vm, netns
+from provision.lab import cluster as lab, vm as lab_vm, netns
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
 from provision.images.initrd import MARKER
