@@ -3,9 +3,11 @@ VENV      ?= .venv
 PYTHON    ?= python3
 PY        := $(VENV)/bin/python
 # Debian packages the tests and the lab use (real dhcpd, TFTP client, boot files, DHCP client, sshd).
+# grub-pc-bin holds GRUB's i386-pc files (BIOS GRUB on disk images); it has no maintainer scripts and pulls
+# no grub-pc and runs no grub-install: the host's boot is not touched.
 DEB_PKGS  := isc-dhcp-server tftp-hpa pxelinux syslinux-common busybox udhcpc openssh-server \
              iproute2 iputils-ping procps zstd xz-utils bzip2 curl libpcap0.8 \
-             grub-efi-amd64-bin tftpd-hpa kmod binutils qemu-system-x86 ipxe-qemu ovmf mmdebstrap \
+             grub-efi-amd64-bin grub-pc-bin tftpd-hpa kmod binutils qemu-system-x86 ipxe-qemu ovmf mmdebstrap \
              dosfstools mtools fdisk gdisk
 PYTEST_ARGS ?=
 

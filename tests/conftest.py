@@ -1,4 +1,8 @@
-"""Shared test policy: tests that need root or a system tool skip outside CI and fail under CI=true."""
+"""Shared test policy: tests that need root or a system tool skip outside CI and fail under CI=true.
+
+Under CI=true every skip is a failure, however it was raised (skip_or_fail, a bare pytest.skip, a skipif mark):
+`make test` installs everything the suite needs, so a skip there means a missing install step.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +48,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("root"):
             item.fixturenames.insert(0, "root_only")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI, turn any skip into a failure that says why the test could not run."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"CI=true: a skip is a failure (a missing install step?): {reason}"
