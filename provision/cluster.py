@@ -17,7 +17,7 @@ from provision.state import StateStore, write_json_atomic
 @dataclass(frozen=True)
 class ClusterFiles:
     """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
-    config, leases, pid, log), dolly/ (the ring config of a run and its report), host-keys/, known_hosts,
+    config, leases, pid, log), dolly/ (the ring config, secret and report of a run), host-keys/, known_hosts,
     install.json."""
 
     state: Path
@@ -46,6 +46,11 @@ class ClusterFiles:
     @property
     def dolly(self) -> Path:
         return self.root / "dolly"
+
+    @property
+    def ring_secret(self) -> Path:
+        """The ring secret of the current install (dollyS --secret-file; mode 0600, made anew each run)."""
+        return self.dolly / "ring.secret"
 
     @property
     def known_hosts(self) -> Path:

@@ -42,18 +42,19 @@ def write_atomic(path: Path | str, text: str) -> None:
     _replace(os.fspath(path), text.encode("utf-8"))
 
 
-def write_bytes_durably(path: Path | str, data: bytes) -> None:
-    """write_atomic for state that must survive a crash: parents created, data fsync'ed before the rename."""
+def write_bytes_durably(path: Path | str, data: bytes, mode: int = 0o644) -> None:
+    """write_atomic for state that must survive a crash: parents created, data fsync'ed before the rename;
+    the file is created with `mode` (less the umask): 0o600 keeps a secret from other users from the start."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    _replace(path, data, fsync=True)
+    _replace(path, data, fsync=True, mode=mode)
 
 
-def _replace(path: str, data: bytes, fsync: bool = False) -> None:
+def _replace(path: str, data: bytes, fsync: bool = False, mode: int = 0o644) -> None:
     head, tail = os.path.split(path)
     temp = os.path.join(head, f".{tail}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:
