@@ -23,6 +23,7 @@ from provision.model import (
     Bootloader,
     Disk,
     DiskLabel,
+    Dolly,
     Firmware,
     Image,
     Inventory,
@@ -44,7 +45,7 @@ __all__ = [
 DEFAULT_STATE_DIR = "/var/lib/provision"
 LAST_INSTALL_FILE = "last-install.json"
 
-TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "defaults", "nodes")
+TOP_KEYS = ("cluster", "server", "network", "boot", "images", "kickstart", "dolly", "defaults", "nodes")
 NODE_SETTINGS = ("interface", "os_family", "bootloader", "firmware", "disk", "dolly_port", "append",
                  "root_password_hash", "ssh_authorized_keys")
 # What the installer makes (ext2/3/4, vfat, swap) and its kernel mounts (the root receives the image raw, then
@@ -115,16 +116,17 @@ class _Parser:
         boot = self.boot(top.get("boot"))
         images = self.images(top.get("images"))
         kickstart = self.kickstart({} if top.get("kickstart") is None else top["kickstart"])
+        dolly = self.dolly({} if top.get("dolly") is None else top["dolly"])
         defaults = self.settings(("defaults",), {} if top.get("defaults") is None else top["defaults"], None)
         nodes = self.nodes(top.get("nodes"), defaults)
         if network is not None:
             self.check_addresses(network, server)
         if images is not None:
             self.check_image_targets(images)
-        parts = (cluster, server, network, boot, images, kickstart, defaults, nodes)
+        parts = (cluster, server, network, boot, images, kickstart, dolly, defaults, nodes)
         if self.f.problems or any(p is None for p in parts):
             return None
-        return Inventory(self.path, cluster, server, network, boot, images, kickstart, tuple(nodes))
+        return Inventory(self.path, cluster, server, network, boot, images, kickstart, tuple(nodes), dolly)
 
     def checked(self, m: dict, path: tuple, key: str, check: Callable, *args: Any) -> Any:
         """check(path.key, value, *args) if the key has a value, else None (mapping() reports missing ones)."""
@@ -133,16 +135,17 @@ class _Parser:
 
     def server(self, data: Any) -> Server | None:
         p = ("server",)
-        m = self.f.mapping(p, data, ("name", "ip", "http_port", "dolly_port"), ("name", "ip"))
+        m = self.f.mapping(p, data, ("name", "ip", "http_port", "dolly_port", "node_auth"), ("name", "ip"))
         if m is None:
             return None
         name = self.checked(m, p, "name", self.f.hostname)
         ip = self.checked(m, p, "ip", self.f.ipv4)
         http_port = self.f.port(p + ("http_port",), m.get("http_port", HTTP_PORT))
         dolly_port = self.f.port(p + ("dolly_port",), m.get("dolly_port", DOLLY_PORT))
-        if None in (name, ip, http_port, dolly_port):
+        node_auth = self.f.boolean(p + ("node_auth",), m.get("node_auth", True))
+        if None in (name, ip, http_port, dolly_port, node_auth):
             return None
-        return Server(name, ip, http_port, dolly_port)
+        return Server(name, ip, http_port, dolly_port, node_auth)
 
     def network(self, data: Any) -> Network | None:
         p = ("network",)
@@ -217,6 +220,17 @@ class _Parser:
         d = KickstartSettings()
         values = [self.f.text(p + (k,), m.get(k, getattr(d, k)), _WORD, k) for k in ("lang", "keyboard", "timezone")]
         return None if None in values else KickstartSettings(*values)
+
+    def dolly(self, data: Any) -> Dolly | None:
+        """The ring cloner's settings; only the path's form is checked (the secret file may be made later)."""
+        p = ("dolly",)
+        m = self.f.mapping(p, data, ("secret_file",))
+        if m is None:
+            return None
+        if m.get("secret_file") is None:
+            return Dolly()
+        text = self.f.text(p + ("secret_file",), m["secret_file"], _WORD, "path")
+        return None if text is None else Dolly((self.path.parent / text).absolute())
 
     def settings(self, path: tuple, data: Any, base: dict | None) -> dict | None:
         """Per-node settings: the `defaults:` section (base None) or one node's overrides of `base`."""

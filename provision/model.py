@@ -72,6 +72,7 @@ class Server:
     ip: IPv4Address
     http_port: int = HTTP_PORT
     dolly_port: int = DOLLY_PORT
+    node_auth: bool = True  # false: the HTTP API takes node reports from any address (the install logs it)
 
     @property
     def url(self) -> str:
@@ -183,6 +184,13 @@ class Disk:
 
 
 @dataclass(frozen=True, slots=True)
+class Dolly:
+    """Settings of the ring cloner: `secret_file` holds the site's ring secret (None: a new one per install)."""
+
+    secret_file: Path | None = None  # absolute (a relative one is taken from the inventory file's directory)
+
+
+@dataclass(frozen=True, slots=True)
 class KickstartSettings:
     lang: str = "en_US.UTF-8"
     keyboard: str = "us"
@@ -235,6 +243,7 @@ class Inventory:
     images: tuple[Image, ...]
     kickstart: KickstartSettings
     nodes: tuple[Node, ...]  # ring order
+    dolly: Dolly = Dolly()
     _by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, snapshot, write
@@ -259,6 +260,16 @@ BAD = [
     ("no-nodes", BASE.split("nodes:")[0] + "nodes: []\n", "nodes", "at least one node", "nodes:"),
     ("bad-transport", BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: ftp\n"),
      "boot.transport", "expected one of http, tftp: 'ftp'", "transport: ftp"),
+    ("node-auth-not-boolean", BASE.replace("  ip: 10.9.0.1\n", "  ip: 10.9.0.1\n  node_auth: maybe\n"),
+     "server.node_auth", "expected true or false: 'maybe'", "node_auth:"),
+    ("dolly-not-a-mapping", BASE + "dolly: /etc/secret\n", "dolly", "expected a mapping (key: value lines): "
+     "'/etc/secret'", "dolly:"),
+    ("dolly-unknown-key", BASE + "dolly:\n  secret: /etc/secret\n", "dolly.secret",
+     "unknown key (known keys: secret_file): 'secret'", "secret:"),
+    ("dolly-secret-file-not-text", BASE + "dolly:\n  secret_file: [a, b]\n", "dolly.secret_file",
+     "expected a non-empty string: ['a', 'b']", "secret_file:"),
+    ("dolly-secret-file-bad-path", BASE + "dolly:\n  secret_file: /etc/my secret\n", "dolly.secret_file",
+     "invalid path: '/etc/my secret'", "secret_file:"),
     ("ipv6-ra-not-boolean", BASE.replace("  domain: test.example\n", "  domain: test.example\n  ipv6_ra: on-site\n"),
      "network.ipv6_ra", "expected true or false: 'on-site'", "ipv6_ra:"),
 ]
@@ -272,6 +283,20 @@ def test_boot_transport_and_ipv6_ra_defaults_and_choices(tmp_path):
     inv = load_inventory(write(tmp_path, text))
     assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.HTTP, True)
     assert load_inventory(LAB.with_name("lab-vm.yaml")).network.ipv6_ra is True
+
+
+def test_dolly_secret_file_and_node_auth_defaults_and_values(tmp_path):
+    inv = load_inventory(write(tmp_path, BASE))
+    assert (inv.dolly.secret_file, inv.server.node_auth) == (None, True)
+    assert load_inventory(write(tmp_path, BASE + "dolly:\n")).dolly.secret_file is None
+    text = BASE.replace("  ip: 10.9.0.1\n", "  ip: 10.9.0.1\n  node_auth: false\n")
+    inv = load_inventory(write(tmp_path, text + "dolly:\n  secret_file: /etc/provision/ring.secret\n"))
+    assert (inv.dolly.secret_file, inv.server.node_auth) == (Path("/etc/provision/ring.secret"), False)
+    # relative to the inventory's directory, not the working directory; the file need not exist yet
+    (tmp_path / "site").mkdir()
+    inv = load_inventory(write(tmp_path / "site", BASE + "dolly: {secret_file: secrets/ring.secret}\n"))
+    assert inv.dolly.secret_file == tmp_path / "site" / "secrets" / "ring.secret"
+    assert not inv.dolly.secret_file.exists()
 
 
 @pytest.mark.parametrize("text, field, value, line_text", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
