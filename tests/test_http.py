@@ -17,7 +17,7 @@ import pytest
 
 from provision.errors import ProvisionError
 from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
-from provision.services.http import HttpServer, byte_range
+from provision.services.http import HttpServer, NodeAuth, byte_range
 from provision.state import NodeState, StateStore
 from tests.conftest import require_tool
 
@@ -197,10 +197,11 @@ def test_byte_range(header, expected):
 
 
 def test_boot_storm_every_client_gets_the_whole_file(served, tmp_path):
-    """48 curl clients at once (a cluster powered on together): each gets every byte."""
+    """48 curl clients at once, each from its own address (a cluster powered on together): each gets every byte."""
     curl = require_tool("curl")
     url = f"http://127.0.0.1:{served.port}/boot/vmlinuz"
-    clients = [subprocess.Popen([curl, "-fsS", "-m", "60", "-o", str(tmp_path / f"k{i}"), url]) for i in range(48)]
+    clients = [subprocess.Popen([curl, "-fsS", "-m", "60", "--interface", f"127.0.1.{i + 1}",
+                                 "-o", str(tmp_path / f"k{i}"), url]) for i in range(48)]
     assert [c.wait(timeout=90) for c in clients] == [0] * 48
     assert all((tmp_path / f"k{i}").read_bytes() == KERNEL for i in range(48))
 
@@ -223,7 +224,7 @@ def test_host_keys_go_only_to_their_node(tmp_path, caplog):
                                                              KeyedNode("n02", "127.0.0.2", "root@n02")])
     server = HttpServer(tmp_path, nodes=["n01", "n02", "n03"], on_report=lambda *a: None, host="127.0.0.1",
                         port=0, host_key=keeper.key_file,
-                        node_ips={"n01": "127.0.0.1", "n02": "127.0.0.2", "n03": "127.0.0.3"}).start()
+                        node_auth=NodeAuth({"n01": "127.0.0.1", "n02": "127.0.0.2", "n03": "127.0.0.3"})).start()
     caplog.set_level(logging.INFO, "provision.http")
     try:
         base = "/api/nodes/{}/host-keys/{}"
