@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,16 @@ def require_tool(name: str) -> str:
 @pytest.fixture
 def root_only() -> None:
     require_root()
+
+
+def logged(caplog, text: str, within: float = 5.0) -> bool:
+    """Whether `text` reaches the log within `within` seconds (a handler thread may still be finishing)."""
+    deadline = time.monotonic() + within
+    while text not in caplog.text:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def pytest_collection_modifyitems(config, items):

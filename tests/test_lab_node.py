@@ -14,7 +14,7 @@ from provision.inventory import load_inventory, parse_inventory
 from provision.lab.node import LabNode, kickstart_url, parse_pxelinux, post_scripts, pxelinux_search_order
 from provision.render import render_files
 from provision.services.http import HttpServer
-from tests.conftest import require_tool
+from tests.conftest import logged, require_tool
 
 LAB = Path(__file__).resolve().parent.parent / "inventory" / "lab.yaml"
 
@@ -98,9 +98,9 @@ def test_lab_firmware_fetches_http_boot_files_with_curl(tmp_path, caplog):
     try:
         with caplog.at_level(logging.INFO, logger="provision.http"):
             node.fetch_boot_file("127.0.0.1", f"{url}/vmlinuz")
+            assert logged(caplog, "http: sent boot/vmlinuz to 127.0.0.1: 100000 bytes")
             with pytest.raises(ProvisionError, match=f"HTTP {url}/initrd.img failed: .*404"):
                 node.fetch_boot_file("127.0.0.1", f"{url}/initrd.img")
     finally:
         server.stop()
     assert (tmp_path / "work" / "http" / "vmlinuz").read_bytes() == b"K" * 100_000
-    assert "http: sent boot/vmlinuz to 127.0.0.1: 100000 bytes" in caplog.text
