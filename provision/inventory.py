@@ -35,7 +35,7 @@ from provision.model import (
     Server,
     Transport,
 )
-from provision.yaml_lines import YamlSyntaxError, load_yaml
+from provision.yaml_lines import MAX_TEXT, YamlSyntaxError, YamlTooLarge, load_yaml
 
 __all__ = [
     "Inventory", "Node", "Server", "Network", "Boot", "Image", "Disk", "Partition",
@@ -72,6 +72,8 @@ def load_inventory(path: str | Path) -> Inventory:
     """Read and validate an inventory file. Raises InputError listing every problem."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_TEXT:
+            raise InputError(f"{path}: {path.stat().st_size:,} bytes: an inventory is at most {MAX_TEXT >> 20} MiB")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the inventory: {exc}") from None
@@ -83,6 +85,8 @@ def parse_inventory(text: str, path: Path) -> Inventory:
     with cycle_collector_paused():
         try:
             doc = load_yaml(text)
+        except YamlTooLarge as exc:
+            raise InputError(f"{path}:{exc.line}: refused: {exc}") from None
         except YamlSyntaxError as exc:
             raise InputError(f"{path}:{exc.line}: not valid YAML: {exc}") from None
         fields = Fields(doc)

@@ -14,6 +14,9 @@ except AttributeError:  # pragma: no cover - depends on how PyYAML was built
 
 FieldPath = tuple[str | int, ...]
 
+MAX_TEXT = 8 << 20  # bytes of YAML: ~100,000 nodes' worth of inventory
+MAX_ALIASED = 100_000  # values built by expanding aliases (each use of `*anchor` copies its whole value)
+
 _INT = "tag:yaml.org,2002:int"
 _FLOAT = "tag:yaml.org,2002:float"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -25,6 +28,10 @@ class YamlSyntaxError(Exception):
     def __init__(self, message: str, line: int):
         super().__init__(message)
         self.line = line
+
+
+class YamlTooLarge(YamlSyntaxError):
+    """Valid YAML, but more than a loader takes (MAX_TEXT, MAX_ALIASED)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,10 @@ class YamlDocument:
 
 
 def load_yaml(text: str) -> YamlDocument:
-    """Parse one YAML document. Raises YamlSyntaxError."""
+    """Parse one YAML document. Raises YamlSyntaxError; YamlTooLarge for a text over MAX_TEXT bytes and for
+    aliases that expand to more than MAX_ALIASED values (nested anchors grow exponentially: "billion laughs")."""
+    if len(text) > MAX_TEXT:
+        raise YamlTooLarge(f"the file is over {MAX_TEXT >> 20} MiB: not an inventory", 1)
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -75,13 +85,32 @@ class _Builder:
     def __init__(self, loader: yaml.SafeLoader, doc: YamlDocument):
         self.loader = loader
         self.doc = doc
+        self._seen: set[int] = set()  # the nodes built once: meeting one again is an alias
+        self._open: set[int] = set()  # the nodes being built: meeting one of them is an alias to itself
+        self._alias_depth = 0
+        self._aliased = 0
 
     def build(self, node: yaml.Node, path: FieldPath) -> Any:
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
-            return self._sequence(node, path)
-        return self._scalar(node, path)
+        if id(node) in self._open:
+            raise YamlTooLarge("an alias refers to the value that holds it (an endless value)", node.start_mark.line + 1)
+        again = id(node) in self._seen
+        self._seen.add(id(node))
+        self._open.add(id(node))
+        self._alias_depth += again
+        try:
+            if self._alias_depth:
+                self._aliased += 1
+                if self._aliased > MAX_ALIASED:
+                    raise YamlTooLarge(f"aliases expand to more than {MAX_ALIASED:,} values (anchors nested in "
+                                          f"each other?)", node.start_mark.line + 1)
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return self._sequence(node, path)
+            return self._scalar(node, path)
+        finally:
+            self._alias_depth -= again
+            self._open.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath) -> dict:
         if any(k.tag == _MERGE for k, _ in node.value):

@@ -318,6 +318,38 @@ def test_bad_yaml_names_the_line(tmp_path):
         load_inventory(write(tmp_path, text))
 
 
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    """A few lines whose anchors nest (9^8 values once expanded) are refused by count, not built."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefg", "bcdefgh"))
+    path = write(tmp_path, BASE + "padding:\n" + "".join(f"  {line}\n" for line in bomb.splitlines()))
+    with pytest.raises(InputError, match=rf"{path}:\d+: refused: aliases expand to more than 100,000 values"):
+        load_inventory(path)
+
+
+def test_aliases_of_a_normal_size_still_load(tmp_path):
+    """Every node taking its disk from one anchor: 250 uses, well under the bound."""
+    disk = "{device: sda, partitions: [{mount: /, fstype: ext4, size: 9, grow: true}, {mount: swap, fstype: swap, size: 1}]}"
+    text = inventory_yaml(250).replace("  - {name: ", "  - {disk: *disk, name: ").replace(
+        "defaults:\n", f"defaults:\n  disk: &disk {disk}\n")
+    inv = load_inventory(write(tmp_path, text))
+    assert len(inv.nodes) == 250 and inv.nodes[-1].disk.partitions[1].fstype == "swap"
+
+
+def test_an_alias_to_itself_is_refused(tmp_path):
+    path = write(tmp_path, BASE.replace("defaults:\n", "defaults:\n  disk: &disk {partitions: [*disk]}\n"))
+    with pytest.raises(InputError, match=rf"{path}:\d+: refused: an alias refers to the value that holds it"):
+        load_inventory(path)
+
+
+def test_an_oversized_file_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "cluster.yaml"
+    with open(path, "wb") as f:
+        f.truncate(9 << 20)  # sparse: nothing to read anyway
+    with pytest.raises(InputError, match=rf"{path}: 9,437,184 bytes: an inventory is at most 8 MiB"):
+        load_inventory(path)
+
+
 def test_plaintext_password_is_refused_and_never_echoed(tmp_path):
     text = BASE.replace(HASH, "hunter2secret")
     with pytest.raises(InputError) as caught:
