@@ -36,10 +36,11 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
 
 
 def read_frame(sock: socket.socket) -> tuple[p.Header, bytes]:
-    """Read one control frame (the data path reads pieces straight into the window instead)."""
+    """Read one control frame (the data path reads pieces straight into the window instead); its length is
+    checked before a buffer is made for it."""
     header = p.unpack_header(recv_exact(sock, p.HEADER_LEN))
     size = p.payload_length(header)
-    if header.kind not in (p.Kind.CHUNK, p.Kind.HOLE) and size > p.MAX_CONTROL_LEN:
+    if size > (p.PIECE if header.kind in (p.Kind.CHUNK, p.Kind.HOLE) else p.MAX_CONTROL_LEN):
         raise p.ProtocolError(f"{header.kind.name} frame of {size} bytes")
     return header, bytes(recv_exact(sock, size)) if size else b""
 

@@ -183,7 +183,7 @@ def parse_control(header: Header, payload) -> dict:
         raise ProtocolError(f"{header.kind.name} frame failed its checksum")
     try:
         body = json.loads(bytes(payload))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[... nested past the parser's stack
         raise ProtocolError(f"{header.kind.name} frame is not JSON") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"{header.kind.name} frame is not a JSON object")

@@ -4,8 +4,18 @@ are the clients in config order, N+1 is the server's tail (where the last client
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
+
+# What a SETUP may ask of a member (it is checked before anything is allocated or opened)
+MAX_MEMBERS = 100_000
+MAX_FILES = 4096
+MAX_CHUNK = 1 << 30
+MAX_CHUNKS = 1 << 24  # chunk plan entries (at 4 MiB chunks: 64 TiB)
+MAX_FILE = 1 << 62
+MAX_SECONDS = 7 * 86400
+MAX_TEXT = 4096  # a name, host, path or run id
 
 
 @dataclass(frozen=True)
@@ -76,9 +86,42 @@ class RunSetup:
 
     @classmethod
     def from_body(cls, body: dict) -> RunSetup:
-        return cls(
-            run=str(body["run"]),
-            ring=Ring(tuple(Member(str(n), str(h), int(p)) for n, h, p in body["ring"])),
-            files=tuple(FileSpec(str(s), str(o), bool(c), int(z)) for s, o, c, z in body["files"]),
-            chunk_size=int(body["chunk_size"]), timeout=float(body["timeout"]), wait=float(body["wait"]),
+        """The setup a SETUP frame carries, checked (ValueError, TypeError or KeyError when it is not one)."""
+        ring, files = body["ring"], body["files"]
+        if not 3 <= len(ring) <= MAX_MEMBERS + 2:  # head, clients, tail
+            raise ValueError(f"a ring of {len(ring)} members")
+        if not 1 <= len(files) <= MAX_FILES:
+            raise ValueError(f"{len(files)} files")
+        setup = cls(
+            run=_text(body["run"]),
+            ring=Ring(tuple(Member(_text(n), _text(h), _bounded(int, p, 0, 65535)) for n, h, p in ring)),
+            files=tuple(FileSpec(_text(s), _text(o), _flag(c), _bounded(int, z, 0, MAX_FILE)) for s, o, c, z in files),
+            chunk_size=_bounded(int, body["chunk_size"], 1, MAX_CHUNK),
+            timeout=_bounded(float, body["timeout"], 0.001, MAX_SECONDS),
+            wait=_bounded(float, body["wait"], 0, MAX_SECONDS),
         )
+        chunks = sum(setup.file_chunks(f) for f in setup.files)
+        if chunks > MAX_CHUNKS:
+            raise ValueError(f"{chunks} chunks (at most {MAX_CHUNKS})")
+        return setup
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT:
+        raise ValueError(f"not a short string: {str(value)[:40]!r}")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"not true or false: {value!r}")
+    return value
+
+
+def _bounded(kind: type, value: object, low: float, high: float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"not a number: {str(value)[:40]!r}")
+    number = kind(value)
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ValueError(f"{number} is outside {low}..{high}")
+    return number

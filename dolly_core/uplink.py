@@ -26,6 +26,9 @@ class Upstream:
         self.resumed = False  # RESUME sent: the dialer reads it first, so heartbeats wait for it
 
 
+MAX_ADMITTING = 32  # connections in their handshake or SETUP at once; beyond, closed unread
+
+
 class Uplink:
     def __init__(self, listener: socket.socket, secret: bytes | None, log,
                  window_for: Callable[[RunSetup], Window | None],
@@ -52,6 +55,8 @@ class Uplink:
         self.entry: Entry | None = None
         self.bytes = 0
         self.last_auth_error: str | None = None
+        self._admitting = threading.BoundedSemaphore(MAX_ADMITTING)
+        self._turned_away = 0
 
     # ---- admission --------------------------------------------------------------------------
     def start(self) -> None:
@@ -63,8 +68,21 @@ class Uplink:
                 sock, addr = self.listener.accept()
             except OSError:
                 return
-            threading.Thread(target=self._admit, args=(sock, f"{addr[0]}:{addr[1]}"),
+            if not self._admitting.acquire(blocking=False):
+                self._turned_away += 1
+                if self._turned_away == 1:  # once: a flood must not flood the log too
+                    self.log.warning("turning connections away: %d are in their handshake (first: %s:%s)",
+                                     MAX_ADMITTING, *addr[:2])
+                sock.close()
+                continue
+            threading.Thread(target=self._admit_one, args=(sock, f"{addr[0]}:{addr[1]}"),
                              name="admit", daemon=True).start()
+
+    def _admit_one(self, sock: socket.socket, peer: str) -> None:
+        try:
+            self._admit(sock, peer)
+        finally:
+            self._admitting.release()
 
     def _admit(self, sock: socket.socket, peer: str) -> None:
         try:
@@ -75,6 +93,8 @@ class Uplink:
                 raise p.ProtocolError(f"expected SETUP, got {header.kind.name}")
             body = p.parse_control(header, payload)
             setup, sender, target = RunSetup.from_body(body), int(body["sender"]), int(body["target"])
+            if not 0 <= sender < target <= setup.ring.tail:
+                raise ValueError(f"sender {sender} and target {target} in a ring of {len(setup.ring.members)}")
         except p.AuthError as exc:
             self.last_auth_error = f"{peer}: {exc}"
             self.log.error("rejected connection from %s: %s", peer, exc)
@@ -202,7 +222,7 @@ class Uplink:
             h = p.unpack_header(hbuf)
             if h.kind in (p.Kind.CHUNK, p.Kind.HOLE):
                 size = p.payload_length(h)
-                if size > p.PIECE or h.seq >= len(plan):
+                if size > min(p.PIECE, len(scratch)) or h.seq >= len(plan):
                     raise p.ProtocolError(f"bad piece: chunk {h.seq}, {size} bytes")
                 if self.window is None and h.seq > self.next_seq and self.filled == 0:
                     self.next_seq = h.seq  # the tail keeps no data: it may skip what nobody holds any more
@@ -244,6 +264,8 @@ class Uplink:
                     self.filled = 0
                     self.entry = None
                 continue
+            if h.length > p.MAX_CONTROL_LEN:  # before a buffer of that size is made
+                raise p.ProtocolError(f"{h.kind.name} frame of {h.length} bytes")
             payload = link.recv_exact(sock, h.length) if h.length else b""
             if h.kind is p.Kind.PING:
                 continue
