@@ -9,7 +9,6 @@ gets neither the token nor the ring secret.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import stat

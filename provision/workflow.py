@@ -8,35 +8,30 @@ and a rerun after a crash of provision itself does not clone finished nodes agai
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import queue
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.live import Live
-
 from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
-from provision.errors import ProvisionError
+from provision.credentials import RunCredentials
 from provision.flip import apply_modes, current_modes
+from provision.flipper import Flipper
 from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.model import BOOT_TFTP_DIR, Firmware, Inventory, Node, Transport
 from provision.probe import answering_arp
-from provision.services.ra import RouterAdvertiser, interface_with
 from provision.render import render_ring_config
-from provision.services.http import HttpServer
+from provision.ring_run import RingFiles, RingSettings, follow, read_progress, read_ring_report, server_argv
+from provision.services.http import HttpServer, NodeAuth
+from provision.services.ra import RouterAdvertiser, interface_with
 from provision.services.tftp import TftpServer, install_boot_files
 from provision.ssh import forget_hosts
 from provision.state import NodeRecord, NodeState
-from provision.table import clone_table
 
 log = logging.getLogger("provision.install")
 
@@ -65,44 +60,6 @@ class InstallResult:
         return all(r.state is NodeState.DONE for r in self.records)
 
 
-class Flipper:
-    """Flips nodes to local boot from one thread, in batches (one render and one dhcpd restart for all
-    nodes that finished meanwhile). A node's `done` report returns only after its flip, so the node
-    reboots into local boot, never into a second install."""
-
-    def __init__(self, apply: Callable[[list[str]], None], on_error: Callable[[str, str], None]):
-        self._apply, self._on_error = apply, on_error
-        self._queue: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="flipper", daemon=True)
-        self._thread.start()
-
-    def flip(self, name: str, timeout: float = 60.0) -> bool:
-        done = threading.Event()
-        self._queue.put((name, done))
-        return done.wait(timeout)
-
-    def close(self) -> None:
-        self._queue.put(("", threading.Event()))
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            names = [name for name, _ in batch if name]
-            if names:
-                try:
-                    self._apply(names)
-                except ProvisionError as exc:
-                    for name in names:
-                        self._on_error(name, f"flip to local boot failed: {exc}")
-            for _, event in batch:
-                event.set()
-            if len(names) < len(batch):
-                return
-
-
 class Install:
     """One run of `provision install` for one inventory."""
 
@@ -118,6 +75,7 @@ class Install:
     def run(self) -> InstallResult:
         self.files.record_install(self.inv, self.options.site_templates)
         pending = self.prepare_state()
+        credentials = RunCredentials.fresh([n.name for n in pending], self.inv.dolly.secret_file)
         modes = current_modes(self.inv, self.files)
         apply_modes(self.inv, self.files, modes, self.options.site_templates)
         install_boot_files(self.files.tftp_root, self.inv.boot,
@@ -126,18 +84,20 @@ class Install:
         advertiser = None
         if self.inv.network.ipv6_ra:  # before any node boots: iPXE waits ~13 s for IPv6 without one
             advertiser = RouterAdvertiser(interface_with(str(self.inv.server.ip))).start()
+        credentials.write_secret(self.files.ring_secret)
         try:
-            self.serve(pending, boot_dir=self.files.tftp_root / BOOT_TFTP_DIR if over_http else None,
+            self.serve(pending, credentials, boot_dir=self.files.tftp_root / BOOT_TFTP_DIR if over_http else None,
                        ra=f"; IPv6 router advertisements on {advertiser.iface}" if advertiser else "")
         finally:
+            self.files.ring_secret.unlink(missing_ok=True)
             if advertiser is not None:
                 advertiser.stop()
         selected = set(self.options.nodes or self.inv.node_names)
         return InstallResult(tuple(r for r in self.records() if r.name in selected))
 
-    def serve(self, pending: list[Node], boot_dir: Path | None, ra: str) -> None:
+    def serve(self, pending: list[Node], credentials: RunCredentials, boot_dir: Path | None, ra: str) -> None:
         """dhcpd, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
-        done or failed."""
+        done or failed; each pending node fetches its `credentials` once, from its own address."""
         dhcpd = self.files.dhcpd()
         if not dhcpd.running():
             dhcpd.start()
@@ -153,7 +113,12 @@ class Install:
                           host=str(self.inv.server.ip), port=self.inv.server.http_port,
                           states=lambda: [r.to_json() for r in self.records()],
                           boot_of=lambda name: self.record(name).boot, boot_dir=boot_dir,
-                          host_key=keeper.key_file, node_ips={n.name: str(n.ip) for n in pending})
+                          host_key=keeper.key_file, credentials=credentials.deliver,
+                          node_auth=NodeAuth({n.name: str(n.ip) for n in self.inv.nodes}, credentials.tokens,
+                                             enforce=self.inv.server.node_auth))
+        if not self.inv.server.node_auth:
+            self.show("WARNING: server.node_auth is false: any host on the install network can fetch kickstarts "
+                      "and report for any node")
         tftp.start()
         keeper.start()
         try:
@@ -162,7 +127,7 @@ class Install:
                 if pending:
                     ready = self.wait_ready(pending)
                     if ready:
-                        self.clone(ready)
+                        self.clone(ready, self.files.ring_secret)
                     self.wait_finished(pending)
                     time.sleep(self.options.linger)
             finally:
@@ -216,65 +181,36 @@ class Install:
         self.show(f"{len(ready)} node(s) ready: {' '.join(n.name for n in ready) or '-'}")
         return ready
 
-    def clone(self, ready: list[Node]) -> None:
-        """Run dollyS over the ready nodes, in inventory order; record its verdict per node."""
-        self.files.dolly.mkdir(parents=True, exist_ok=True)
-        config = self.files.dolly / "ring.conf"
-        report = self.files.dolly / "report.json"
-        config.write_text(render_ring_config(self.inv, ready, self.options.site_templates), encoding="utf-8")
-        report.unlink(missing_ok=True)
-        argv = [dolly_server(), "-f", str(config), "--json", str(report),
-                "--timeout", str(self.options.dolly_timeout)]
-        if self.options.chunk_size:
-            argv += ["--chunk-size", str(self.options.chunk_size)]
-        if self.options.verbose:
-            argv.append("-v")
+    def clone(self, ready: list[Node], secret: Path) -> None:
+        """Run dollyS over the ready nodes, in inventory order, with the run's ring secret; record its verdict
+        per node."""
+        files = RingFiles(self.files.dolly)
+        files.directory.mkdir(parents=True, exist_ok=True)
+        files.config.write_text(render_ring_config(self.inv, ready, self.options.site_templates), encoding="utf-8")
+        files.report.unlink(missing_ok=True)
+        files.progress.unlink(missing_ok=True)
+        argv = server_argv(files, RingSettings(self.options.dolly_timeout, secret, self.options.chunk_size,
+                                               self.options.verbose))
         self.show(f"cloning {', '.join(str(i.source) for i in self.inv.images)} through a ring of "
                   f"{len(ready)} node(s): {' -> '.join([self.inv.server.name, *(n.name for n in ready)])}")
-        progress = self.files.dolly / "progress.json"
-        progress.unlink(missing_ok=True)
-        argv += ["--progress", str(progress)]
-        with open(self.files.dolly / "dollyS.log", "wb") as log_file:
+        names = [n.name for n in ready]
+
+        def snapshot() -> tuple[list[NodeRecord], dict]:
+            stored = self.store.load()
+            return [stored.get(name, NodeRecord(name)) for name in names], read_progress(files, names)
+
+        with open(files.log, "wb") as log_file:
             ring = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                     env={**os.environ, **self.env})
-            self.follow(ring, progress, ready)
-        status = ring.returncode
-        verdicts = read_ring_report(report, len(ready))
-        for node, verdict in zip(ready, verdicts):
+            follow(ring, snapshot, self.live, self.show)
+        for node, verdict in zip(ready, read_ring_report(files.report, len(ready))):
             if verdict is None:
-                self.fail(node.name, f"dollyS exited with status {status} and reported nothing on this node "
-                                     f"(see {self.files.dolly / 'dollyS.log'})")
+                self.fail(node.name, f"dollyS exited with status {ring.returncode} and reported nothing on this "
+                                     f"node (see {files.log})")
             elif not verdict.get("ok"):
                 self.fail(node.name, f"clone failed: {verdict.get('error') or 'not verified'}")
             else:
                 self.store.update(node.name, bytes=verdict.get("bytes"), seconds=verdict.get("seconds"))
-
-    def follow(self, ring: subprocess.Popen, progress: Path, nodes: list[Node]) -> None:
-        """Show the clone while dollyS runs: a live per-node table on a terminal, else a line every 5 s."""
-        names = [n.name for n in nodes]
-
-        def snapshot() -> tuple[list[NodeRecord], dict]:
-            try:
-                ring_status = json.loads(progress.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                ring_status = {}
-            for name, entry in zip(names, ring_status.get("nodes", [])):
-                entry["name"] = name  # dollyS names members as the ring config does: by address
-            stored = self.store.load()
-            return [stored.get(name, NodeRecord(name)) for name in names], ring_status
-
-        if self.live:
-            with Live(clone_table(*snapshot()), refresh_per_second=2, transient=True) as live:
-                while ring.poll() is None:
-                    time.sleep(0.5)
-                    live.update(clone_table(*snapshot()))
-            return
-        next_line = time.monotonic() + 5
-        while ring.poll() is None:
-            time.sleep(0.2)
-            if time.monotonic() >= next_line:
-                next_line += 5
-                self.show(progress_line(*snapshot()))
 
     def wait_finished(self, pending: list[Node]) -> None:
         """Wait for every pending node that is not failed to report done (and be flipped)."""
@@ -328,35 +264,3 @@ class Install:
     def _in_state(self, nodes: list[Node], state: NodeState) -> list[Node]:
         stored = self.store.load()
         return [n for n in nodes if n.name in stored and stored[n.name].state is state]
-
-
-def progress_line(records: list[NodeRecord], ring: dict) -> str:
-    """One line for a log: how far the ring is, at its slowest node."""
-    nodes = ring.get("nodes") or []
-    total = ring.get("total_bytes") or 0
-    if not nodes or not total:
-        return f"clone: starting ({len(records)} node(s))"
-    alive = [n for n in nodes if n["state"] not in ("dead", "failed")]
-    slowest = min((n["bytes"] for n in alive), default=0)
-    dead = [n["name"] for n in nodes if n["state"] in ("dead", "failed")]
-    return (f"clone: {ring.get('seconds', 0):.0f} s, every live node has {100 * slowest / total:.0f}% "
-            f"of {total / 2**20:,.0f} MiB" + (f"; dead: {' '.join(dead)}" if dead else ""))
-
-
-def dolly_server() -> str:
-    """dollyS next to this Python (the venv's bin), else on PATH."""
-    beside = Path(sys.executable).parent / "dollyS"
-    found = str(beside) if beside.exists() else shutil.which("dollyS")
-    if found is None:
-        raise ProvisionError("dollyS not found (it is installed with this package)")
-    return found
-
-
-def read_ring_report(path: Path, members: int) -> list[dict | None]:
-    """dollyS's JSON verdicts in ring order (its `nodes` list follows the ring config); None for each
-    member when there is no usable report."""
-    try:
-        nodes = json.loads(path.read_text(encoding="utf-8"))["nodes"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return [None] * members
-    return [*nodes[:members], *[None] * (members - len(nodes))]

@@ -19,7 +19,9 @@ from provision import installer
 from provision.host_keys import KEY_FILES, HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.inventory import load_inventory
 from provision.render import render_files
-from provision.services.http import HttpServer
+from provision.credentials import RunCredentials
+from provision.errors import ProvisionError
+from provision.services.http import HttpServer, NodeAuth
 from tests.conftest import require_tool
 from tests.test_host_keys import known
 from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, write
@@ -109,20 +111,36 @@ def test_bootloader_follows_the_inventory(tmp_path):
     assert "grub" not in none and "lilo" not in none
 
 
+TOKEN = "t0ken-" + "a" * 40
+
+
 class _Reports:
-    """A real HTTP server on loopback that records the node reports the %post hook POSTs."""
+    """A real HTTP server on loopback that hands out a node's credentials and records the node reports the
+    %post hook POSTs (with the token header each carried)."""
 
     def __init__(self):
         received = self.received = []
+        self.tokens = []
+        outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                if not self.path.endswith("/credentials"):
+                    return self.send_error(404)
+                self._reply(json.dumps({"name": "n", "token": TOKEN, "ring_secret": "r" * 64}).encode())
+
+            def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append((self.path, json.loads(body)))
+                outer.tokens.append(self.headers.get("X-Provision-Token"))
+                self._reply(b'{"ok": true}')
+
+            def _reply(self, body: bytes):
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b'{"ok": true}')
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
@@ -162,6 +180,7 @@ def test_post_reports_failed_when_dollyc_cannot_start(tmp_path, reports):
     path, last = reports.received[-1]
     assert path == "/api/nodes/n03/state"
     assert last["state"] == "failed" and "dollyC" in last["message"]
+    assert reports.tokens == [TOKEN]  # the token from the credentials went with the report
     assert not (tmp_path / "root" / "etc").exists()  # nothing personalised without an image
 
 
@@ -190,6 +209,7 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
                       reports.url(node.name))
     assert result.returncode == 0, result.stderr
     assert [r[1]["state"] for r in reports.received] == ["ready", "cloning", "done"]
+    assert reports.tokens == [TOKEN] * 3
     etc = root / "etc"
     fqdn = inv.fqdn(node.name)
     assert (etc / "hosts").read_text() == f"127.0.0.1 localhost\n{node.ip} {fqdn} {node.name} # provision\n"
@@ -211,10 +231,11 @@ def test_post_writes_identity_onto_the_clone(tmp_path, reports, inventory):
     assert (etc / "ssh" / "ssh_host_ed25519_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")
 
 
-@pytest.mark.parametrize("node_ip", ["127.0.0.1", "127.0.0.2"], ids=["from-the-server", "refused-elsewhere"])
-def test_post_puts_the_servers_host_keys_on_the_clone(tmp_path, node_ip):
-    """The real HTTP server and key store: the clone gets the node's keys (private 0600), known_hosts trusts
-    them; where the server refuses (the node asks from another address), the clone makes its own."""
+@pytest.mark.parametrize("case", ["from-the-server", "server-has-none", "refused-elsewhere"])
+def test_post_puts_the_servers_host_keys_on_the_clone(tmp_path, case):
+    """The real HTTP server, node auth and key store: the %post fetches its credentials, then the node's keys
+    (private 0600) with its token, and known_hosts trusts them; where the server has no keys for it, the clone
+    makes its own; from another address than the node's, the server gives nothing and the %post stops."""
     require_tool("curl")
     require_tool("ssh-keygen")
     site = tmp_path / "site"
@@ -224,22 +245,34 @@ def test_post_puts_the_servers_host_keys_on_the_clone(tmp_path, node_ip):
         'mkdir -p "$SYSIMAGE/etc/ssh"\necho golden > "$SYSIMAGE/etc/ssh/ssh_host_rsa_key"\n{% endblock %}\n')
     inv = load_inventory(LAB)
     node = inv.nodes[0]
+    node_ip = "127.0.0.2" if case == "refused-elsewhere" else "127.0.0.1"
     store = HostKeyStore(tmp_path / "host-keys")
     keeper = HostKeyKeeper(store, tmp_path / "known_hosts", [KeyedNode(node.name, node_ip, f"root@{node.name}")])
+    credentials = RunCredentials.fresh([node.name])
     reports = []
+
+    def no_keys(name: str, filename: str) -> bytes:
+        raise ProvisionError("the key store's disk is full")
+
     server = HttpServer(tmp_path, nodes=[node.name], on_report=lambda *r: reports.append(r), host="127.0.0.1",
-                        port=0, host_key=keeper.key_file, node_ips={node.name: node_ip}).start()
+                        port=0, host_key=no_keys if case == "server-has-none" else keeper.key_file,
+                        credentials=credentials.deliver,
+                        node_auth=NodeAuth({node.name: node_ip}, credentials.tokens)).start()
     try:
         result = run_post(render_files(inv, site_templates=site)[f"kickstart/{node.name}.ks"], tmp_path / "root",
                           f"http://127.0.0.1:{server.port}/api/nodes/{node.name}/state")
     finally:
         server.stop()
         keeper.close()
+    if case == "refused-elsewhere":
+        assert result.returncode != 0 and "no credentials" in result.stdout
+        assert reports == [] and not (tmp_path / "root").exists()  # its failure report is refused as well
+        return
     assert result.returncode == 0, result.stderr
     assert [str(r[1]) for r in reports] == ["cloning", "done"]
     ssh = tmp_path / "root" / "etc" / "ssh"
     assert sorted(p.name for p in ssh.iterdir()) == sorted(KEY_FILES)
-    if node_ip == "127.0.0.1":
+    if case == "from-the-server":
         assert all((ssh / f).read_bytes() == store.read(node.name, f) for f in KEY_FILES)
         assert "SSH host keys from the server" in result.stdout
         assert {f: oct((ssh / f).stat().st_mode & 0o777) for f in KEY_FILES} == {
@@ -247,5 +280,5 @@ def test_post_puts_the_servers_host_keys_on_the_clone(tmp_path, node_ip):
         public = [(ssh / f).read_text().split() for f in KEY_FILES if f.endswith(".pub")]
         assert known(tmp_path / "known_hosts", node_ip) == {kind: key for kind, key, *_ in public}
     else:
-        assert not store.has(node.name) and "the clone makes its own" in result.stderr  # refused before made
+        assert not store.has(node.name) and "the clone makes its own" in result.stderr
         assert (ssh / "ssh_host_rsa_key").read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY")

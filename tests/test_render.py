@@ -70,8 +70,9 @@ def test_dolly_conf_follows_ring_order_and_writes_non_default_ports(tmp_path):
         "iofiles 1\n/srv/image.raw > /dev/sda1\nserver srv:9200\nfirstclient node001\nlastclient odd:9100\n"
         "clients 3\nnode001\nnode002\nodd:9100\nendconfig\n"
     )
-    assert "dollyC -v --root \"${DOLLY_ROOT:-$SYSIMAGE}\" --listen 0.0.0.0:9100 &" in files["kickstart/odd.ks"]
-    assert "dollyC -v --root \"${DOLLY_ROOT:-$SYSIMAGE}\" &" in files["kickstart/node001.ks"]
+    # dollyC listens on the node's own address and port, never on every address
+    assert '--listen "${DOLLY_LISTEN:-10.9.0.99:9100}"' in files["kickstart/odd.ks"]
+    assert '--listen "${DOLLY_LISTEN:-10.9.0.2:9998}"' in files["kickstart/node001.ks"]
 
 
 def test_boot_mode_is_one_variable_per_node():

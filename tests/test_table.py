@@ -7,7 +7,7 @@ from rich.console import Console
 from provision.bootmode import BootMode
 from provision.state import NodeRecord, NodeState
 from provision.table import clone_table, node_table
-from provision.workflow import progress_line
+from provision.ring_run import progress_line
 
 RING = {"seconds": 4.2, "total_bytes": 64 << 20, "nodes": [
     {"name": "n01", "address": "10.77.0.11:9998", "state": "receiving", "bytes": 48 << 20, "mb_per_s": 11.9, "error": None},

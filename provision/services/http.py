@@ -10,6 +10,9 @@
                                        one of the node's SSH host key files (ssh_host_<type>_key[.pub]), if a
                                        `host_key` callable was given: only to the node's own address (403 for
                                        any other), 503 when its keys cannot be made (the node makes its own)
+    GET  /api/nodes/<name>/credentials {"name", "token", "ring_secret"}: the node's credentials for this install, if a
+                                       `credentials` callable was given; once per node and run (403 after), only
+                                       to the node's own address under node_auth; 404 for a node not installing
     GET  /boot/<file>                  a boot file (installer kernel, initrd) from `boot_dir`, if one was given:
                                        sendfile from the page cache, Content-Length, one Range (GRUB seeks with
                                        it), HEAD; missing file 404; a path leaving `boot_dir` (.., symlinks) 403;
@@ -51,6 +54,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from provision.credentials import CredentialsTaken
 from provision.errors import ProvisionError
 from provision.state import REPORTABLE, NodeState
 
@@ -60,6 +64,7 @@ MAX_BODY = 64 * 1024
 _KICKSTART = re.compile(r"^/kickstart/([A-Za-z0-9][A-Za-z0-9.-]*)\.ks$")
 _REPORT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/state$")
 _BOOT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/boot$")
+_CREDENTIALS = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/credentials$")
 _HOST_KEY = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/host-keys/([A-Za-z0-9_.-]+)$")
 BOOT_FILES = "/boot/"  # URL prefix of the boot files (the same relative paths as in the TFTP root)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -68,13 +73,16 @@ TOKEN_HEADER = "X-Provision-Token"
 
 Report = Callable[[str, NodeState, str], object]
 HostKey = Callable[[str, str], bytes]  # (node, file name) -> the file; KeyError for a name that is no key file
+Credentials = Callable[[str], dict]  # node -> its credentials; KeyError: not installing; CredentialsTaken: given
 
 # What a node asks for itself; the 403 message for a request from another address
-KICKSTART, REPORT, BOOT_QUERY, HOST_KEYS = "kickstart", "state report", "boot query", "host keys"
+KICKSTART, REPORT, BOOT_QUERY, HOST_KEYS, CREDENTIALS = (
+    "kickstart", "state report", "boot query", "host keys", "credentials")
 _ELSEWHERE = {KICKSTART: "the kickstart of {name} goes only to {address}",
               REPORT: "reports for {name} come only from {address}",
               BOOT_QUERY: "the boot query of {name} is answered only to {address}",
-              HOST_KEYS: "the host keys of {name} go only to {address}"}
+              HOST_KEYS: "the host keys of {name} go only to {address}",
+              CREDENTIALS: "the credentials of {name} go only to {address}"}
 _TOKENED = frozenset({REPORT, HOST_KEYS})  # the node has its token (from the kickstart) when it asks these
 
 
@@ -114,11 +122,9 @@ class _Policy:
     bound: frozenset[str]
 
     @classmethod
-    def of(cls, node_auth: NodeAuth | None, node_ips: Mapping[str, str] | None) -> _Policy:
-        if node_auth is None:  # the host keys alone bound to `node_ips`, as before NodeAuth
-            return cls(dict(node_ips or {}), {}, frozenset({HOST_KEYS}))
-        if node_ips is not None:
-            raise ValueError("HttpServer takes node_auth or node_ips, not both")
+    def of(cls, node_auth: NodeAuth | None) -> _Policy:
+        if node_auth is None:  # no node's address known: its secrets go to nobody
+            return cls({}, {}, frozenset({HOST_KEYS, CREDENTIALS}))
         bound = frozenset(_ELSEWHERE) if node_auth.enforce else frozenset()
         return cls(dict(node_auth.addresses), dict(node_auth.tokens), bound)
 
@@ -325,6 +331,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(HTTPStatus.OK, {"name": name, "boot": str(self.server.boot_of(name))})
         if (m := _HOST_KEY.match(path)) and self.server.host_key is not None:
             return self._host_key(*m.groups())
+        if (m := _CREDENTIALS.match(path)) and self.server.credentials is not None and self.command == "GET":
+            return self._credentials(m.group(1))
         self._error(HTTPStatus.NOT_FOUND, "not found")
 
     do_HEAD = do_GET
@@ -343,6 +351,21 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(HTTPStatus.SERVICE_UNAVAILABLE, f"no host keys for {name}: {exc}")
         log.info("http: sent %s of %s to %s", filename, name, self.client_address[0])  # before: the client may read the log next
         self._send(HTTPStatus.OK, data, "application/octet-stream")
+
+    def _credentials(self, name: str) -> None:
+        """The node's token and ring secret for this install: once, to its own address."""
+        if name not in self.server.nodes:
+            return self._error(HTTPStatus.NOT_FOUND, f"unknown node {name!r}")
+        if self._refused(CREDENTIALS, name):
+            return None
+        try:
+            data = self.server.credentials(name)
+        except KeyError:
+            return self._error(HTTPStatus.NOT_FOUND, f"{name} is not being installed: no credentials")
+        except CredentialsTaken as exc:
+            return self._error(HTTPStatus.FORBIDDEN, str(exc))
+        log.info("http: sent the credentials of %s to %s", name, self.client_address[0])
+        self._json(HTTPStatus.OK, data)
 
     def _boot_file(self, name: str) -> None:
         """Send one file of the boot directory (its contents straight from the page cache with sendfile)."""
@@ -443,6 +466,7 @@ class _Server(ThreadingHTTPServer):
     boot_of: Callable[[str], str] | None
     boot_dir: Path | None
     host_key: HostKey | None
+    credentials: Credentials | None
     policy: _Policy
     limits: HttpLimits
     connections: _Connections
@@ -492,22 +516,23 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 class HttpServer:
     """Serves kickstarts from `kickstart_dir` for `nodes` and passes their reports to `on_report(name,
     state, message)`; with `boot_dir`, also the files in it under /boot/; with `host_key`, each node's SSH
-    host keys to that node. `node_auth` binds each node's requests to its address and token; without it,
-    only the host keys are bound, to `node_ips` (name -> IP: the older form, superseded by node_auth).
+    host keys to that node; with `credentials`, each node's install credentials, once. `node_auth` binds each
+    node's requests to its address and token; without it, host keys and credentials go to nobody.
     `limits` bound what one client can hold. `start()` binds (port 0 = any free port, see `.port`) and
     serves in a thread."""
 
     def __init__(self, kickstart_dir: str | os.PathLike, nodes: Collection[str], on_report: Report,
                  host: str = "0.0.0.0", port: int = 8080, states: Callable[[], list] | None = None,
                  boot_of: Callable[[str], str] | None = None, boot_dir: str | os.PathLike | None = None,
-                 host_key: HostKey | None = None, node_ips: Mapping[str, str] | None = None, *,
-                 node_auth: NodeAuth | None = None, limits: HttpLimits = HttpLimits()):
+                 host_key: HostKey | None = None, *,
+                 node_auth: NodeAuth | None = None, credentials: Credentials | None = None,
+                 limits: HttpLimits = HttpLimits()):
         self.kickstart_dir = Path(kickstart_dir)
         self.boot_dir = Path(boot_dir).resolve() if boot_dir is not None else None
         self.nodes = frozenset(nodes)
         self.on_report, self.states, self.boot_of = on_report, states, boot_of
-        self.host_key, self.policy, self.limits = host_key, _Policy.of(node_auth, node_ips), limits
-        self.node_auth = node_auth
+        self.host_key, self.policy, self.limits = host_key, _Policy.of(node_auth), limits
+        self.node_auth, self.credentials = node_auth, credentials
         self.host, self._requested_port = host, port
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -525,7 +550,7 @@ class HttpServer:
             raise ProvisionError(f"HTTP cannot bind {self.host}:{self._requested_port}: {exc.strerror}") from exc
         httpd.kickstart_dir, httpd.nodes = self.kickstart_dir, self.nodes
         httpd.on_report, httpd.states, httpd.boot_of = self.on_report, self.states, self.boot_of
-        httpd.boot_dir = self.boot_dir
+        httpd.boot_dir, httpd.credentials = self.boot_dir, self.credentials
         httpd.host_key, httpd.policy, httpd.limits = self.host_key, self.policy, self.limits
         httpd.connections = _Connections(self.limits)
         self._httpd = httpd
