@@ -8,10 +8,12 @@ node SIGKILLed mid-run). Prints a table and saves bench/results/ring_bench.{json
 
     sudo .venv/bin/python bench/ring_bench.py [--rate 100mbit|1gbit] [--size-mib 100]
     sudo .venv/bin/python bench/ring_bench.py --sparse --size-mib 1024 --data-mib 100
+    sudo .venv/bin/python bench/ring_bench.py --secret     # authenticated, as provision install runs it
 
 --sparse: the image is a sparse file of --size-mib logical MiB holding --data-mib of random data in
 1 MiB extents spread evenly; the raw link then carries only the data (a dense file of --data-mib),
-the star baseline is skipped (it would carry the zeros).
+the star baseline is skipped (it would carry the zeros). --secret: dollyS and every dollyC share a
+secret file, so every connection is authenticated and every frame carries its tag.
 """
 
 from __future__ import annotations
@@ -129,18 +131,20 @@ def write_config(path: Path, image: Path, n: int) -> None:
                                *names, "endconfig"]) + "\n")
 
 
-def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: int | None = None) -> dict:
+def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: int | None = None,
+         secret: tuple[str, ...] = ()) -> dict:
     roots = [WORK / f"node{i}" for i in range(1, n + 1)]
     for r in roots:
         shutil.rmtree(r, ignore_errors=True)
     config, report = WORK / "dolly.conf", WORK / "report.json"
     write_config(config, image, n)
     clients = [rig.popen(rig.nodes[i], [PY, "-m", "dolly_core.cli", "client", "-q", "--listen",
-                                        f"{addr(i + 1)}:{PORT}", "--root", str(roots[i])],
+                                        f"{addr(i + 1)}:{PORT}", "--root", str(roots[i]), *secret],
                          stdout=subprocess.DEVNULL) for i in range(n)]
     time.sleep(0.5)
     server = rig.popen(rig.server, [PY, "-m", "dolly_core.cli", "server", "-q", "-f", str(config),
-                                    "--chunk-size", str(chunk), "--timeout", str(timeout), "--json", str(report)],
+                                    "--chunk-size", str(chunk), "--timeout", str(timeout), "--json", str(report),
+                                    *secret],
                        stdout=subprocess.DEVNULL)
     if kill is not None:
         victim = roots[kill] / "disk.img"
@@ -203,6 +207,7 @@ def main() -> int:
     parser.add_argument("--no-star", action="store_true", help="skip the star baseline (quick runs)")
     parser.add_argument("--sparse", action="store_true", help="a sparse image (see above)")
     parser.add_argument("--data-mib", type=int, help="data in a --sparse image (default a tenth of --size-mib)")
+    parser.add_argument("--secret", action="store_true", help="an authenticated ring (a shared secret file)")
     args = parser.parse_args()
     data_mib = max(1, args.data_mib or args.size_mib // 10) if args.sparse else None
     if data_mib is not None and data_mib > args.size_mib:
@@ -222,6 +227,10 @@ def main() -> int:
     if data_mib is not None:
         make_image(wire, data_mib)
     wire_size = wire.stat().st_size
+    secret: tuple[str, ...] = ()
+    if args.secret:
+        (WORK / "ring.secret").write_text(os.urandom(32).hex() + "\n")
+        secret = ("--secret-file", str(WORK / "ring.secret"))
     rig = Rig(args.rate, max(sizes))
     try:
         raw = raw_link(rig, wire)
@@ -229,12 +238,12 @@ def main() -> int:
               f"{wire_size / raw / 1e6:.2f} MB/s", flush=True)
         rows = []
         for n in sizes:
-            result = ring(rig, image, n, args.chunk_size, args.timeout)
+            result = ring(rig, image, n, args.chunk_size, args.timeout, secret=secret)
             star_s = float("nan") if no_star else star(rig, image, n)
             rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s})
             print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s", flush=True)
         kill_n = max(sizes)
-        killed = ring(rig, image, kill_n, args.chunk_size, args.timeout, kill=kill_n // 2)
+        killed = ring(rig, image, kill_n, args.chunk_size, args.timeout, kill=kill_n // 2, secret=secret)
         print(f"N={kill_n} with node {kill_n // 2 + 1} killed: {killed['seconds']:.2f} s", flush=True)
     finally:
         rig.teardown()
@@ -246,7 +255,7 @@ def main() -> int:
         row["t_over_t1"] = row["seconds"] / t1
         row["star_fraction_of_raw"] = raw / row["star_seconds"]
     base = next(r["seconds"] for r in rows if r["n"] == kill_n)
-    results = {"rate": args.rate, "size_mib": args.size_mib, "data_mib": data_mib, "chunk_size": args.chunk_size,
+    results = {"rate": args.rate, "authenticated": args.secret, "size_mib": args.size_mib, "data_mib": data_mib, "chunk_size": args.chunk_size,
                "raw_seconds": raw, "raw_mb_per_s": wire_size / raw / 1e6, "ring": rows,
                "kill": {"n": kill_n, "seconds": killed["seconds"], "extra_seconds": killed["seconds"] - base,
                         "timeout": args.timeout, "dead": [x["name"] for x in killed["nodes"] if not x["ok"]]}}
@@ -257,7 +266,7 @@ def main() -> int:
     k = results["kill"]
     print(f"kill: N={k['n']}, {k['seconds']:.2f} s vs {base:.2f} s -> extra {k['extra_seconds']:.2f} s "
           f"(target <= timeout {k['timeout']:g} + 2 s); dead: {', '.join(k['dead'])}")
-    stem = "ring_bench_sparse" if data_mib else "ring_bench"
+    stem = ("ring_bench_sparse" if data_mib else "ring_bench") + ("_auth" if args.secret else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / f"{stem}.png")
     print(f"saved {out / f'{stem}.json'} and {out / f'{stem}.png'}")

@@ -48,6 +48,7 @@ class Downlink:
         self.skipped: dict[int, str] = {}
         self.progress: dict[int, list] = {}
         self.sock: socket.socket | None = None
+        self.send_key: bytes | None = None  # tags the control frames we send on `sock` (with a secret)
         self.target = me + 1
         self.flip_chunk = int(os.environ.get("DOLLY_FAULT_FLIP_CHUNK", "-1")) if me == 0 else -1
         self._reset_monitor()
@@ -78,10 +79,10 @@ class Downlink:
                     raise SuccessorDead(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
                 time.sleep(0.2)
         try:
-            link.handshake_as_dialer(sock, self.secret)
-            body = self.setup.to_body(sender=self.me, target=index, dead=self.skipped)
-            sock.sendall(p.control(p.Kind.SETUP, body))
-            header, payload = link.read_frame(sock)
+            keys = link.handshake_as_dialer(sock, self.secret)
+            body = self.setup.to_body(sender=self.me, target=index)
+            sock.sendall(p.control(p.Kind.SETUP, body, keys and keys.send))
+            header, payload = link.read_frame(sock, keys)
             if header.kind is p.Kind.ABORT:
                 raise Aborted(p.parse_control(header, payload).get("reason", "aborted"))
             if header.kind is not p.Kind.RESUME:
@@ -94,16 +95,16 @@ class Downlink:
                 raise
             raise SuccessorDead(f"{host}:{port} failed the handshake: {exc}") from None
         sock.settimeout(POLL)
-        self.sock = sock
+        self.sock, self.send_key = sock, keys and keys.send
         self._reset_monitor()
-        threading.Thread(target=self._monitor, args=(sock,), name="downlink-monitor", daemon=True).start()
+        threading.Thread(target=self._monitor, args=(sock, keys), name="downlink-monitor", daemon=True).start()
         return resume
 
-    def _monitor(self, sock: socket.socket) -> None:
+    def _monitor(self, sock: socket.socket, keys: p.FrameKeys | None) -> None:
         """Read what the successor sends back: heartbeats, re-send requests, END_ACK."""
         while self.sock is sock:
             try:
-                header, payload = link.read_frame(sock)
+                header, payload = link.read_frame(sock, keys)
                 body = p.parse_control(header, payload)
             except socket.timeout:
                 continue
@@ -115,7 +116,7 @@ class Downlink:
             if header.kind is p.Kind.PING:
                 self.progress.update({int(k): v for k, v in body.get("p", {}).items()})
             elif header.kind is p.Kind.RESEND:
-                self.log.warning("successor asks to re-send from chunk %s (checksum error)", body["next"])
+                self.log.warning("successor asks to re-send from chunk %s (a piece failed its check)", body["next"])
                 self.rewind = (int(body["next"]), int(body.get("at", 0)))
             elif header.kind is p.Kind.END_ACK:
                 self.end_ack.set()
@@ -154,6 +155,9 @@ class Downlink:
                     views[0] = views[0][n:]
                     n = 0
 
+    def _control(self, kind: p.Kind, body: dict) -> None:
+        self._send([p.control(kind, body, self.send_key)])
+
     def _close(self) -> None:
         sock, self.sock = self.sock, None
         if sock is not None:
@@ -179,7 +183,7 @@ class Downlink:
             piece = entry and self.window.piece(entry, k, timeout=POLL)
             if not piece:
                 if time.monotonic() - last_send > POLL:
-                    self._send([p.control(p.Kind.PING, {})])
+                    self._control(p.Kind.PING, {})
                     last_send = time.monotonic()
                 continue
             header, start, length = piece
@@ -211,13 +215,13 @@ class Downlink:
                 self._stream(seq, at)
                 while not self.end_ready.wait(POLL):  # END waits for our verdict; keep the link alive
                     self._check()
-                    self._send([p.control(p.Kind.PING, {})])
-                self._send([p.control(p.Kind.END, self.end_body(self.skipped))])
+                    self._control(p.Kind.PING, {})
+                self._control(p.Kind.END, self.end_body(self.skipped))
             while not self.end_ack.wait(POLL):
                 self._check()
-                if self.rewind is not None:  # a chunk failed its checksum after we sent everything
+                if self.rewind is not None:  # a chunk failed its check after we sent everything
                     break
-                self._send([p.control(p.Kind.PING, {})])
+                self._control(p.Kind.PING, {})
             else:
                 return
             (seq, at), self.rewind = self.rewind, None
@@ -273,7 +277,7 @@ class Downlink:
         if sock is not None:
             try:
                 sock.settimeout(1.0)
-                sock.sendall(p.control(p.Kind.ABORT, {"reason": reason}))
+                sock.sendall(p.control(p.Kind.ABORT, {"reason": reason}, self.send_key))
             except OSError:
                 pass
         self._close()

@@ -35,18 +35,23 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
     return buf
 
 
-def read_frame(sock: socket.socket) -> tuple[p.Header, bytes]:
+def read_frame(sock: socket.socket, keys: p.FrameKeys | None = None) -> tuple[p.Header, bytes]:
     """Read one control frame (the data path reads pieces straight into the window instead); its length is
-    checked before a buffer is made for it."""
-    header = p.unpack_header(recv_exact(sock, p.HEADER_LEN))
+    checked before a buffer is made for it, its tag (with `keys`) before it is parsed."""
+    wire = recv_exact(sock, p.HEADER_LEN + p.tag_len(keys))
+    header = p.unpack_header(wire[:p.HEADER_LEN])
     size = p.payload_length(header)
     if size > (p.PIECE if header.kind in (p.Kind.CHUNK, p.Kind.HOLE) else p.MAX_CONTROL_LEN):
         raise p.ProtocolError(f"{header.kind.name} frame of {size} bytes")
-    return header, bytes(recv_exact(sock, size)) if size else b""
+    payload = bytes(recv_exact(sock, size)) if size else b""
+    if keys is not None and not p.tag_ok(keys.recv, wire[:p.HEADER_LEN], wire[p.HEADER_LEN:], payload):
+        raise p.ProtocolError(f"{header.kind.name} frame failed its authentication")
+    return header, payload
 
 
-def handshake_as_listener(sock: socket.socket, secret: bytes | None) -> None:
-    """Greet, check the dialer's proof, answer with ours. Raises ProtocolError/AuthError/PeerGone."""
+def handshake_as_listener(sock: socket.socket, secret: bytes | None) -> p.FrameKeys | None:
+    """Greet, check the dialer's proof, answer with ours; the connection's frame keys (None without a
+    secret). Raises ProtocolError/AuthError/PeerGone."""
     sock.settimeout(HANDSHAKE_TIMEOUT)
     nonce_l = os.urandom(p.NONCE_LEN)
     try:
@@ -64,9 +69,11 @@ def handshake_as_listener(sock: socket.socket, secret: bytes | None) -> None:
             "we have a secret, the peer has none" if secret else "the peer has a secret, we have none"))
     if status is p.Status.BAD_MAC:
         raise p.AuthError("the peer does not know our shared secret (wrong secret or a stranger)")
+    return p.frame_keys(secret, nonce_l, nonce_d, dialer=False)
 
 
-def handshake_as_dialer(sock: socket.socket, secret: bytes | None) -> None:
+def handshake_as_dialer(sock: socket.socket, secret: bytes | None) -> p.FrameKeys | None:
+    """Prove the secret, check the listener's proof; the connection's frame keys (None without a secret)."""
     sock.settimeout(HANDSHAKE_TIMEOUT)
     try:
         hello = recv_exact(sock, p.HELLO_LEN)
@@ -82,22 +89,26 @@ def handshake_as_dialer(sock: socket.socket, secret: bytes | None) -> None:
     p.check_result(secret, nonce_l, nonce_d, bytes(result))
     if peer_has_secret != (secret is not None):  # the listener already said so; be explicit anyway
         raise p.AuthError("shared secret mismatch")
+    return p.frame_keys(secret, nonce_l, nonce_d, dialer=True)
 
 
 class Sender:
-    """Serialised writes of whole frames on one socket (several threads send control frames)."""
+    """Serialised writes of whole control frames on one socket (several threads send them), tagged with the
+    connection's send key when it has keys."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, keys: p.FrameKeys | None):
         self.sock = sock
+        self.key = keys.send if keys is not None else None
         self.lock = threading.Lock()
 
-    def send(self, data: bytes) -> None:
+    def send(self, kind: p.Kind, body: dict) -> None:
+        frame = p.control(kind, body, self.key)
         with self.lock:
-            self.sock.sendall(data)
+            self.sock.sendall(frame)
 
-    def send_quietly(self, data: bytes) -> bool:
+    def send_quietly(self, kind: p.Kind, body: dict) -> bool:
         try:
-            self.send(data)
+            self.send(kind, body)
             return True
         except OSError:
             return False

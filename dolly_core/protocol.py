@@ -10,7 +10,8 @@ mac_d = HMAC-SHA256(secret, "dolly-up" nonce_l nonce_d) proves the dialer, mac_l
 "dolly-down" nonce_d nonce_l) proves the listener. Without a secret on both sides the macs are zero.
 A secret on one side only is a mismatch, reported on both sides.
 
-After the handshake both directions carry frames: a 32-byte header and `length` payload bytes.
+After the handshake both directions carry frames: a 32-byte header and `length` payload bytes; with a
+secret, a 16-byte tag between them (below).
 A chunk (the unit of the window, of writes and of re-sends; --chunk-size) travels as pieces of
 PIECE bytes, each a CHUNK frame with its own file offset and checksum, so a node forwards a piece as
 soon as it has checked it instead of waiting for the whole chunk (store-and-forward of 4 MiB would
@@ -21,6 +22,14 @@ frame is caught before the chunk is written or forwarded. Offsets are 64-bit. A 
 for `length` zero bytes and carries no payload: a whole chunk or one piece of it (sparse images
 cost only their data).
 Control frames (SETUP, RESUME, PING, END, ...) carry JSON payloads.
+
+With a secret every frame is authenticated: tag = HMAC-SHA256(key, header payload) cut to 16 bytes.
+A control frame's key belongs to its connection and direction: HMAC(secret, "dolly-frames-up" or
+"dolly-frames-down" nonce_l nonce_d), so a frame cannot be moved into another connection or sent back.
+A piece's key belongs to the run: HMAC(secret, "dolly-run" run id), so the server tags each piece once
+and every node checks it and forwards it with its tag unchanged; the header's file, chunk and offset are
+under the tag, so a piece can only stand where the server put it, in this run. A node checks the tag
+instead of the CRC, and writes or forwards nothing that fails it.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ MAC_LEN = 32
 HELLO_LEN = len(MAGIC) + 1 + NONCE_LEN
 AUTH_LEN = len(MAGIC) + 1 + NONCE_LEN + MAC_LEN
 RESULT_LEN = 1 + MAC_LEN
+TAG_LEN = 16  # an authenticated frame's tag, between header and payload
 HEADER = struct.Struct("!BBHIQQII")
 HEADER_LEN = HEADER.size
 MAX_CONTROL_LEN = 16 << 20
@@ -99,6 +109,46 @@ def _mac(secret: bytes | None, label: bytes, a: bytes, b: bytes) -> bytes:
     return hmac.new(secret, label + a + b, hashlib.sha256).digest()
 
 
+@dataclass(frozen=True)
+class FrameKeys:
+    """One authenticated connection's control-frame keys: ours to tag what we send, the peer's to check
+    what we receive."""
+
+    send: bytes
+    recv: bytes
+
+
+def frame_keys(secret: bytes | None, nonce_l: bytes, nonce_d: bytes, dialer: bool) -> FrameKeys | None:
+    """The keys of a connection whose handshake passed (None without a secret: frames carry no tag)."""
+    if secret is None:
+        return None
+    up, down = (_mac(secret, label, nonce_l, nonce_d) for label in (b"dolly-frames-up", b"dolly-frames-down"))
+    return FrameKeys(send=up, recv=down) if dialer else FrameKeys(send=down, recv=up)
+
+
+def run_key(secret: bytes | None, run: str) -> bytes | None:
+    """The key that tags the run's pieces (None without a secret)."""
+    if secret is None:
+        return None
+    return hmac.new(secret, b"dolly-run" + run.encode(), hashlib.sha256).digest()
+
+
+def frame_tag(key: bytes, header, payload=None) -> bytes:
+    mac = hmac.new(key, header, hashlib.sha256)
+    if payload is not None:
+        mac.update(payload)
+    return mac.digest()[:TAG_LEN]
+
+
+def tag_ok(key: bytes, header, tag, payload=None) -> bool:
+    return hmac.compare_digest(frame_tag(key, header, payload), bytes(tag))
+
+
+def tag_len(key: object) -> int:
+    """Bytes of tag after each header: TAG_LEN with a key, 0 without."""
+    return TAG_LEN if key is not None else 0
+
+
 def make_auth(secret: bytes | None, nonce_l: bytes, nonce_d: bytes) -> bytes:
     return MAGIC + bytes([secret is not None]) + nonce_d + _mac(secret, b"dolly-up", nonce_l, nonce_d)
 
@@ -142,9 +192,11 @@ def frame_crc(header_fields: tuple, payload) -> int:
 
 
 def pack_header(kind: Kind, file: int, seq: int, offset: int, length: int,
-                payload=None, flags: int = 0) -> bytes:
+                payload=None, flags: int = 0, key: bytes | None = None) -> bytes:
+    """The header as it goes on the wire: with `key`, followed by the frame's tag."""
     fields = (kind, flags, 0, file, seq, offset, length, 0)
-    return HEADER.pack(*fields[:-1], frame_crc(fields, payload))
+    header = HEADER.pack(*fields[:-1], frame_crc(fields, payload))
+    return header + frame_tag(key, header, payload) if key is not None else header
 
 
 def unpack_header(data) -> Header:
@@ -171,9 +223,10 @@ def crc_ok(header: Header, payload) -> bool:
     return frame_crc(fields, payload) == header.crc
 
 
-def control(kind: Kind, body: dict, seq: int = 0) -> bytes:
+def control(kind: Kind, body: dict, key: bytes | None = None) -> bytes:
+    """A control frame; tagged with `key` (the connection's send key) when the run has a secret."""
     payload = json.dumps(body, separators=(",", ":")).encode()
-    return pack_header(kind, 0, seq, 0, len(payload), payload) + payload
+    return pack_header(kind, 0, 0, 0, len(payload), payload, key=key) + payload
 
 
 def parse_control(header: Header, payload) -> dict:

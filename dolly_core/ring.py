@@ -76,9 +76,9 @@ class RunSetup:
         return tuple((i, k * self.chunk_size, min(self.chunk_size, f.size - k * self.chunk_size))
                      for i, f in enumerate(self.files) for k in range(self.file_chunks(f)))
 
-    def to_body(self, sender: int, target: int, dead: dict[int, str]) -> dict:
+    def to_body(self, sender: int, target: int) -> dict:
         return {
-            "run": self.run, "sender": sender, "target": target, "dead": {str(k): v for k, v in dead.items()},
+            "run": self.run, "sender": sender, "target": target,
             "ring": [[m.name, m.host, m.port] for m in self.ring.members],
             "files": [[f.source, f.out, f.cook, f.size] for f in self.files],
             "chunk_size": self.chunk_size, "timeout": self.timeout, "wait": self.wait,

@@ -122,8 +122,9 @@ class Source:
     file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a hole travels as a HOLE
     frame, a partly covered chunk reads only its data ranges; both hashes count holes as zeros."""
 
-    def __init__(self, setup: RunSetup, window: Window):
+    def __init__(self, setup: RunSetup, window: Window, piece_key: bytes | None):
         self.setup, self.window = setup, window
+        self.piece_key = piece_key  # tags every piece (the run's key, with a secret)
         self.sha256: list[str] = []
         self.digests: list[str] = []  # piece hash lists (digest.py)
         self.data_bytes: list[int] = []  # bytes read from each IN (the rest were holes)
@@ -190,7 +191,8 @@ class Source:
     def _hole(self, index: int, seq: int, offset: int, length: int) -> None:
         self.window.reserve_hole()
         entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
-        self.window.add_piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length), 0, length)
+        self.window.add_piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length, key=self.piece_key),
+                              0, length)
 
     def _chunk(self, index: int, seq: int, offset: int, buf: bytearray, length: int, holes: list[bool]) -> None:
         """A chunk with data; its all-zero pieces travel as HOLE frames."""
@@ -199,9 +201,9 @@ class Source:
         for k, start in enumerate(range(0, max(length, 1), p.PIECE)):
             piece = data[start:start + p.PIECE]
             if length and holes[k]:
-                wire = p.pack_header(p.Kind.HOLE, index, seq, offset + start, len(piece))
+                wire = p.pack_header(p.Kind.HOLE, index, seq, offset + start, len(piece), key=self.piece_key)
             else:
-                wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
+                wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece, key=self.piece_key)
             self.window.add_piece(entry, wire, start, len(piece))
 
 
@@ -222,7 +224,7 @@ class Server:
             raise SetupError(f"cannot listen on {host}:{port} for the ring's tail: {exc.strerror}") from None
         self.listener.listen(16)
         self.window = make_window(self.setup, consumers=("forward",))
-        self.source = Source(self.setup, self.window)
+        self.source = Source(self.setup, self.window, p.run_key(secret, self.setup.run))
         self.tail = Uplink(self.listener, secret, log, window_for=lambda s: None, on_end=self._on_end,
                            progress=dict, setup=self.setup, me=self.setup.ring.tail)
         self.head = Downlink(self.setup, 0, self.window, secret, log, self.source.done, self._end_body,

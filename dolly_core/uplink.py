@@ -1,6 +1,6 @@
 """The receiving side of a ring member: accepts authenticated upstream connections (the first one,
 and later short-cuts from nodes further back), tells each where to resume, receives chunks straight
-into the window, checks every checksum, and heartbeats back. Used by clients and the server's tail.
+into the window, checks every checksum (with a secret: every tag), and heartbeats back. Used by clients and the server's tail.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from dolly_core.window import Entry, Window, WindowClosed
 
 
 class Upstream:
-    def __init__(self, sock: socket.socket, sender: int, peer: str):
+    def __init__(self, sock: socket.socket, sender: int, peer: str, keys: p.FrameKeys | None):
         self.sock = sock
         self.sender = sender
         self.peer = peer
-        self.out = link.Sender(sock)
+        self.keys = keys
+        self.out = link.Sender(sock, keys)
         self.resumed = False  # RESUME sent: the dialer reads it first, so heartbeats wait for it
 
 
@@ -42,11 +43,11 @@ class Uplink:
         self.progress = progress
         self.setup = setup
         self.me = me
+        self.run_key = p.run_key(secret, setup.run) if setup is not None else None  # checks the pieces' tags
         self.window: Window | None = None
         self.cond = threading.Condition()
         self.current: Upstream | None = None
         self.pending: Upstream | None = None
-        self.dead_reports: dict[int, str] = {}
         self.gave_up: str | None = None
         self.finished = False
         self.got_end = False
@@ -87,14 +88,11 @@ class Uplink:
     def _admit(self, sock: socket.socket, peer: str) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            link.handshake_as_listener(sock, self.secret)
-            header, payload = link.read_frame(sock)
+            keys = link.handshake_as_listener(sock, self.secret)
+            header, payload = link.read_frame(sock, keys)
             if header.kind is not p.Kind.SETUP:
                 raise p.ProtocolError(f"expected SETUP, got {header.kind.name}")
-            body = p.parse_control(header, payload)
-            setup, sender, target = RunSetup.from_body(body), int(body["sender"]), int(body["target"])
-            if not 0 <= sender < target <= setup.ring.tail:
-                raise ValueError(f"sender {sender} and target {target} in a ring of {len(setup.ring.members)}")
+            setup, sender, target = parse_setup(p.parse_control(header, payload))
         except p.AuthError as exc:
             self.last_auth_error = f"{peer}: {exc}"
             self.log.error("rejected connection from %s: %s", peer, exc)
@@ -108,19 +106,19 @@ class Uplink:
             refusal = self._refusal(setup, sender, target)
             if refusal:
                 self.log.warning("refused %s (%s): %s", setup.ring.name(sender), peer, refusal)
-                link.Sender(sock).send_quietly(p.control(p.Kind.ABORT, {"reason": refusal}))
+                link.Sender(sock, keys).send_quietly(p.Kind.ABORT, {"reason": refusal})
                 sock.close()
                 return
             if self.setup is None:
                 self.setup, self.me = setup, target
+                self.run_key = p.run_key(self.secret, setup.run)
                 self.window = self.window_for(setup)
-            self.dead_reports.update({int(k): v for k, v in body.get("dead", {}).items()})
             old = self.current
             if old is not None and old.sender != sender:
-                old.out.send_quietly(p.control(p.Kind.REPLACED, {"by": sender}))
+                old.out.send_quietly(p.Kind.REPLACED, {"by": sender})
             if self.pending is not None:
                 self.pending.sock.close()
-            self.pending = Upstream(sock, sender, peer)
+            self.pending = Upstream(sock, sender, peer, keys)
             if old is not None:
                 try:
                     old.sock.shutdown(socket.SHUT_RDWR)
@@ -180,7 +178,7 @@ class Uplink:
             self.log.info("upstream is %s (%s)", self.setup.ring.name(up.sender), up.peer)
             try:
                 resume = self.next_seq if not self.got_end else self.setup.chunks + 1
-                up.out.send(p.control(p.Kind.RESUME, {"next": resume, "at": self.filled}))
+                up.out.send(p.Kind.RESUME, {"next": resume, "at": self.filled})
                 up.resumed = True
                 up.sock.settimeout(self.setup.timeout)
                 self._receive(up)
@@ -212,14 +210,15 @@ class Uplink:
 
     def _receive(self, up: Upstream) -> None:
         sock = up.sock
-        hbuf = bytearray(p.HEADER_LEN)
+        hbuf = bytearray(p.HEADER_LEN + p.tag_len(up.keys))  # the header as it travels: with its tag
         hview = memoryview(hbuf)
+        header_view, tag_view = hview[:p.HEADER_LEN], hview[p.HEADER_LEN:]
         scratch = memoryview(bytearray(self.setup.chunk_size))
         plan = self.setup.plan
         discarding = False
         while True:
             link.recv_into_exact(sock, hview)
-            h = p.unpack_header(hbuf)
+            h = p.unpack_header(header_view)
             if h.kind in (p.Kind.CHUNK, p.Kind.HOLE):
                 size = p.payload_length(h)
                 if size > min(p.PIECE, len(scratch)) or h.seq >= len(plan):
@@ -245,12 +244,13 @@ class Uplink:
                 start = self.filled
                 view = memoryview(entry.buf)[start:start + size] if entry.buf is not None else scratch[:size]
                 link.recv_into_exact(sock, view)
-                if not p.crc_ok(h, view if size else None) or self.filled + h.length > length or (
+                if not self._piece_ok(h, header_view, tag_view, view if size else None) or (
+                        self.filled + h.length > length) or (
                         entry.header.kind is p.Kind.HOLE and h.length != length):
                     if not discarding:
-                        self.log.error("chunk %d from %s failed its checksum; asking for a re-send",
-                                       h.seq, self.setup.ring.name(up.sender))
-                        up.out.send(p.control(p.Kind.RESEND, {"next": self.next_seq, "at": self.filled}))
+                        self.log.error("chunk %d from %s failed its %s; asking for a re-send", h.seq,
+                                       self.setup.ring.name(up.sender), "tag" if up.keys else "checksum")
+                        up.out.send(p.Kind.RESEND, {"next": self.next_seq, "at": self.filled})
                     discarding = True
                     continue
                 discarding = False
@@ -267,6 +267,8 @@ class Uplink:
             if h.length > p.MAX_CONTROL_LEN:  # before a buffer of that size is made
                 raise p.ProtocolError(f"{h.kind.name} frame of {h.length} bytes")
             payload = link.recv_exact(sock, h.length) if h.length else b""
+            if up.keys is not None and not p.tag_ok(up.keys.recv, header_view, tag_view, payload):
+                raise p.ProtocolError(f"{h.kind.name} frame failed its authentication")
             if h.kind is p.Kind.PING:
                 continue
             body = p.parse_control(h, payload)
@@ -279,12 +281,18 @@ class Uplink:
             else:
                 raise p.ProtocolError(f"unexpected {h.kind.name} from upstream")
 
+    def _piece_ok(self, h: p.Header, header: memoryview, tag: memoryview, payload: memoryview | None) -> bool:
+        """A piece's tag under the run's key with a secret, else its CRC."""
+        if self.run_key is not None:
+            return p.tag_ok(self.run_key, header, tag, payload)
+        return p.crc_ok(h, payload)
+
     def _heartbeat(self) -> None:
         period = min(0.5, self.setup.timeout / 4)
         while not self.finished:
             up = self.current
             if up is not None and up.resumed:
-                up.out.send_quietly(p.control(p.Kind.PING, {"p": self.progress()}))
+                up.out.send_quietly(p.Kind.PING, {"p": self.progress()})
             time.sleep(period)
 
     def ack_end(self) -> None:
@@ -296,7 +304,7 @@ class Uplink:
         with self.cond:
             up = self.current or self.pending
         if up is not None:
-            up.out.send_quietly(p.control(p.Kind.END_ACK, {}))
+            up.out.send_quietly(p.Kind.END_ACK, {})
             try:
                 up.sock.shutdown(socket.SHUT_WR)
             except OSError:
@@ -305,4 +313,13 @@ class Uplink:
     def abort_upstream(self, reason: str) -> None:
         up = self.current
         if up is not None:
-            up.out.send_quietly(p.control(p.Kind.ABORT, {"reason": reason}))
+            up.out.send_quietly(p.Kind.ABORT, {"reason": reason})
+
+
+def parse_setup(body: dict) -> tuple[RunSetup, int, int]:
+    """A SETUP's run, sender and target, all checked before anything is used (ValueError, TypeError or
+    KeyError when it is not a SETUP)."""
+    setup, sender, target = RunSetup.from_body(body), body["sender"], body["target"]
+    if not (type(sender) is int and type(target) is int and 0 <= sender < target <= setup.ring.tail):
+        raise ValueError(f"sender {sender!r} and target {target!r} in a ring of {len(setup.ring.members)}")
+    return setup, sender, target

@@ -180,10 +180,12 @@ def wait_for_bytes(path: Path, size: int, proc: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("victims", [[0], [2], [3], [1, 2]], ids=["first", "middle", "last", "two-adjacent"])
-def test_killed_clients_are_short_cut(tmp_path, rings, victims):
+@pytest.mark.parametrize("victims, secret", [([0], ""), ([2], ""), ([3], ""), ([1, 2], ""), ([1, 2], "s3cret")],
+                         ids=["first", "middle", "last", "two-adjacent", "two-adjacent-authenticated"])
+def test_killed_clients_are_short_cut(tmp_path, rings, victims, secret):
+    """With a secret, the short-cut's new connection has keys of its own and the window's pieces keep their tags."""
     image = make_image(tmp_path / "disk.img", 12 << 20)
-    ring = rings(tmp_path, 4, [(image, ">", "/disk.img")])
+    ring = rings(tmp_path, 4, [(image, ">", "/disk.img")], env={"DOLLY_SECRET": secret})
     ring.start_clients()
     server = ring.start_server("--rate", 6e6)
     for v in victims:
@@ -264,16 +266,85 @@ def test_shared_secret_from_file_and_env(tmp_path, rings):
     assert [r for r, _ in ring.finish_clients()] == [0, 0]
 
 
-def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings):
+@pytest.mark.parametrize("secret", ["", "s3cret-of-the-run"], ids=["crc", "tag"])
+def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret):
+    """Without a secret the piece's CRC catches the flipped byte, with one its tag does."""
     image = make_image(tmp_path / "disk.img", 3_000_000)
-    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")], env={"DOLLY_SECRET": secret})
     ring.start_clients()
     rc, err = ring.run(env={"DOLLY_FAULT_FLIP_CHUNK": "3"})
     assert rc == 0, (err, ring.finish_clients())
     assert "flipping a byte of chunk 3" in err
     results = ring.finish_clients()
-    assert "chunk 3 from 127.0.0.1 failed its checksum" in results[0][1]
+    assert f"chunk 3 from 127.0.0.1 failed its {'tag' if secret else 'checksum'}" in results[0][1]
     assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
+
+
+def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out: str, size: int):
+    """Connect to a dollyC as a ring's server would, with the right secret: handshake, SETUP (a ring of the
+    server, this client and `tail`, which listens but does not answer for 10 s), RESUME. Returns the socket,
+    its frame keys and the run."""
+    from dolly_core import link, protocol as p
+    from dolly_core.ring import FileSpec, Member, Ring, RunSetup
+
+    host, port = address.split(":")
+    ring = Ring((Member("server", "127.0.0.1", 1), Member("n1", host, int(port)),
+                 Member("tail", *tail.getsockname())))
+    setup = RunSetup("run-" + os.urandom(4).hex(), ring, (FileSpec("src", out, False, size),), CHUNK, 3.0, 0.0)
+    for _ in range(50):
+        try:
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    keys = link.handshake_as_dialer(sock, secret)
+    sock.sendall(p.control(p.Kind.SETUP, setup.to_body(sender=0, target=1), keys.send))
+    header, _ = link.read_frame(sock, keys)
+    assert header.kind is p.Kind.RESUME
+    return sock, keys, setup
+
+
+def test_frames_without_a_valid_tag_are_never_acted_on(tmp_path):
+    """On a connection that passed the handshake, frames injected by someone without the secret (their tags
+    made with a guessed key) are not written and not obeyed: a forged piece is asked for again, a forged
+    control frame ends the connection; a piece tagged with the run's key is written."""
+    from dolly_core import link, protocol as p
+
+    secret = b"s3cret-of-the-run"
+    address = f"127.0.0.2:{free_port('127.0.0.2')}"
+    client = dolly("client", "-v", "--listen", address, "--root", tmp_path / "root", "--wait", 10,
+                   env={"DOLLY_SECRET": secret.decode()})
+    tail = socket.create_server(("127.0.0.1", 0))
+    try:
+        sock, keys, setup = authenticated_upstream(address, tail, secret, "/disk.img", 4096)
+        forged, good = b"evil" * 1024, b"good" * 1024
+        guessed = p.run_key(b"a guessed secret", setup.run)
+        sock.sendall(p.pack_header(p.Kind.CHUNK, 0, 0, 0, len(forged), forged, key=guessed) + forged)
+        header, body = link.read_frame(sock, keys)
+        while header.kind is p.Kind.PING:
+            header, body = link.read_frame(sock, keys)
+        assert header.kind is p.Kind.RESEND and p.parse_control(header, body)["next"] == 0
+        sock.sendall(p.pack_header(p.Kind.CHUNK, 0, 0, 0, len(good), good,
+                                   key=p.run_key(secret, setup.run)) + good)
+        written = tmp_path / "root" / "disk.img"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (written.exists() and written.read_bytes() == good):
+            time.sleep(0.05)
+        sock.sendall(p.control(p.Kind.ABORT, {"reason": "forged"}, key=bytes(32)))
+        deadline = time.monotonic() + 10
+        with pytest.raises(link.PeerGone):  # the forged ABORT ended the connection, unheeded
+            while time.monotonic() < deadline:
+                link.read_frame(sock, keys)
+        sock.close()
+        _, err = client.communicate(timeout=60)
+    finally:
+        tail.close()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    assert "chunk 0 from server failed its tag" in err and "ABORT frame failed its authentication" in err
+    assert "forged" not in err  # the ABORT's reason was never read
+    assert written.read_bytes() == good
 
 
 def test_bad_config_line_exits_3_naming_the_line(tmp_path):
