@@ -183,9 +183,10 @@ class CookedTarget:
 
 def open_target(path: str, source: str, size: int, cook: bool) -> PlainTarget | CookedTarget:
     """The target for OUT `path`. A path under the system's /dev must be there already: a missing device
-    (a disk not attached, a partition not made) is an error, not a file made in /dev's RAM."""
+    (a disk not attached, a partition not made) is an error, not a file made in /dev's RAM. /dev/shm is
+    no device directory: files are made there like anywhere else."""
     real = os.path.realpath(path)
-    if real.startswith("/dev/") and not os.path.exists(real):
+    if real.startswith("/dev/") and not real.startswith("/dev/shm/") and not os.path.exists(real):
         raise OSError(f"no such device {real}: a target under /dev must exist (dollyC makes no files there)")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     return CookedTarget(path, source) if cook else PlainTarget(path, size)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -499,3 +500,19 @@ def test_missing_device_target_is_an_error_not_a_file_in_dev(tmp_path, rings):
             (missing / "part1").unlink(missing_ok=True)
             missing.rmdir()
         missing.unlink(missing_ok=True)
+
+
+def test_a_root_in_dev_shm_gets_files(tmp_path, rings):
+    """/dev/shm is a tmpfs for files (ring_bench keeps its nodes' roots there), not a device directory."""
+    image = make_image(tmp_path / "disk.img", 300_000)
+    ring = rings(tmp_path, 1, [(image, ">", "/disk.img")])
+    root = Path(f"/dev/shm/provision-test-{os.getpid()}")
+    ring.roots = [root]
+    try:
+        ring.start_clients()
+        rc, err = ring.run()
+        assert rc == 0, err
+        assert ring.finish_clients()[0][0] == 0
+        assert sha(root / "disk.img") == sha(image)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
