@@ -85,7 +85,7 @@ def placed(cpus: set[int], meter: CpuMeter | None = None) -> Callable[[], None]:
 
 def start_ours(root: Path, port: int, meter: CpuMeter, cpus: set[int]) -> subprocess.Popen:
     code = ("import sys; from provision.services.tftp import TftpServer; "
-            f"TftpServer({str(root)!r}, host='127.0.0.1', port={port}).serve_forever()")
+            f"TftpServer({str(root)!r}, host='127.0.0.1', port={port}, max_per_client=1024).serve_forever()")
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, preexec_fn=placed(cpus, meter))
 
 

@@ -118,7 +118,7 @@ class Install:
                                              enforce=self.inv.server.node_auth))
         if not self.inv.server.node_auth:
             self.show("WARNING: server.node_auth is false: any host on the install network can fetch kickstarts "
-                      "and report for any node")
+                      "and credentials and report for any node")
         tftp.start()
         keeper.start()
         try:

@@ -8,6 +8,13 @@ transfer runs in a pool of worker processes, a few per core (tftp_transfer.py: a
 serving many transfers per process); the receive loop is ours, so it can stop at once and report
 transfers.
 
+Transfers are capped at once, per client address (`max_per_client`, default 8: PXE firmware and its loaders
+need 1-3) and in all (`max_transfers`, default 1024: a boot storm of a thousand nodes, one transfer each): a
+request over a cap is dropped, not answered (the client sends it again after its time-out and is served
+once a transfer has ended; an ERROR would make PXE firmware give up, or pxelinux skip to its next config
+file), with one log line per burst of drops and one when the address (or anyone, for the total) is served
+again. A transfer whose client stays silent holds its place for `timeout` x `retries` seconds.
+
     server = TftpServer("build/tftpboot", host="10.0.0.1", port=69).start()
     ...
     server.stop()
@@ -25,6 +32,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +59,8 @@ GRUB_PLATFORM = "x86_64-efi"
 _MAX_PACKET = 65536 + 4
 _SO_TIMESTAMPNS = 35  # Linux: each datagram's kernel receive time (realtime); Python's socket module lacks it
 _TIMESPEC = struct.Struct("ll")
+MAX_TRANSFERS = 1024  # at once, in all
+MAX_PER_CLIENT = 8  # at once, from one client address
 
 
 @dataclass(frozen=True)
@@ -114,19 +124,29 @@ class _Running:
 class TftpServer:
     """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
     and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it.
-    `workers` transfer processes (default: 4 per usable core, at most 32) run the transfers' data phase."""
+    `workers` transfer processes (default: 4 per usable core, at most 32) run the transfers' data phase.
+    At most `max_transfers` run at once, `max_per_client` for one client address: a request over a cap is
+    dropped (see the module's docstring)."""
 
     def __init__(self, root: str | os.PathLike, host: str = "0.0.0.0", port: int = 69,
                  timeout: float = 2.0, retries: int = 5,
-                 on_transfer: Callable[[Transfer], None] | None = None, workers: int | None = None):
+                 on_transfer: Callable[[Transfer], None] | None = None, workers: int | None = None,
+                 max_transfers: int = MAX_TRANSFERS, max_per_client: int = MAX_PER_CLIENT):
         if logging.getLogger("tftpy").level == logging.NOTSET:
             logging.getLogger("tftpy").setLevel(logging.WARNING)  # our one line per transfer is enough
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise ProvisionError(f"TFTP root {root} is not a directory")
+        if max_transfers < 1 or max_per_client < 1:
+            raise ProvisionError(f"TFTP caps must be at least 1 (max_transfers {max_transfers}, "
+                                 f"max_per_client {max_per_client})")
         self.host, self.timeout, self.retries = host, timeout, retries
         self.workers = workers or min(4 * len(os.sched_getaffinity(0)), 32)
         self.on_transfer = on_transfer
+        self.max_transfers, self.max_per_client = max_transfers, max_per_client
+        self._clients: set[tuple[str, int]] = set()  # (address, port) of each running transfer
+        self._per_address: Counter[str] = Counter()  # running transfers by client address
+        self._dropped: Counter[str] = Counter()  # requests dropped in the current burst, by address ("": total)
         self._requested_port = port
         self._sock: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -140,6 +160,10 @@ class TftpServer:
         if self._sock is None:
             raise RuntimeError("TFTP server is not bound yet")
         return self._sock.getsockname()[1]
+
+    def running(self, address: str | None = None) -> int:
+        """How many transfers run now: in all, or for one client address."""
+        return len(self._clients) if address is None else self._per_address.get(address, 0)
 
     def bind(self) -> TftpServer:
         if self._sock is None:
@@ -193,7 +217,7 @@ class TftpServer:
                             self._accept(pool, running)
                         else:
                             for ident, outcome in pool.collect(key.fileobj):
-                                self._report(running.pop(ident), outcome)
+                                self._report(self._ended_transfer(running, ident), outcome)
                             if key.fileobj not in pool.sockets:  # a worker died: watch its successor
                                 selector.unregister(key.fileobj)
                                 for control in pool.sockets:
@@ -201,8 +225,12 @@ class TftpServer:
                                         selector.register(control, selectors.EVENT_READ)
             finally:
                 pool.stop()
-                for transfer in running.values():
-                    self._report(transfer, Outcome(0, "server stopped"))
+                for ident in list(running):
+                    self._report(self._ended_transfer(running, ident), Outcome(0, "server stopped"))
+                for key, dropped in self._dropped.items():
+                    log.info("tftp: dropped %d request(s)%s over the cap, not served since", dropped,
+                             f" from {key}" if key else "")
+                self._dropped.clear()
                 self._sock.close()
                 self._wake_r.close()
                 self._wake_w.close()
@@ -214,9 +242,10 @@ class TftpServer:
             buffer, ancillary, _, client = self._sock.recvmsg(_MAX_PACKET, socket.CMSG_SPACE(_TIMESPEC.size))
         except BlockingIOError:
             return
-        busy = any(t.client == client for t in running.values())
-        if busy or _arrival(ancillary) < self._ended.get(client, 0):
+        if client in self._clients or _arrival(ancillary) < self._ended.get(client, 0):
             return  # a request re-sent while its transfer ran (read now or only later): that one answers
+        if not self._admit(client[0]):
+            return
         started = time.monotonic()
         session = _Session(client[0], client[1], self.root, self.timeout, self.retries)
         try:
@@ -229,6 +258,37 @@ class TftpServer:
         finally:
             session.end()  # the worker has its own socket and file
         running[ident] = _Running(client, session.file_to_transfer, started)
+        self._clients.add(client)
+        self._per_address[client[0]] += 1
+
+    def _admit(self, address: str) -> bool:
+        """Whether a request from `address` may start a transfer under the caps; the first drop of a burst
+        is logged, and how many were dropped when the address (or anyone, after the total cap) is served again."""
+        if len(self._clients) >= self.max_transfers:
+            key, why = "", f"{self.max_transfers} transfers running, the cap"
+        elif self._per_address[address] >= self.max_per_client:
+            key, why = address, f"{self.max_per_client} transfers running for {address}, its cap"
+        else:
+            if self._dropped:
+                for key in (address, ""):
+                    if dropped := self._dropped.pop(key, 0):
+                        log.info("tftp: serving requests%s again, after dropping %d",
+                                 f" from {key}" if key else "", dropped)
+            return True
+        self._dropped[key] += 1
+        if self._dropped[key] == 1:
+            log.warning("tftp: dropping requests (%s): first from %s", why, address)
+        return False
+
+    def _ended_transfer(self, running: dict[int, _Running], ident: int) -> _Running:
+        """Take the transfer `ident` out of `running` and the caps' counts."""
+        transfer = running.pop(ident)
+        self._clients.discard(transfer.client)
+        address = transfer.client[0]
+        self._per_address[address] -= 1
+        if not self._per_address[address]:
+            del self._per_address[address]
+        return transfer
 
     def _report(self, transfer: _Running, outcome: Outcome) -> None:
         now = time.time()  # requests wait in the socket's queue far less than a minute
