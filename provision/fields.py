@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -18,6 +18,7 @@ _MISSING = object()
 _MAC = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _FILE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]+$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SAFE_TEXT = re.compile(r"^[^'\"`$\\]*$")  # ends up inside shell/kickstart lines: no quoting games
 # crypt(3) hashes as written by openssl passwd / mkpasswd / passlib: md5, sha256, sha512, bcrypt, yescrypt
 _CRYPT_HASH = re.compile(
     r"^(\$1\$[./0-9A-Za-z]{1,8}\$[./0-9A-Za-z]{22}"
@@ -102,11 +103,24 @@ class Fields:
                 self.problem(path + (key,), "missing required field")
         return value
 
+    def checked(self, m: dict, path: FieldPath, key: str, check: Callable, *args: Any) -> Any:
+        """check(path.key, value, *args) if the key has a value, else None (mapping() reports missing ones)."""
+        value = m.get(key)
+        return None if value is None else check(path + (key,), value, *args)
+
     def sequence(self, path: FieldPath, value: Any) -> list | None:
         if not isinstance(value, list):
             self.problem(path, "expected a list", value)
             return None
         return value
+
+    def nonempty_sequence(self, path: FieldPath, value: Any, what: str) -> list | None:
+        """A list of at least one `what`."""
+        items = self.sequence(path, value)
+        if items is not None and not items:
+            self.problem(path, f"at least one {what} is needed")
+            return None
+        return items
 
     def text(self, path: FieldPath, value: Any, pattern: re.Pattern | None = None, what: str = "") -> str | None:
         if isinstance(value, (int, float, bool)) and path in self.doc.raw:
@@ -209,6 +223,12 @@ class Fields:
             else:
                 keys.append(text.strip())
         return tuple(keys) if len(keys) == len(items) else None
+
+    def kernel_args(self, path: FieldPath, value: Any) -> str | None:
+        """Kernel arguments (none: ""), which end up inside shell and kickstart lines."""
+        if value is None or value == "":
+            return ""
+        return self.text(path, value, _SAFE_TEXT, "kernel arguments (no quotes, $ or backslashes)")
 
     def crypt_hash(self, path: FieldPath, value: Any) -> str | None:
         """A password hash; the value is never echoed (it may be a plaintext password by mistake)."""

@@ -1,4 +1,8 @@
-"""The validated inventory as frozen typed objects (built by provision.inventory, read everywhere else)."""
+"""The validated inventory as frozen typed objects (built by provision.inventory, read everywhere else).
+
+They are also the inventory's schema: a section's keys are its class's fields, in order; the required ones
+are those without a default (provision.inventory.schema). Field metadata marks the exceptions.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path, PurePosixPath
+from types import MappingProxyType
 
 from provision.errors import InputError
 
@@ -14,6 +19,10 @@ HTTP_PORT = 8080
 BOOT_TFTP_DIR = "boot"  # kernel and initrd live in <tftp root>/boot/
 GRUB_TFTP_DIR = "grub"  # grub-mknetdir --subdir: GRUB's net image and the per-MAC GRUB configs
 GRUB_EFI_LOADER = f"{GRUB_TFTP_DIR}/x86_64-efi/core.efi"  # the UEFI boot file dhcpd names (option 93 = 7, 9)
+# Field metadata: a field the inventory may leave out though it has no default here (the reader fills it in,
+# or requires it case by case), and one that is no inventory key at all.
+OPTIONAL_KEY = MappingProxyType({"inventory": "optional"})
+NOT_A_KEY = MappingProxyType({"inventory": "no key"})
 
 
 class IPv4(IPv4Address):
@@ -134,9 +143,9 @@ class Image:
 
 @dataclass(frozen=True, slots=True)
 class Partition:
-    mount: str  # absolute mount point, or "swap"
+    mount: str = field(metadata=OPTIONAL_KEY)  # absolute mount point, or "swap" (a biosboot partition: none)
     fstype: str
-    size: int  # MiB (the minimum when grow is set)
+    size: int = field(metadata=OPTIONAL_KEY)  # MiB (the minimum when grow is set); biosboot: 1 by default
     grow: bool = False
     label: str = ""
     options: str = "defaults"
@@ -163,11 +172,11 @@ class Partition:
         return 0 if self.is_swap else 1 if self.mount == "/" else 2
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Disk:
-    device: str  # kernel name, e.g. sda
-    partitions: tuple[Partition, ...]
+    device: str = "sda"  # kernel name
     label: DiskLabel | None = None  # None: by the node's firmware (Node.disk_label)
+    partitions: tuple[Partition, ...]
 
     @property
     def path(self) -> str:
@@ -197,21 +206,25 @@ class KickstartSettings:
     timezone: str = "UTC"
 
 
+DEFAULT_DISK = Disk(partitions=(Partition("/", "ext4", 4096, grow=True, label="root"),))
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
-    """One cluster node with its effective settings (inventory defaults merged with its own overrides)."""
+    """One cluster node with its effective settings (inventory defaults merged with its own overrides): the
+    fields with a default are its settings, which the inventory's `defaults:` section may also give."""
 
     name: str
     mac: str  # lower case, colon separated
     ip: IPv4Address
-    interface: str
-    os_family: OsFamily
-    bootloader: Bootloader
-    firmware: Firmware
-    disk: Disk
-    dolly_port: int
-    append: str  # extra kernel arguments for this node's installer
-    root_password_hash: str | None  # a crypt(3) hash; None locks the root password
+    interface: str = "eth0"
+    os_family: OsFamily = OsFamily.REDHAT
+    bootloader: Bootloader = Bootloader.GRUB2
+    firmware: Firmware = Firmware.BIOS
+    disk: Disk = DEFAULT_DISK
+    dolly_port: int = DOLLY_PORT
+    append: str = ""  # extra kernel arguments for this node's installer
+    root_password_hash: str | None = None  # a crypt(3) hash; None locks the root password
     # root's SSH public keys: OpenSSH key lines, or absolute paths of files of them (read when rendering)
     ssh_authorized_keys: tuple[str, ...] = ()
 
@@ -233,17 +246,17 @@ class Node:
         return "grub.cfg-" + self.pxelinux_name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Inventory:
-    path: Path
-    cluster: str
+    path: Path = field(metadata=NOT_A_KEY)  # the inventory file
+    cluster: str = field(metadata=OPTIONAL_KEY)  # by default the file's name without its suffix
     server: Server
     network: Network
     boot: Boot
     images: tuple[Image, ...]
-    kickstart: KickstartSettings
-    nodes: tuple[Node, ...]  # ring order
+    kickstart: KickstartSettings = KickstartSettings()
     dolly: Dolly = Dolly()
+    nodes: tuple[Node, ...]  # ring order
     _by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -12,7 +12,7 @@ import pytest
 from provision.lab import netns
 from provision.errors import ProvisionError
 from provision.inventory import parse_inventory
-from provision.lab.vm_demo import installer_fetches
+from provision.lab.clone_checks import installer_fetches
 from provision.services.ra import interface_with
 from tests.conftest import REPO, require_root
 from tests.fixtures.inventories import LAB

@@ -16,32 +16,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision.lab import cluster as lab, vm_demo as lab_vm_demo, netns
+from provision.lab import clone_checks, cluster as lab, netns, vm_demo as lab_vm_demo, vm_watch
 from provision.cli import main
 from provision.cluster import ClusterFiles
 from provision.images.cache import Cache
 from provision.images.initrd import MARKER
 from provision.inventory import load_inventory
-from provision.lab.qemu import OVMF_CODE
-from tests.conftest import REPO, require_root, require_tool, skip_or_fail
+from provision.model import Firmware
+from tests.conftest import REPO, require_tool
+from tests.vm_rig import require_vm
 
 vm = pytest.mark.vm
 LAB_FILES = "/var/lib/provision/lab-vm"
-
-
-def _require() -> None:
-    require_root()
-    for tool in ("qemu-system-x86_64", "dhcpd", "apt-get", "dpkg-deb", "depmod", "readelf", "mmdebstrap"):
-        require_tool(tool)
-    if not Path("/usr/lib/ipxe/qemu/efi-virtio.rom").is_file() or not OVMF_CODE.is_file():
-        skip_or_fail("needs Debian packages ipxe-qemu and ovmf")
 
 
 @pytest.fixture
 def vm_lab(tmp_path):
     """inventory/lab-vm.yaml with its lab files under tmp_path (only the nodes in `keep`, if given), a private
     state dir and namespace prefix, the shared build cache; everything of the lab removed afterwards."""
-    _require()
+    require_vm(Firmware.UEFI, "mmdebstrap")  # the lab has UEFI machines too
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvv-{uuid.uuid4().hex[:5]}",
            "PROVISION_CACHE": str(Cache.of(os.environ).root)}
 
@@ -200,13 +193,13 @@ disk gpt 4225761280 4225761280
 
 
 def test_parse_checks_takes_sums_and_command_line_per_node():
-    checks = lab_vm_demo.parse_checks(CHECKS_OUTPUT)
+    checks = clone_checks.parse_checks(CHECKS_OUTPUT)
     sums, cmdline = checks["n01"]
     assert sums == {"/etc/provision-golden": "a132511c232b09f61823e49754e08255ea200ed956cdf0346d3968c5de2c398c",
                     "/vmlinuz": "26f2e57c99338feaf71c46fa4babdc7e1a6c115943002d109fdb746667104f5f"}
     assert cmdline.startswith("BOOT_IMAGE=/vmlinuz root=LABEL=root")
     assert checks["n02"] == ({}, "")
-    assert lab_vm_demo.parse_disks(CHECKS_OUTPUT) == {"n01": ("gpt", 4225761280, 4225761280)}
+    assert clone_checks.parse_disks(CHECKS_OUTPUT) == {"n01": ("gpt", 4225761280, 4225761280)}
 
 
 def test_disk_command_prints_file_system_bytes_as_an_integer(tmp_path):
@@ -216,7 +209,7 @@ def test_disk_command_prints_file_system_bytes_as_an_integer(tmp_path):
     with open(image, "wb") as out:
         out.truncate(4031 << 20)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True, capture_output=True)
-    pipeline = lab_vm_demo.DISK_COMMAND[lab_vm_demo.DISK_COMMAND.rindex("$(dumpe2fs"):][2:-1]
+    pipeline = clone_checks.DISK_COMMAND[clone_checks.DISK_COMMAND.rindex("$(dumpe2fs"):][2:-1]
     out = subprocess.run(["sh", "-c", pipeline], env={"root": str(image), "PATH": "/usr/sbin:/sbin:/usr/bin:/bin"},
                          capture_output=True, text=True, check=True).stdout
     assert out == f"{4031 << 20}\n"
@@ -235,7 +228,7 @@ def test_a_clone_is_as_expected_only_grown_on_its_inventory_disk_label():
 
 def test_timing_table_shows_each_phase_or_a_dash():
     outcome = lab_vm_demo.VmOutcome("n01", "uefi", "failed", "install", "dead", True, False, False, False, 1)
-    clock = lab_vm_demo.NodeClock("n01", 100.0, {"firmware": 14.2, "installer up": 31.0})
+    clock = vm_watch.NodeClock("n01", 100.0, {"firmware": 14.2, "installer up": 31.0})
     result = lab_vm_demo.VmDemoResult(1, 1, (outcome,), (clock,), 60.0, Path("/logs"))
     header, row = lab_vm_demo.timing_table(result).splitlines()
     assert header.split()[:3] == ["node", "fw", "firmware"]

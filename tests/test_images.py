@@ -184,6 +184,7 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
     kickstart = render_files(load_inventory(LAB))["kickstart/n01.ks"]
     (tree / "n01.ks").write_text(kickstart)
     probe = ("import sys, json, dolly_core.cli, dolly_core.server, dolly_core.node, dolly_core.cook\n"
+             "import provision.installer\n"
              "from pykickstart.parser import KickstartParser\n"
              "from pykickstart.version import RHEL9, makeVersion\n"
              "parser = KickstartParser(makeVersion(RHEL9))\n"

@@ -1,4 +1,5 @@
-"""The lab firmware/installer's pure parts: pxelinux configs, search order, kickstart URL, %post."""
+"""The lab firmware/installer's pure parts: pxelinux configs, search order, kickstart URL, %post (the last two
+with the installer's code, as a lab node reads them)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from provision.errors import ProvisionError
+from provision.installer.cmdline import kickstart_url
+from provision.installer.kickstart import post_scripts, read_kickstart
 from provision.inventory import load_inventory, parse_inventory
-from provision.lab.node import LabNode, kickstart_url, parse_pxelinux, post_scripts, pxelinux_search_order
+from provision.lab.node import LabNode, parse_pxelinux, pxelinux_search_order
 from provision.render import render_files
 from provision.services.http import HttpServer
 from tests.conftest import logged, require_tool
@@ -69,7 +72,7 @@ def test_rendered_lab_files_are_understood():
     assert entry.kernel == f"http://{inv.server.ip}:{inv.server.http_port}/{inv.boot.kernel_tftp_path}"
     assert entry.initrd == f"http://{inv.server.ip}:{inv.server.http_port}/{inv.boot.initrd_tftp_path}"
     assert kickstart_url(entry.append) == f"http://{inv.server.ip}:{inv.server.http_port}/kickstart/{node.name}.ks"
-    (post,) = post_scripts(files[f"kickstart/{node.name}.ks"])
+    (post,) = post_scripts(read_kickstart(files[f"kickstart/{node.name}.ks"]))
     assert not post.in_chroot and post.error_on_fail and post.interpreter == "/bin/bash"
     assert 'dollyC -v --root "${DOLLY_ROOT:-$SYSIMAGE}"' in post.script
     local = render_files(inv, boot_modes={node.name: "local"})

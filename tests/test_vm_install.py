@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,8 @@ from provision.model import Firmware
 from provision.lab.qemu import Machine
 from provision.render import render_to
 from provision.services.tftp import install_boot_files
-from tests.conftest import REPO, require_tool
-from tests.test_vm_pxe import _require, serve_boot_files
-from tests.vm_rig import serial_text, vm_rig
+from tests.conftest import REPO
+from tests.vm_rig import require_vm, serial_text, serve_boot_files, serve_http, vm_rig, wait_for_prompt
 
 MAC = "52:54:00:81:00:11"
 
@@ -69,8 +67,7 @@ def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
     """A machine with a real machine's NIC (Intel 82574: the installer loads e1000e by its PCI alias, the NIC's
     own iPXE ROM boots it) installs itself and boots its own disk. The disk is virtio: QEMU 7.2's emulated
     NVMe lost I/O under TCG during the clone's writes in one of two runs (nvme I/O timeouts, aborts, no end)."""
-    _require(Firmware.BIOS)
-    require_tool("mmdebstrap")
+    require_vm(Firmware.BIOS, "mmdebstrap")
     initrd, golden = installer_initrd(), golden_image()
     inv = tmp_path / "pvi.yaml"
     inv.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, golden.rootfs))
@@ -86,16 +83,8 @@ def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
         time.sleep(2)
         started = time.monotonic()
         qemu = rig.power_on(Machine("vm1", MAC, rig.tap, serial, Firmware.BIOS, disk=disk, nic_model="e1000e"))
-        login = None
-        while login is None:
-            text = serial_text(serial)
-            if "vm1 login:" in text:
-                login = time.monotonic() - started
-                break
-            assert qemu.poll() is None, f"QEMU ended:\n{text[-3000:]}"
-            assert time.monotonic() - started < 900, (f"no `vm1 login:` in 900 s; serial:\n{text[-4000:]}\n"
-                                                      f"install:\n{serial_text(install_log)[-3000:]}")
-            time.sleep(2)
+        login = wait_for_prompt(qemu, serial, "vm1 login:", 900, started,
+                                lambda: f"\ninstall:\n{serial_text(install_log)[-3000:]}")
         rc = install.wait(timeout=200)
     text = serial_text(serial)
     assert rc == 0, serial_text(install_log)[-3000:]
@@ -110,22 +99,12 @@ def test_vm_installs_itself_and_boots_its_own_disk(tmp_path):
           "installer phases (kernel uptime, s): " + ", ".join(f"{k} {v:.1f}" for k, v in seen.items()))
 
 
-HTTP_LOCAL = """import sys, time
-from provision.services.http import HttpServer
-HttpServer(sys.argv[1], nodes=["vm1"], on_report=lambda *a: print("report", *a, flush=True), host="10.81.0.1",
-           port=8080, boot_of=lambda name: "local").start()
-print("http serving", flush=True)
-time.sleep(3600)
-"""
-
-
 @pytest.mark.vm
 def test_vm_not_due_boots_its_disk_untouched(tmp_path):
     """A node whose PXE config still says install while the server says local (a flip that did not reach
     the TFTP root): the installer hears `local`, leaves the disk alone and switch_roots into the disk's
     system (the golden image here, on a snapshot), which comes up to its login prompt."""
-    _require(Firmware.BIOS)
-    require_tool("mmdebstrap")
+    require_vm(Firmware.BIOS, "mmdebstrap")
     initrd, golden = installer_initrd(), golden_image()
     inv_path = tmp_path / "pvi.yaml"
     inv_path.write_text(inventory_text(initrd.kernel.vmlinuz, initrd.path, golden.rootfs, transport="tftp"))
@@ -136,16 +115,10 @@ def test_vm_not_due_boots_its_disk_untouched(tmp_path):
     serial = tmp_path / "serial.log"
     with vm_rig("pvi", "10.81.0.1/24") as rig:
         serve_boot_files(rig, rendered, tmp_path / "tftp.log")
-        http = rig.start_python(HTTP_LOCAL, str(rendered / "kickstart"), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        assert http.stdout.readline().strip() == "http serving"
+        serve_http(rig, rendered / "kickstart", tmp_path / "http.log", boot="local")
         started = time.monotonic()
         qemu = rig.power_on(Machine("vm1", MAC, rig.tap, serial, Firmware.BIOS, disk=golden.disk, snapshot=True))
-        while "golden login:" not in serial_text(serial):
-            assert qemu.poll() is None, f"QEMU ended:\n{serial_text(serial)[-3000:]}"
-            assert time.monotonic() - started < 400, f"no `golden login:` in 400 s:\n{serial_text(serial)[-4000:]}"
-            time.sleep(2)
-        seconds = time.monotonic() - started
+        seconds = wait_for_prompt(qemu, serial, "golden login:", 400, started)
     seen = phases(serial_text(serial))
     assert "not due for install" in seen and "booting the local system on /dev/vda1" in serial_text(serial), seen
     assert "partitioned" not in seen and "rebooting" not in seen, seen

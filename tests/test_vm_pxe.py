@@ -24,13 +24,12 @@ from provision.images.golden import golden_image
 from provision.images.initrd import MARKER, installer_initrd
 from provision.inventory import load_inventory
 from provision.model import Firmware
-from provision.lab.qemu import OVMF_CODE, OVMF_VARS, Machine
+from provision.lab.qemu import OVMF_VARS, Machine
 from provision.services.ra import advertisement
 from provision.render import render_to
 from provision.services.dhcpd import DhcpdProcess
 from provision.services.tftp import install_boot_files
-from tests.conftest import require_root, require_tool, skip_or_fail
-from tests.vm_rig import Rig, serial_text, vm_rig
+from tests.vm_rig import Rig, require_vm, serial_text, serve_boot_files, serve_http, vm_rig, wait_for_prompt
 
 MAC = "52:54:00:66:00:11"
 
@@ -71,20 +70,6 @@ nodes:
 """
 
 
-TFTP_SERVE = """import logging, sys
-from provision.services.tftp import TftpServer
-logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-TftpServer(sys.argv[1], host=sys.argv[2], port=69).serve_forever()
-"""
-
-HTTP_BOOT_SERVE = """import logging, sys, time
-from provision.services.http import HttpServer
-logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-HttpServer(sys.argv[1], nodes=["vm1"], on_report=print, host=sys.argv[2], port=8080, boot_dir=sys.argv[3]).start()
-time.sleep(3600)
-"""
-
-
 # what the firmware must fetch from our TFTP server, in addition to the kernel and initrd
 LOADER_FILES = {
     Firmware.BIOS: ("pxelinux.0", "ldlinux.c32", "pxelinux.cfg/01-52-54-00-66-00-11"),
@@ -109,26 +94,6 @@ class PxeRig:
                 re.search(rf"^http: sent {re.escape(name)}", self.http_log.read_text(), re.M) is not None)
 
 
-def _require(firmware: Firmware) -> None:
-    require_root()
-    for tool in ("qemu-system-x86_64", "dhcpd", "apt-get", "dpkg-deb", "depmod", "readelf"):
-        require_tool(tool)
-    if not Path("/usr/lib/ipxe/qemu/efi-virtio.rom").is_file():
-        skip_or_fail("needs the NIC's iPXE ROM (Debian package ipxe-qemu)")
-    if firmware is Firmware.UEFI and not OVMF_CODE.is_file():
-        skip_or_fail(f"needs {OVMF_CODE} (Debian package ovmf)")
-
-
-def serve_boot_files(rig: Rig, rendered: Path, tftp_log: Path) -> DhcpdProcess:
-    """Our dhcpd and tftpy server in the rig's server namespace, for the files rendered into `rendered`."""
-    dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tftp_log.parent / "dhcpd", interfaces=["eth0"])
-    dhcpd.netns = rig.server.ns
-    dhcpd.start()
-    rig.cleanups.append(dhcpd.stop)
-    rig.start_python(TFTP_SERVE, str(rendered / "tftpboot"), rig.server.ip, log=tftp_log)
-    return dhcpd
-
-
 @contextlib.contextmanager
 def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode],
             transport: str = "tftp") -> Iterator[PxeRig]:
@@ -144,8 +109,7 @@ def pxe_rig(tmp_path: Path, firmware: Firmware, modes: dict[str, BootMode],
     with vm_rig("pvq", "10.66.0.1/24") as rig:
         dhcpd = serve_boot_files(rig, rendered, tmp_path / "tftp.log")
         if transport == "http":
-            rig.start_python(HTTP_BOOT_SERVE, str(rendered / "kickstart"), rig.server.ip,
-                             str(rendered / "tftpboot" / "boot"), log=tmp_path / "http.log")
+            serve_http(rig, rendered / "kickstart", tmp_path / "http.log", boot_dir=rendered / "tftpboot" / "boot")
         yield PxeRig(rig, dhcpd, tmp_path / "tftp.log", tmp_path / "http.log")
 
 
@@ -160,7 +124,7 @@ def _efi_vars(tmp_path: Path, firmware: Firmware) -> Path | None:
 @pytest.mark.parametrize("firmware", list(Firmware), ids=[f.value for f in Firmware])
 def test_vm_pxe_boots_our_installer(tmp_path, firmware):
     """BIOS loads the kernel and initrd over TFTP (pxelinux.0), UEFI over HTTP (GRUB's http module)."""
-    _require(firmware)
+    require_vm(firmware)
     serial = tmp_path / "serial.log"
     transport = "http" if firmware is Firmware.UEFI else "tftp"
     with pxe_rig(tmp_path, firmware, {}, transport) as rig:
@@ -194,20 +158,14 @@ def test_vm_on_local_boot_starts_its_own_disk(tmp_path, firmware):
     """The node flipped to local boot: the firmware still PXE-boots our loader, whose per-MAC config
     (pxelinux LOCALBOOT 0 / GRUB's chainload of the disk's EFI loader) hands over to the disk, which holds
     the golden image; it comes up to its login prompt without fetching the installer."""
-    _require(firmware)
-    require_tool("mmdebstrap")
+    require_vm(firmware, "mmdebstrap")
     golden = golden_image()
     serial = tmp_path / "serial.log"
     with pxe_rig(tmp_path, firmware, {"vm1": BootMode.LOCAL}) as rig:
         machine = Machine("vm1", MAC, rig.rig.tap, serial, firmware, disk=golden.disk, snapshot=True,
                           efi_vars=_efi_vars(tmp_path, firmware))
         started = time.monotonic()
-        qemu = rig.rig.power_on(machine)
-        while "golden login:" not in serial_text(serial):
-            assert qemu.poll() is None, f"QEMU ended early:\n{serial_text(serial)[-3000:]}"
-            assert time.monotonic() - started < 300, f"no login prompt in 300 s:\n{serial_text(serial)[-3000:]}"
-            time.sleep(1)
-        seconds = time.monotonic() - started
+        seconds = wait_for_prompt(rig.rig.power_on(machine), serial, "golden login:", 300, started)
         assert rig.tftp_sent(LOADER_FILES[firmware][-1]), rig.tftp_log.read_text()  # the per-MAC config
         assert not rig.tftp_sent("boot/vmlinuz-"), rig.tftp_log.read_text()  # no installer
     print(f"\nlocal boot ({firmware}, TCG): QEMU start to the disk's login prompt {seconds:.1f} s")

@@ -1,6 +1,7 @@
 """The server side of the one-VM tests: a lab bridge in fresh namespaces, a server namespace with our router
 advertisement (ends iPXE's IPv6 wait), a tap in the bridge for the machine, and every process started there
-killed on the way out."""
+killed on the way out; our dhcpd, TFTP and HTTP servers in it; what the VM tests need; waiting for a prompt
+on a machine's serial console."""
 
 from __future__ import annotations
 
@@ -14,10 +15,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.lab import netns
-from provision.lab.qemu import Machine
-from tests.conftest import REPO
+from provision.lab.qemu import OVMF_CODE, Machine
+from provision.model import Firmware
+from provision.services.dhcpd import DhcpdProcess
+from tests.conftest import REPO, require_root, require_tool, skip_or_fail
 
 TAP = "tap-vm1"
+VM_TOOLS = ("qemu-system-x86_64", "dhcpd", "apt-get", "dpkg-deb", "depmod", "readelf")
+
+TFTP_SERVE = """import logging, sys
+from provision.services.tftp import TftpServer
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+TftpServer(sys.argv[1], host=sys.argv[2], port=69).serve_forever()
+"""
+
+# KICKSTART_DIR HOST BOOT_DIR|"" BOOT|"": with BOOT, the server answers every boot query with it
+HTTP_SERVE = """import logging, sys, time
+from provision.services.http import HttpServer
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+kickstart_dir, host, boot_dir, boot = sys.argv[1:]
+HttpServer(kickstart_dir, nodes=["vm1"], on_report=print, host=host, port=8080, boot_dir=boot_dir or None,
+           boot_of=(lambda name: boot) if boot else None).start()
+print("http serving", flush=True)
+time.sleep(3600)
+"""
 
 
 @dataclass
@@ -48,6 +69,17 @@ class Rig:
         return qemu
 
 
+def require_vm(firmware: Firmware = Firmware.BIOS, *tools: str) -> None:
+    """Root, QEMU, dhcpd, what the installer's build needs and `tools`, the NIC's iPXE ROM, and for UEFI OVMF."""
+    require_root()
+    for tool in (*VM_TOOLS, *tools):
+        require_tool(tool)
+    if not Path("/usr/lib/ipxe/qemu/efi-virtio.rom").is_file():
+        skip_or_fail("needs the NIC's iPXE ROM (Debian package ipxe-qemu)")
+    if firmware is Firmware.UEFI and not OVMF_CODE.is_file():
+        skip_or_fail(f"needs {OVMF_CODE} (Debian package ovmf)")
+
+
 @contextlib.contextmanager
 def vm_rig(prefix: str, server_address: str) -> Iterator[Rig]:
     """Namespaces `<prefix>-<random>`: the bridge with a tap for one VM and the server at `server_address`."""
@@ -72,8 +104,42 @@ def vm_rig(prefix: str, server_address: str) -> Iterator[Rig]:
         net.teardown()
 
 
+def serve_boot_files(rig: Rig, rendered: Path, tftp_log: Path) -> DhcpdProcess:
+    """Our dhcpd and tftpy server in the rig's server namespace, for the files rendered into `rendered`."""
+    dhcpd = DhcpdProcess(rendered / "dhcpd.conf", tftp_log.parent / "dhcpd", interfaces=["eth0"])
+    dhcpd.netns = rig.server.ns
+    dhcpd.start()
+    rig.cleanups.append(dhcpd.stop)
+    rig.start_python(TFTP_SERVE, str(rendered / "tftpboot"), rig.server.ip, log=tftp_log)
+    return dhcpd
+
+
+def serve_http(rig: Rig, kickstart_dir: Path, log: Path, boot_dir: Path | None = None,
+               boot: str | None = None) -> subprocess.Popen:
+    """Our HTTP server on the rig's server, port 8080: kickstarts, with `boot_dir` the boot files under
+    /boot/, with `boot` that answer to every boot query; its log in `log`. Returns once it serves."""
+    http = rig.start_python(HTTP_SERVE, str(kickstart_dir), rig.server.ip, str(boot_dir or ""), boot or "", log=log)
+    deadline = time.monotonic() + 30
+    while "http serving" not in serial_text(log):
+        assert http.poll() is None and time.monotonic() < deadline, f"HTTP server did not start:\n{serial_text(log)}"
+        time.sleep(0.1)
+    return http
+
+
 def serial_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_for_prompt(qemu: subprocess.Popen, serial: Path, prompt: str, limit: float, started: float,
+                    context: Callable[[], str] = lambda: "") -> float:
+    """Wait until `prompt` shows on the serial console (QEMU still running, within `limit` s of `started`,
+    else a failure with the console's end and `context()`); the seconds since `started`."""
+    while prompt not in serial_text(serial):
+        assert qemu.poll() is None, f"QEMU ended early:\n{serial_text(serial)[-3000:]}{context()}"
+        assert time.monotonic() - started < limit, \
+            f"no `{prompt}` in {limit:.0f} s; serial:\n{serial_text(serial)[-4000:]}{context()}"
+        time.sleep(1)
+    return time.monotonic() - started
 
 
 def boot_disk_to_prompt(disk: Path, serial: Path, snapshot: bool = False, prompt: str = "golden login:",
@@ -90,11 +156,7 @@ def boot_disk_to_prompt(disk: Path, serial: Path, snapshot: bool = False, prompt
     try:
         started = time.monotonic()
         qemu = subprocess.Popen(netns.ns_argv(ns, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while prompt not in serial_text(serial):
-            assert qemu.poll() is None, f"QEMU ended early:\n{serial_text(serial)[-3000:]}"
-            assert time.monotonic() - started < limit, serial_text(serial)[-3000:]
-            time.sleep(1)
-        return time.monotonic() - started
+        return wait_for_prompt(qemu, serial, prompt, limit, started)
     finally:
         if qemu is not None and qemu.poll() is None:
             qemu.kill()

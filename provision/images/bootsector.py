@@ -1,5 +1,5 @@
 """Place BIOS GRUB on a disk without grub-install: boot.img's code in the MBR, core.img in the sectors
-between the MBR and the first partition (PXE-NOTES 14), or on a GPT disk in its BIOS boot partition.
+between the MBR and the first partition (docs/boot.md, firmware fact 12), or on a GPT disk in its BIOS boot partition.
 Pure byte work on an open disk or image file, so the installer can do it on a node's disk with the files
 the golden image carries in /boot/grub/i386-pc/.
 """

@@ -48,6 +48,7 @@ LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6", "libgcc-s1",
                 "libext2fs2", "libcom-err2", "libblkid1", "libuuid1")  # the last four for e2fsprogs
 E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")  # of package e2fsprogs, into /sbin (before busybox's mke2fs)
 PROJECT_PACKAGES = ("dolly_core", "provision")
+SITE = Path("usr") / "lib" / "python3" / "dist-packages"  # where they and DISTRIBUTIONS go
 DISTRIBUTIONS = ("pykickstart",)  # the installer reads kickstarts with it (not packaged by Debian 12)
 _UNUSED_EXTENSIONS = re.compile(r"^(_test|_xx|xx|_ctypes_test|ossaudiodev|audioop|_lsprof)")  # of lib-dynload
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
@@ -164,10 +165,22 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
               dists: Sequence[metadata.Distribution]) -> None:
     """Lay out the initrd's root in `tree` from the unpacked packages (package -> directory), the kernel
     and this project."""
-    minimal, lib_minimal, lib_stdlib = python_packages()
-    python = minimal.removesuffix("-minimal")
+    python_debs = python_packages()
+    python = python_debs[0].removesuffix("-minimal")  # python3.11
+    _add_programs(tree, unpacked)
+    _add_python(tree, unpacked, python_debs, dists)
+    _add_libraries(tree, unpacked, python)
+    modules = tree / "lib" / "modules" / kernel.release  # kernel modules in load order
+    for rel in order:
+        _copy(kernel.modules_dir / rel, modules / rel)
+    (modules / "load-order").write_text("".join(f"{rel}\n" for rel in order))
+    _byte_compile(tree, python)
+
+
+def _add_programs(tree: Path, unpacked: Mapping[str, Path]) -> None:
+    """busybox, bash (the kickstart's %post interpreter), e2fsprogs' programs, /init and udhcpc's script."""
     _copy(unpacked["busybox-static"] / "bin" / "busybox", tree / "bin" / "busybox")
-    _copy(unpacked["bash"] / "bin" / "bash", tree / "bin" / "bash")  # the kickstart's %post interpreter
+    _copy(unpacked["bash"] / "bin" / "bash", tree / "bin" / "bash")
     for program in E2FSPROGS:  # /init's `busybox --install` keeps them (it links only names not taken)
         _copy(unpacked["e2fsprogs"] / "sbin" / program, tree / "sbin" / program)
     _copy(unpacked["e2fsprogs"] / "etc" / "mke2fs.conf", tree / "etc" / "mke2fs.conf")
@@ -177,10 +190,16 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
         path.write_bytes(resources.files("provision").joinpath(f"scripts/{name}").read_bytes())
         path.chmod(0o755)
 
-    # Python: the interpreter, python3-minimal's stdlib, the extra modules and extensions, this project
+
+def _add_python(tree: Path, unpacked: Mapping[str, Path], python_debs: Sequence[str],
+                dists: Sequence[metadata.Distribution]) -> None:
+    """The interpreter, python3-minimal's stdlib, the extra modules and extensions (of `python_debs`, see
+    python_packages), this project and `dists`."""
+    minimal, lib_minimal, lib_stdlib = python_debs
+    python = minimal.removesuffix("-minimal")
     _copy(unpacked[minimal] / "usr" / "bin" / python, tree / "usr" / "bin" / python)
     os.symlink(python, tree / "usr" / "bin" / "python3")
-    stdlib = Path("usr") / "lib" / python
+    stdlib = _stdlib(python)
     for package in (minimal, lib_minimal, lib_stdlib):
         root = unpacked[package]
         for path in sorted((root / stdlib).rglob("*")) if (root / stdlib).is_dir() else ():
@@ -190,7 +209,7 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
             if path.is_file() and (package != lib_stdlib or rel.parts[0].removesuffix(".py") in STDLIB_EXTRA
                                    or rel.parts[0] == "lib-dynload"):
                 _copy(path, tree / stdlib / rel)
-    site = tree / "usr" / "lib" / "python3" / "dist-packages"
+    site = tree / SITE
     for package in PROJECT_PACKAGES:
         shutil.copytree(project_root() / package, site / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -200,12 +219,19 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
             if ".." not in rel.parts and "__pycache__" not in rel.parts and rel.suffix != ".pyc":
                 _copy(Path(dist.locate_file(file)), site / rel)
 
-    # shared libraries: what the interpreter and the kept extension modules need, from the lib packages
+
+def _stdlib(python: str) -> Path:
+    return Path("usr") / "lib" / python
+
+
+def _add_libraries(tree: Path, unpacked: Mapping[str, Path], python: str) -> None:
+    """The shared libraries the interpreter, bash, e2fsprogs and the kept extension modules need, from the
+    lib packages; an extension module needing one that is not there is removed."""
     libdir = Path("lib") / "x86_64-linux-gnu"
     available = {p.name: p for package in LIB_PACKAGES for d in (unpacked[package] / libdir,
                  unpacked[package] / "usr" / libdir) if d.is_dir() for p in d.iterdir()}
     elves = [tree / "bin" / "bash", *(tree / "sbin" / p for p in E2FSPROGS), tree / "usr" / "bin" / python,
-             *(tree / stdlib / "lib-dynload").glob("*.so"), *site.rglob("*.so")]
+             *(tree / _stdlib(python) / "lib-dynload").glob("*.so"), *(tree / SITE).rglob("*.so")]
     # libgcc_s is no DT_NEEDED of anything, but glibc dlopens it to unwind a thread that ends (pthread_exit,
     # pthread_cancel): without it dollyC's threads abort the process at exit.
     wanted: set[str] = {"ld-linux-x86-64.so.2", "libgcc_s.so.1"}
@@ -219,22 +245,18 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
         if name not in available:
             raise ProvisionError(f"initrd: {name} (needed by python, bash or e2fsprogs) is in none of "
                                  f"{', '.join(LIB_PACKAGES)}")
-        src = available[name]
-        _copy(src.resolve(), tree / libdir / src.resolve().name)
-        if src.resolve().name != name:
-            os.symlink(src.resolve().name, tree / libdir / name)
+        src = available[name].resolve()
+        _copy(src, tree / libdir / src.name)
+        if src.name != name:
+            os.symlink(src.name, tree / libdir / name)
     (tree / "lib64").mkdir()
     os.symlink(f"/{libdir}/ld-linux-x86-64.so.2", tree / "lib64" / "ld-linux-x86-64.so.2")
 
-    # kernel modules in load order
-    modules = tree / "lib" / "modules" / kernel.release
-    for rel in order:
-        _copy(kernel.modules_dir / rel, modules / rel)
-    (modules / "load-order").write_text("".join(f"{rel}\n" for rel in order))
 
-    # byte-compile with the initrd's own interpreter
+def _byte_compile(tree: Path, python: str) -> None:
+    """Byte-compile the stdlib and site-packages with the initrd's own interpreter (unchecked-hash .pyc)."""
     proc = subprocess.run(["chroot", str(tree), f"/usr/bin/{python}", "-m", "compileall", "-q",
-                           "--invalidation-mode", "unchecked-hash", f"/{stdlib}", "/usr/lib/python3/dist-packages"],
+                           "--invalidation-mode", "unchecked-hash", f"/{_stdlib(python)}", f"/{SITE}"],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise ProvisionError(f"initrd: byte-compiling with its python failed: {(proc.stderr or proc.stdout)[-2000:]}")

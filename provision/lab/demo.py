@@ -12,14 +12,15 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.lab import cluster as lab, netns
 from provision.errors import ProvisionError
+from provision.lab import cluster as lab
+from provision.lab.provision_cli import in_server, install_args, node_records
+from provision.lab.verdict import node_as_expected, run_as_expected, summary_table, yes_no
 from provision.model import Inventory
 
 
@@ -36,10 +37,7 @@ class NodeOutcome:
 
     @property
     def as_expected(self) -> bool:
-        if self.killed:
-            return self.state == "failed" and self.boot == "install"
-        return (self.state == "done" and self.boot == "local" and self.identical and self.lab_boot_ok
-                and self.hostname == self.name)
+        return node_as_expected(self, self.identical and self.lab_boot_ok and self.hostname == self.name)
 
 
 @dataclass(frozen=True)
@@ -50,8 +48,7 @@ class DemoResult:
 
     @property
     def ok(self) -> bool:
-        expected_status = 1 if any(n.killed for n in self.nodes) else 0
-        return self.install_status == expected_status and all(n.as_expected for n in self.nodes)
+        return run_as_expected(self.install_status, self.nodes)
 
 
 def sha256_of(path: Path) -> str | None:
@@ -74,11 +71,7 @@ def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | No
         lab.lab_down(env)
         raise ProvisionError(f"--kill {kill}: not a node of this lab ({', '.join(names)})")
     show(f"lab up: server {built.server_name} and {len(names)} node(s) in network namespaces, links {rate}")
-    provision = [sys.executable, "-m", "provision"]
-    install_argv = netns.ns_argv(built.server_ns, [
-        *provision, "install", "--inventory", str(inv.path), "--nodes", ",".join(names),
-        "--wait", "120", "--finish-wait", "120", "--timeout", str(ring_timeout),
-        *(["-v"] if install_log else [])])
+    install_argv = in_server(built, install_args(inv, names, ring_timeout, 120, 120, *(["-v"] if install_log else [])))
     log = open(install_log, "wb") if install_log else None
     try:
         install = subprocess.Popen(install_argv, env={**os.environ, **env}, stdout=log, stderr=log)
@@ -89,10 +82,7 @@ def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | No
         for name, proc in booted.items():
             if name != kill:
                 proc.wait(timeout=60)
-        status = json.loads(subprocess.run([*provision, "status", "--inventory", str(inv.path), "--json"],
-                                           capture_output=True, text=True, check=True,
-                                           env={**os.environ, **env}).stdout)
-        outcomes = _outcomes(inv, built, status, kill)
+        outcomes = _outcomes(inv, built, node_records(inv, env), kill)
     finally:
         lab.lab_down(env)
         if log is not None:
@@ -116,8 +106,8 @@ def _kill_mid_clone(inv: Inventory, built: lab.Lab, name: str, show) -> None:
     raise ProvisionError(f"{name} never started receiving the image: nothing to kill mid-clone")
 
 
-def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None) -> tuple[NodeOutcome, ...]:
-    records = {r["name"]: r for r in status["nodes"]}
+def _outcomes(inv: Inventory, built: lab.Lab, records: Mapping[str, dict], kill: str | None
+              ) -> tuple[NodeOutcome, ...]:
     sources = {image.target: sha256_of(Path(image.source)) for image in inv.images}
     outcomes = []
     for node in built.nodes:
@@ -138,14 +128,15 @@ def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None) ->
 
 
 def summary(result: DemoResult) -> str:
-    lines = [f"{'node':6} {'state':8} {'boot':8} {'disk = image':13} {'local boot':11} note"]
-    for n in result.nodes:
-        note = "killed mid-clone" if n.killed else ""
-        if n.error:
-            note = f"{note}: {n.error}" if note else n.error
-        lines.append(f"{n.name:6} {n.state:8} {n.boot:8} {'yes' if n.identical else 'no':13} "
-                     f"{'yes' if n.lab_boot_ok else 'no':11} {note}")
-    verdict = "as expected" if result.ok else "NOT as expected"
-    lines.append(f"demo: {len(result.nodes)} node(s) in {result.seconds:.0f} s, install exit status "
-                 f"{result.install_status}: {verdict}")
-    return "\n".join(lines)
+    return summary_table(
+        [("node", 6), ("state", 8), ("boot", 8), ("disk = image", 13), ("local boot", 11), ("note", 0)],
+        ([n.name, n.state, n.boot, yes_no(n.identical), yes_no(n.lab_boot_ok), _note(n)] for n in result.nodes),
+        f"demo: {len(result.nodes)} node(s) in {result.seconds:.0f} s, install exit status {result.install_status}",
+        result.ok)
+
+
+def _note(n: NodeOutcome) -> str:
+    note = "killed mid-clone" if n.killed else ""
+    if n.error:
+        note = f"{note}: {n.error}" if note else n.error
+    return note

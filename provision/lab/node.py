@@ -8,9 +8,11 @@
    TFTP (tftp-hpa) of the lease's boot file from its next-server, then of ldlinux.c32, then the PXE
    config in pxelinux's search order (01-<mac>, hex IP prefixes, default);
 2. install entry: fetch the KERNEL and INITRD it names (http:// URLs, as lpxelinux.0 takes them, with curl;
-   other names over TFTP, as pxelinux.0 does), the kickstart named by `inst.ks=` in
-   APPEND over HTTP, take its %post script(s) with pykickstart and run them with SYSIMAGE=<disk> and
-   the venv's bin on PATH (so `dollyC` is found); a failing %post with --erroronfail stops here;
+   other names over TFTP, as pxelinux.0 does); then, with the installer's own code (provision.installer:
+   the kernel line, its HTTP client, pykickstart), ask `provision.boot_url=` whether the node is due
+   (`local`: the disk is left alone), fetch the kickstart named by `inst.ks=` in APPEND, take its %post
+   script(s) and run them with SYSIMAGE=<disk> and the venv's bin on PATH (so `dollyC` is found); a
+   failing %post with --erroronfail stops here;
 3. "reboot": drop the address, DHCP and PXE again, and expect LOCALBOOT.
 The outcome goes to <work>/result.json; exit status 0 only if the node ended on local boot.
 """
@@ -25,12 +27,14 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from provision.lab.dhcp_client import Lease, obtain_lease
 from provision.errors import ProvisionError
+from provision.installer.cmdline import boot_url, kickstart_url
+from provision.installer.fetch import boot_mode, http_get
+from provision.installer.kickstart import post_scripts, read_kickstart
+from provision.lab.dhcp_client import Lease, obtain_lease
 
 IFACE = "eth0"
 
@@ -83,43 +87,6 @@ def pxelinux_search_order(mac: str, ip: ipaddress.IPv4Address) -> list[str]:
     hex_ip = f"{int(ip):08X}"
     return ([f"pxelinux.cfg/01-{mac.lower().replace(':', '-')}"]
             + [f"pxelinux.cfg/{hex_ip[:n]}" for n in range(8, 0, -1)] + ["pxelinux.cfg/default"])
-
-
-def kernel_arg_url(append: str, *keys: str) -> str | None:
-    """The http(s) URL given by the first of `keys` on a kernel command line (e.g. inst.ks=...)."""
-    for arg in append.split():
-        key, _, value = arg.partition("=")
-        if key in keys and value.startswith(("http://", "https://")):
-            return value
-    return None
-
-
-def kickstart_url(append: str) -> str | None:
-    """The URL of `inst.ks=` (or the older `ks=`) on a kernel command line."""
-    return kernel_arg_url(append, "inst.ks", "ks")
-
-
-@dataclass(frozen=True)
-class PostScript:
-    script: str
-    interpreter: str
-    in_chroot: bool
-    error_on_fail: bool
-
-
-def post_scripts(kickstart: str) -> list[PostScript]:
-    """The %post sections of a kickstart, as pykickstart (RHEL 9 syntax) parses them."""
-    try:
-        from pykickstart.constants import KS_SCRIPT_POST
-        from pykickstart.parser import KickstartParser
-        from pykickstart.version import RHEL9, makeVersion
-    except ImportError:
-        raise ProvisionError("pykickstart is not installed (pip install pykickstart): the lab installer "
-                             "needs it to read %post") from None
-    handler = makeVersion(RHEL9)
-    KickstartParser(handler).readKickstartFromString(kickstart)
-    return [PostScript(s.script, s.interp or "/bin/sh", s.inChroot, s.errorOnFail)
-            for s in handler.scripts if s.type == KS_SCRIPT_POST]
 
 
 @dataclass
@@ -186,7 +153,7 @@ class LabNode:
             raise ProvisionError(f"TFTP {server}:{remote} failed: {out or f'exit {proc.returncode}'}")
         return local
 
-    def http_get(self, url: str) -> Path:
+    def curl_get(self, url: str) -> Path:
         """Fetch an http:// boot file with curl (a real client, as lpxelinux's own HTTP); 404 is an error."""
         curl = shutil.which("curl")
         if curl is None:
@@ -203,7 +170,7 @@ class LabNode:
     def fetch_boot_file(self, server: str, name: str) -> None:
         """A KERNEL or INITRD of the PXE config: over HTTP when it is an http:// URL, else over TFTP."""
         if name.startswith("http://"):
-            self.http_get(name)
+            self.curl_get(name)
         elif self.tftp_get(server, name) is None:
             raise ProvisionError(f"TFTP {server}: {name} (named by the PXE config) not found")
 
@@ -225,12 +192,11 @@ class LabNode:
     def due_for_install(self, entry: PxeEntry) -> bool:
         """Before touching the disk, ask the server whether this node is really due for install (a node
         whose flip to local boot did not reach its PXE config must not reinstall itself on every boot)."""
-        url = kernel_arg_url(entry.append, "provision.boot_url")
+        url = boot_url(entry.append)
         if url is None:
             raise ProvisionError(f"PXE APPEND has no provision.boot_url=: {entry.append!r}")
         started = time.monotonic()
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            boot = json.loads(resp.read())["boot"]
+        boot = boot_mode(url)
         self.step("due", started, f"{url}: {boot}")
         return boot == "install"
 
@@ -247,10 +213,9 @@ class LabNode:
         if url is None:
             raise ProvisionError(f"PXE APPEND has no inst.ks= URL: {entry.append!r}")
         started = time.monotonic()
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            kickstart = resp.read().decode()
+        kickstart = http_get(url).decode()
         (self.work / "kickstart.ks").write_text(kickstart)
-        scripts = post_scripts(kickstart)
+        scripts = post_scripts(read_kickstart(kickstart, url))
         self.step("kickstart", started, f"{url}: {len(scripts)} %post script(s)")
         self.disk.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "SYSIMAGE": str(self.disk),

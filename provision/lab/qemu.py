@@ -2,7 +2,7 @@
 inventory's MAC on a tap, the firmware's text on a serial log, and an optional disk image.
 
 BIOS: SeaBIOS with the iPXE ROM of the NIC (package ipxe-qemu); UEFI: OVMF code + a private copy of its
-variable store as pflash, the NIC's iPXE first in the boot order (PXE-NOTES 1, 4, 9). `graphics=off`
+variable store as pflash, the NIC's iPXE first in the boot order (docs/lab.md, QEMU facts 1, 3-5). `graphics=off`
 makes SeaBIOS print to the serial port (what `-device sga` did).
 
 The CPU model stays QEMU's default (qemu64), on purpose: `-cpu max` (or Nehalem) makes OpenSSL and zlib

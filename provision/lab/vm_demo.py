@@ -1,103 +1,31 @@
 """The whole install on QEMU machines (`make demo-vm`): lab up --vm -> `provision install` in the server
 namespace -> machines power on (real firmware, our installer) -> (optionally one machine's QEMU killed
 mid-clone) -> every survivor reboots from its own disk -> `provision verify` over SSH from the server
-namespace -> checks from inside each clone -> a per-node, per-phase timing table -> lab down.
-
-Phase times are seconds since the machine's power-on, taken when the watcher first sees them (polled
-every 0.25 s): from the serial logs (kernel start = end of firmware and PXE, the installer's own lines,
-the installed system's login prompt) and from the state store (image received, flip to local boot).
+namespace -> checks from inside each clone (clone_checks.py) -> a per-node, per-phase timing table
+(vm_watch.py) -> lab down.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from provision.lab import cluster as lab, vm as lab_vm, netns
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
-from provision.images.initrd import MARKER
 from provision.inventory import state_dir
-from provision.model import Inventory, Transport
-
-PHASES = ("firmware", "installer up", "partitioned", "cloned", "flipped", "booted from disk", "verified")
-KERNEL_START = "Linux version"  # the kernel's first console line: firmware, PXE and loader are done
-PARTITIONED = re.compile(r"provision-installer: .*partitioned")
-# Files of the golden image whose bytes every clone must keep (its /etc/hostname, fstab, ... are personalised).
-MARKER_FILES = ("/etc/provision-golden", "/usr/sbin/sshd", "/usr/bin/bash", "/etc/ssh/sshd_config", "/vmlinuz")
-
-
-@dataclass
-class NodeClock:
-    """When (seconds after power-on) each phase of one machine ended; None: not seen."""
-
-    name: str
-    powered_on: float = 0.0
-    seen: dict[str, float] = field(default_factory=dict)
-
-    def mark(self, phase: str, now: float | None = None) -> None:
-        self.seen.setdefault(phase, (time.monotonic() if now is None else now) - self.powered_on)
-
-
-class Watcher:
-    """Polls the machines' serial logs and the state store in a thread and fills their NodeClocks."""
-
-    def __init__(self, built: lab.Lab, files: ClusterFiles, clocks: Mapping[str, NodeClock]):
-        self.built, self.files, self.clocks = built, files, clocks
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vm-demo-watch", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            self.poll()
-
-    def poll(self) -> None:
-        try:
-            records = self.files.store().load()
-        except ProvisionError:
-            records = {}
-        for node in self.built.nodes:
-            clock = self.clocks[node.name]
-            if not clock.powered_on:
-                continue
-            serial = serial_text(node)
-            if KERNEL_START in serial:
-                clock.mark("firmware")
-            if MARKER in serial:
-                clock.mark("installer up")
-            if PARTITIONED.search(serial):
-                clock.mark("partitioned")
-            record = records.get(node.name)
-            if record is not None and str(record.state) in ("cloning", "done"):
-                clock.mark("cloned")
-            if record is not None and str(record.boot) == "local":
-                clock.mark("flipped")
-            if "flipped" in clock.seen and f"{node.name} login:" in serial:
-                clock.mark("booted from disk")
-
-
-def serial_text(node: lab.LabNode) -> str:
-    try:
-        return (Path(node.work) / lab_vm.SERIAL_LOG).read_text(errors="replace")
-    except OSError:
-        return ""
+from provision.lab import cluster as lab, vm as lab_vm
+from provision.lab.clone_checks import CHECK_COMMAND, golden_digests, installer_fetches, parse_checks, parse_disks
+from provision.lab.provision_cli import in_server, install_args, node_records
+from provision.lab.verdict import node_as_expected, run_as_expected, summary_table, yes_no
+from provision.lab.vm_watch import PHASES, NodeClock, Watcher
+from provision.model import Inventory
 
 
 @dataclass(frozen=True)
@@ -124,11 +52,8 @@ class VmOutcome:
 
     @property
     def as_expected(self) -> bool:
-        if self.killed:
-            return self.state == "failed" and self.boot == "install"
-        return (self.state == "done" and self.boot == "local" and self.verified and self.identical
-                and self.booted_from_disk and self.installs == 1 and self.grown
-                and self.table == self.expected_table)
+        return node_as_expected(self, self.verified and self.identical and self.booted_from_disk
+                                and self.installs == 1 and self.grown and self.table == self.expected_table)
 
 
 @dataclass(frozen=True)
@@ -142,8 +67,7 @@ class VmDemoResult:
 
     @property
     def ok(self) -> bool:
-        killed = any(n.killed for n in self.nodes)
-        return self.install_status == (1 if killed else 0) and all(n.as_expected for n in self.nodes)
+        return run_as_expected(self.install_status, self.nodes)
 
 
 def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = None, ring_timeout: float = 20.0,
@@ -166,46 +90,63 @@ def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = Non
         files = ClusterFiles.of(inv, env)
         clocks = {name: NodeClock(name) for name in names}
         install_log = logs / "install.log"
-        with open(install_log, "wb") as out:
-            install = subprocess.Popen(netns.ns_argv(built.server_ns, [
-                sys.executable, "-m", "provision", "install", "--inventory", str(inv.path), "--nodes", ",".join(names),
-                "--wait", "600", "--finish-wait", "900", "--timeout", str(ring_timeout), "--linger", "60", "-v"]),
-                env=run_env, stdout=out, stderr=subprocess.STDOUT)
-        _wait_for(lambda: "dhcpd serving" in install_log.read_text() or install.poll() is not None, 120,
-                  "provision install did not start serving")
-        if install.poll() is not None:
-            raise ProvisionError(f"provision install ended at once:\n{install_log.read_text()[-3000:]}")
+        install = _start_install(inv, built, names, ring_timeout, install_log, run_env)
         watcher = Watcher(built, files, clocks)
         watcher.start()
         try:
-            for name in names:
-                clocks[name].powered_on = time.monotonic()
-                lab.boot_nodes(built, [name])
+            _power_on(built, clocks)
             show(f"machines powered on; following {install_log}")
             if kill is not None:
                 _kill_mid_clone(inv, built, files, kill, show)
             install_status = install.wait(timeout=1800)
             show(f"provision install ended with status {install_status}")
-            survivors = [n for n in built.nodes if n.name != kill]
-            deadline = time.monotonic() + boot_wait
-            while time.monotonic() < deadline and not all("booted from disk" in clocks[n.name].seen
-                                                            or _failed(files, n.name) for n in survivors):
-                time.sleep(1)
-            booted = [n.name for n in survivors if "booted from disk" in clocks[n.name].seen]
+            booted = _wait_booted(files, clocks, [n for n in names if n != kill], boot_wait)
             verify_status = _verify(inv, built, booted, logs, run_env, clocks) if booted else 1
         finally:
             watcher.stop()
-        status = json.loads(subprocess.run([sys.executable, "-m", "provision", "status", "--inventory", str(inv.path),
-                                            "--json"], capture_output=True, text=True, check=True, env=run_env).stdout)
-        outcomes = _outcomes(inv, built, status, kill, booted, logs, run_env, install_log.read_text())
+        outcomes = _outcomes(inv, built, node_records(inv, env), kill, booted, logs, run_env, install_log.read_text())
     finally:
-        for node in built.nodes:
-            serial = Path(node.work) / lab_vm.SERIAL_LOG
-            if serial.exists():
-                shutil.copyfile(serial, logs / f"{node.name}.serial.log")
+        _keep_serial_logs(built, logs)
         lab.lab_down(env)
     return VmDemoResult(install_status, verify_status, outcomes, tuple(clocks[n] for n in names),
                         time.monotonic() - started, logs)
+
+
+def _start_install(inv: Inventory, built: lab.Lab, names: Sequence[str], ring_timeout: float, log: Path,
+                   env: Mapping[str, str]) -> subprocess.Popen:
+    """`provision install -v` in the server's namespace, its output in `log`, once its dhcpd serves."""
+    with open(log, "wb") as out:
+        install = subprocess.Popen(
+            in_server(built, install_args(inv, names, ring_timeout, 600, 900, "--linger", "60", "-v")),
+            env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+    _wait_for(lambda: "dhcpd serving" in log.read_text() or install.poll() is not None, 120,
+              "provision install did not start serving")
+    if install.poll() is not None:
+        raise ProvisionError(f"provision install ended at once:\n{log.read_text()[-3000:]}")
+    return install
+
+
+def _power_on(built: lab.Lab, clocks: Mapping[str, NodeClock]) -> None:
+    for name, clock in clocks.items():
+        clock.powered_on = time.monotonic()
+        lab.boot_nodes(built, [name])
+
+
+def _wait_booted(files: ClusterFiles, clocks: Mapping[str, NodeClock], names: Sequence[str],
+                 seconds: float) -> list[str]:
+    """Wait until each of `names` booted from its disk or failed (or `seconds` passed); those that booted."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not all("booted from disk" in clocks[name].seen or _failed(files, name)
+                                                    for name in names):
+        time.sleep(1)
+    return [name for name in names if "booted from disk" in clocks[name].seen]
+
+
+def _keep_serial_logs(built: lab.Lab, logs: Path) -> None:
+    for node in built.nodes:
+        serial = Path(node.work) / lab_vm.SERIAL_LOG
+        if serial.exists():
+            shutil.copyfile(serial, logs / f"{node.name}.serial.log")
 
 
 def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
@@ -242,8 +183,7 @@ def _kill_mid_clone(inv: Inventory, built: lab.Lab, files: ClusterFiles, name: s
 
 
 def _in_server(built: lab.Lab, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(netns.ns_argv(built.server_ns, [sys.executable, "-m", "provision", *argv]),
-                          capture_output=True, text=True, env=dict(env), timeout=600)
+    return subprocess.run(in_server(built, argv), capture_output=True, text=True, env=dict(env), timeout=600)
 
 
 def _ssh_args(inv: Inventory) -> list[str]:
@@ -267,57 +207,8 @@ def _verify(inv: Inventory, built: lab.Lab, names: list[str], logs: Path, env, c
     return proc.returncode
 
 
-def golden_digests(rootfs: Path, paths: Sequence[str] = MARKER_FILES) -> dict[str, str]:
-    """sha256 of files inside the golden ext4 image, read with debugfs (no mount), symlinks followed once."""
-    digests = {}
-    for path in paths:
-        target = subprocess.run(["debugfs", "-R", f"stat {path}", str(rootfs)], capture_output=True,
-                                text=True).stdout
-        m = re.search(r'Fast link dest: "([^"]+)"', target)
-        real = m.group(1) if m else path
-        real = real if real.startswith("/") else str(Path(path).parent / real)
-        data = subprocess.run(["debugfs", "-R", f"cat {real}", str(rootfs)], capture_output=True).stdout
-        digests[path] = hashlib.sha256(data).hexdigest()
-    return digests
-
-
-# one line `disk <table> <root partition bytes> <root file system bytes>` (dumpe2fs: block count x size)
-DISK_COMMAND = ("root=$(findmnt -no SOURCE /); echo disk $(blkid -o value -s PTTYPE /dev/$(lsblk -no PKNAME $root))"
-                " $(blockdev --getsize64 $root)"
-                " $(dumpe2fs -h $root 2>/dev/null | awk '/^Block (count|size):/ {n = n ? n * $3 : $3} END {printf \"%.0f\\n\", n}')")
-CHECK_COMMAND = f"sha256sum {' '.join(MARKER_FILES)}; cat /proc/cmdline; {DISK_COMMAND}"
-
-
-def parse_checks(output: str) -> dict[str, tuple[dict[str, str], str]]:
-    """`provision run NODES -- CHECK_COMMAND` output -> per node: ({path: sha256}, the booted kernel's
-    command line)."""
-    checks = {}
-    for block in re.split(r"^== ", output, flags=re.M)[1:]:
-        lines = block.splitlines()
-        sums = {}
-        for line in lines[1:]:
-            m = re.fullmatch(r"([0-9a-f]{64})  (/\S*)", line)
-            if m:
-                sums[m.group(2)] = m.group(1)
-        cmdline = next((line for line in lines[1:] if "BOOT_IMAGE=" in line or "root=" in line), "")
-        checks[lines[0].split()[0]] = (sums, cmdline)
-    return checks
-
-
-def parse_disks(output: str) -> dict[str, tuple[str, int, int]]:
-    """`provision run NODES -- CHECK_COMMAND` output -> per node: (partition table, root partition bytes,
-    root file system bytes), from its DISK_COMMAND line."""
-    disks = {}
-    for block in re.split(r"^== ", output, flags=re.M)[1:]:
-        m = re.search(r"^disk (\w+) (\d+) (\d+)$", block, re.M)
-        if m:
-            disks[block.split()[0]] = (m.group(1), int(m.group(2)), int(m.group(3)))
-    return disks
-
-
-def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, booted: list[str], logs: Path,
-              env, install_output: str) -> tuple[VmOutcome, ...]:
-    records = {r["name"]: r for r in status["nodes"]}
+def _outcomes(inv: Inventory, built: lab.Lab, records: Mapping[str, dict], kill: str | None, booted: list[str],
+              logs: Path, env, install_output: str) -> tuple[VmOutcome, ...]:
     expected = golden_digests(Path(inv.images[0].source).resolve())
     checks: dict[str, tuple[dict[str, str], str]] = {}
     disks: dict[str, tuple[str, int, int]] = {}
@@ -343,17 +234,6 @@ def _outcomes(inv: Inventory, built: lab.Lab, status: dict, kill: str | None, bo
     return tuple(outcomes)
 
 
-def installer_fetches(inv: Inventory, ip: str, install_output: str) -> int:
-    """Whole fetches of the installer's initrd by `ip` in the log of `provision install -v`: from the HTTP
-    server's log lines when boot.transport is http (a ranged re-read does not count), else from the TFTP's."""
-    initrd = re.escape(inv.boot.initrd_tftp_path)
-    if inv.boot.transport is Transport.HTTP:
-        line = rf"http: sent /?{initrd} to {re.escape(ip)}: \d+ bytes in [0-9.]+ s$"
-    else:
-        line = rf"tftp: sent /?{initrd} to {re.escape(ip)}:"
-    return len(re.findall(line, install_output, re.M))
-
-
 def timing_table(result: VmDemoResult) -> str:
     """Per node: seconds after power-on at which each phase ended ('-': never)."""
     widths = [max(len(p), 6) for p in PHASES]
@@ -371,13 +251,11 @@ def timing_table(result: VmDemoResult) -> str:
 
 
 def summary(result: VmDemoResult) -> str:
-    lines = ["seconds after power-on at the end of each phase:", timing_table(result), "",
-             f"{'node':5} {'verified':9} {'golden files':13} {'disk boot':10} {'installs':8} disk"]
-    for n in result.nodes:
-        lines.append(f"{n.name:5} {'yes' if n.verified else 'no':9} {'identical' if n.identical else 'DIFFER':13} "
-                     f"{'yes' if n.booted_from_disk else 'no':10} {n.installs:<8} {n.table or '-'}"
-                     f"{'' if n.table == n.expected_table else f' (want {n.expected_table})'} {n.note}")
-    verdict = "as expected" if result.ok else "NOT as expected"
-    lines.append(f"demo-vm: {len(result.nodes)} machine(s) in {result.seconds:.0f} s, install exit status "
-                 f"{result.install_status}, verify {result.verify_status}: {verdict} (logs in {result.logs})")
-    return "\n".join(lines)
+    table = summary_table(
+        [("node", 5), ("verified", 9), ("golden files", 13), ("disk boot", 10), ("installs", 8), ("disk", 0)],
+        ([n.name, yes_no(n.verified), "identical" if n.identical else "DIFFER", yes_no(n.booted_from_disk),
+          str(n.installs), f"{n.table or '-'}{'' if n.table == n.expected_table else f' (want {n.expected_table})'}"
+                           f" {n.note}"] for n in result.nodes),
+        f"demo-vm: {len(result.nodes)} machine(s) in {result.seconds:.0f} s, install exit status "
+        f"{result.install_status}, verify {result.verify_status}", result.ok, f" (logs in {result.logs})")
+    return "\n".join(["seconds after power-on at the end of each phase:", timing_table(result), "", table])

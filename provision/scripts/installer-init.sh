@@ -2,7 +2,7 @@
 # /init of provision's installer initrd (see provision/images/initrd.py): bring up the installer
 # environment -- console, kernel modules in modules.dep order, the boot NIC by DHCP, Python with this
 # project -- and report each step on the console with a `provision-installer:` line; with inst.ks= on the
-# kernel line, run the installer (provision/installer.py).
+# kernel line, run the installer (provision/installer/).
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
 /bin/busybox --install -s
 mount -t devtmpfs devtmpfs /dev 2>/dev/null

@@ -1,4 +1,4 @@
-"""IPv6 router advertisements that end iPXE's wait for IPv6 autoconfiguration (PXE-NOTES 2: ~13 s per boot).
+"""IPv6 router advertisements that end iPXE's wait for IPv6 autoconfiguration (~13 s per boot; docs/boot.md).
 
 The advertisement offers nothing: no prefix, no managed/other configuration (M=0, O=0) and router lifetime
 0 (not a default router). It only tells a booting iPXE that no IPv6 configuration is coming. Hosts on the

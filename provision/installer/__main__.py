@@ -1,0 +1,5 @@
+import sys
+
+from provision.installer.main import main
+
+sys.exit(main())
