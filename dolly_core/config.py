@@ -76,74 +76,91 @@ def _port(text: str, whole: str) -> int:
 
 
 def parse_config(text: str, filename: str = "<config>") -> DollyConfig:
-    lines = [(no, line.split("#", 1)[0].split()) for no, line in enumerate(text.splitlines(), 1)]
-    lines = [(no, words) for no, words in lines if words]
-    pos = 0
-
-    def fail(no: int | None, expected: str, got: list[str] | None = None) -> ConfigError:
-        where = f"{filename}:{no}" if no else f"{filename}: at end of file"
-        found = f", found {' '.join(got)!r}" if got else ""
-        return ConfigError(f"{where}: expected {expected}{found}")
-
-    def take(keywords: tuple[str, ...], nargs: int, expected: str) -> tuple[int, list[str]]:
-        nonlocal pos
-        if pos >= len(lines):
-            raise fail(None, expected)
-        no, words = lines[pos]
-        if words[0] not in keywords or len(words) != 1 + nargs:
-            raise fail(no, expected, words)
-        pos += 1
-        return no, words[1:]
-
-    def count(no: int, word: str, what: str) -> int:
-        if not word.isdigit() or int(word) < 1:
-            raise fail(no, f"a positive number of {what}", [word])
-        return int(word)
-
-    def endpoint(no: int, word: str) -> Endpoint:
-        try:
-            return parse_endpoint(word)
-        except ValueError as exc:
-            raise ConfigError(f"{filename}:{no}: {exc}") from None
-
-    no, (n_text,) = take(("iofiles",), 1, "'iofiles N'")
-    files = []
-    for _ in range(count(no, n_text, "iofiles")):
-        if pos >= len(lines):
-            raise fail(None, "'IN > OUT' or 'IN >> OUT'")
-        no, words = lines[pos]
-        if len(words) != 3 or words[1] not in (">", ">>"):
-            raise fail(no, "'IN > OUT' or 'IN >> OUT'", words)
-        files.append(IOFile(words[0], words[2], cook=words[1] == ">>"))
-        pos += 1
-    no, (server_text,) = take(("server",), 1, "'server NAME'")
-    server = endpoint(no, server_text)
-    first_no, (first_text,) = take(("firstclient",), 1, "'firstclient NAME'")
-    last_no, (last_text,) = take(("lastclient",), 1, "'lastclient NAME'")
-    no, (n_text,) = take(("clients", "client"), 1, "'clients N'")
-    wanted = count(no, n_text, "clients")
-    clients: list[tuple[int, str]] = []
-    while len(clients) < wanted:
-        if pos >= len(lines):
-            raise fail(None, f"{wanted} client names (found {len(clients)})")
-        no, words = lines[pos]
-        if words[0] == "endconfig":
-            raise fail(no, f"{wanted} client names before 'endconfig' (found {len(clients)})", words)
-        clients.extend((no, w) for w in words)
-        pos += 1
-    if len(clients) > wanted:
-        no, extra = clients[wanted]
-        raise fail(no, f"exactly {wanted} client names ('clients {wanted}')", [extra])
-    take(("endconfig",), 0, "'endconfig'")
-    if pos < len(lines):
-        raise fail(lines[pos][0], "nothing after 'endconfig'", lines[pos][1])
-    endpoints = tuple(endpoint(no, w) for no, w in clients)
+    """Parse a config text; ConfigError naming the line and what was expected."""
+    reader = _Reader(text, filename)
+    files = reader.io_files()
+    server = reader.endpoint(*reader.take(("server",), 1, "'server NAME'"))
+    first = reader.take(("firstclient",), 1, "'firstclient NAME'")
+    last = reader.take(("lastclient",), 1, "'lastclient NAME'")
+    clients = reader.client_names()
+    reader.take(("endconfig",), 0, "'endconfig'")
+    reader.at_end()
+    endpoints = tuple(reader.endpoint(no, w) for no, w in clients)
     names = [w for _, w in clients]
     if len(set(endpoints)) != len(endpoints):
         dup = next(w for i, w in enumerate(names) if endpoints[i] in endpoints[:i])
         raise ConfigError(f"{filename}: client {dup!r} appears twice in the ring")
-    if first_text != names[0]:
-        raise fail(first_no, f"'firstclient {names[0]}' (the first name of the client list)", ["firstclient", first_text])
-    if last_text != names[-1]:
-        raise fail(last_no, f"'lastclient {names[-1]}' (the last name of the client list)", ["lastclient", last_text])
+    for (no, text), keyword, name, which in ((first, "firstclient", names[0], "first"),
+                                             (last, "lastclient", names[-1], "last")):
+        if text != name:
+            raise reader.fail(no, f"'{keyword} {name}' (the {which} name of the client list)", [keyword, text])
     return DollyConfig(tuple(files), server, endpoints)
+
+
+class _Reader:
+    """The config's non-blank lines as words, read in order; each step names what it expected."""
+
+    def __init__(self, text: str, filename: str):
+        lines = [(no, line.split("#", 1)[0].split()) for no, line in enumerate(text.splitlines(), 1)]
+        self.lines = [(no, words) for no, words in lines if words]
+        self.filename = filename
+        self.pos = 0
+
+    def fail(self, no: int | None, expected: str, got: list[str] | None = None) -> ConfigError:
+        where = f"{self.filename}:{no}" if no else f"{self.filename}: at end of file"
+        found = f", found {' '.join(got)!r}" if got else ""
+        return ConfigError(f"{where}: expected {expected}{found}")
+
+    def next_line(self, expected: str) -> tuple[int, list[str]]:
+        if self.pos >= len(self.lines):
+            raise self.fail(None, expected)
+        self.pos += 1
+        return self.lines[self.pos - 1]
+
+    def take(self, keywords: tuple[str, ...], nargs: int, expected: str) -> tuple[int, str | None]:
+        """A `KEYWORD [ARG]` line: its number and argument."""
+        no, words = self.next_line(expected)
+        if words[0] not in keywords or len(words) != 1 + nargs:
+            raise self.fail(no, expected, words)
+        return no, words[1] if nargs else None
+
+    def count(self, no: int, word: str, what: str) -> int:
+        if not word.isdigit() or int(word) < 1:
+            raise self.fail(no, f"a positive number of {what}", [word])
+        return int(word)
+
+    def endpoint(self, no: int, word: str) -> Endpoint:
+        try:
+            return parse_endpoint(word)
+        except ValueError as exc:
+            raise ConfigError(f"{self.filename}:{no}: {exc}") from None
+
+    def io_files(self) -> list[IOFile]:
+        """`iofiles N` and its N `IN > OUT` / `IN >> OUT` lines."""
+        no, n_text = self.take(("iofiles",), 1, "'iofiles N'")
+        files = []
+        for _ in range(self.count(no, n_text, "iofiles")):
+            no, words = self.next_line("'IN > OUT' or 'IN >> OUT'")
+            if len(words) != 3 or words[1] not in (">", ">>"):
+                raise self.fail(no, "'IN > OUT' or 'IN >> OUT'", words)
+            files.append(IOFile(words[0], words[2], cook=words[1] == ">>"))
+        return files
+
+    def client_names(self) -> list[tuple[int, str]]:
+        """`clients N` (or `client N`) and the N names after it, with their line numbers."""
+        no, n_text = self.take(("clients", "client"), 1, "'clients N'")
+        wanted = self.count(no, n_text, "clients")
+        clients: list[tuple[int, str]] = []
+        while len(clients) < wanted:
+            no, words = self.next_line(f"{wanted} client names (found {len(clients)})")
+            if words[0] == "endconfig":
+                raise self.fail(no, f"{wanted} client names before 'endconfig' (found {len(clients)})", words)
+            clients.extend((no, w) for w in words)
+        if len(clients) > wanted:
+            no, extra = clients[wanted]
+            raise self.fail(no, f"exactly {wanted} client names ('clients {wanted}')", [extra])
+        return clients
+
+    def at_end(self) -> None:
+        if self.pos < len(self.lines):
+            raise self.fail(self.lines[self.pos][0], "nothing after 'endconfig'", self.lines[self.pos][1])
