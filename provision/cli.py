@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"provision {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in ALL:
-        p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP)
+        p = sub.add_parser(command.NAME, help=command.HELP, description=command.HELP,
+                           aliases=getattr(command, "ALIASES", ()))
         p.add_argument(
             "--inventory", metavar="FILE",
             help="inventory YAML (default: $PROVISION_INVENTORY, then the last install's inventory)",

@@ -9,23 +9,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision.inventory import LAST_INSTALL_FILE, state_dir
-from provision.model import Inventory
+from provision.model import DhcpServer, Inventory
+from provision.render import DHCPD_CONF, KEA_CONF
 from provision.services.dhcpd import DhcpdProcess
+from provision.services.kea import KeaProcess
 from provision.state import StateStore, write_json_atomic
 
 
 @dataclass(frozen=True)
 class ClusterFiles:
-    """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf, tftpboot/, kickstart/, dolly.conf), dhcpd/ (the live
-    config, leases, pid, log), dolly/ (the ring config, secret and report of a run), host-keys/, known_hosts,
-    install.json."""
+    """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf or kea-dhcp4.conf, tftpboot/, kickstart/,
+    dolly.conf), dhcpd/ or kea/ (the live config, leases, pid, log, Kea's control socket), dolly/ (the ring
+    config, secret and report of a run), host-keys/, known_hosts, install.json."""
 
     state: Path
     cluster: str
+    dhcp_server: DhcpServer = DhcpServer.ISC
 
     @classmethod
     def of(cls, inv: Inventory, env: Mapping[str, str] = os.environ) -> ClusterFiles:
-        return cls(state_dir(env), inv.cluster)
+        return cls(state_dir(env), inv.cluster, inv.dhcp.server)
 
     @property
     def root(self) -> Path:
@@ -67,9 +70,16 @@ class ClusterFiles:
     def install_record(self) -> Path:
         return self.root / "install.json"
 
-    def dhcpd(self) -> DhcpdProcess:
-        run_dir = self.root / "dhcpd"
-        return DhcpdProcess(run_dir / "dhcpd.conf", run_dir)
+    def dhcp(self) -> DhcpdProcess | KeaProcess:
+        """The cluster's DHCP server: our own dhcpd or kea-dhcp4, with its files in dhcpd/ or kea/."""
+        if self.dhcp_server is DhcpServer.KEA:
+            return KeaProcess(self.root / "kea" / KEA_CONF, self.root / "kea")
+        return DhcpdProcess(self.root / "dhcpd" / DHCPD_CONF, self.root / "dhcpd")
+
+    @property
+    def dhcp_rendered(self) -> Path:
+        """The rendered config of the cluster's DHCP server (it is made live by dhcp().install)."""
+        return self.rendered / (KEA_CONF if self.dhcp_server is DhcpServer.KEA else DHCPD_CONF)
 
     def store(self) -> StateStore:
         return StateStore(self.root / "nodes.json")

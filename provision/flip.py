@@ -15,8 +15,7 @@ from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
 from provision.errors import InputError
 from provision.model import Inventory
-from provision.render import DHCPD_CONF, render_to
-from provision.services.dhcpd import install as install_dhcpd_config
+from provision.render import render_to
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,8 @@ class FlipResult:
     mode: BootMode
     changed: tuple[str, ...]     # nodes whose mode changed
     unchanged: tuple[str, ...]   # nodes that had this mode already
-    dhcpd_reloaded: bool
+    dhcp: str                    # the DHCP server's name (dhcpd, kea-dhcp4)
+    applied: str | None          # how the running server took the new config ("restarted"); None: not running
 
 
 def current_modes(inv: Inventory, files: ClusterFiles) -> dict[str, BootMode]:
@@ -47,15 +47,16 @@ def select_nodes(inv: Inventory, names: Iterable[str], all_nodes: bool) -> list[
 
 
 def apply_modes(inv: Inventory, files: ClusterFiles, modes: dict[str, BootMode],
-                site_templates: Path | None) -> bool:
-    """Render with `modes` into the cluster's rendered dir and make its dhcpd.conf live; restart our dhcpd
-    if it runs. Returns whether dhcpd was restarted."""
+                site_templates: Path | None) -> str | None:
+    """Render with `modes` into the cluster's rendered dir and make its DHCP config live, applied to our DHCP
+    server if it runs. Returns how the running server took a changed config (its APPLIED: "restarted", ...),
+    None if none runs or nothing changed."""
     render_to(files.rendered, inv, site_templates=site_templates, boot_modes=modes)
-    dhcpd = files.dhcpd()
-    if dhcpd.running():
-        return dhcpd.install_and_reload(files.rendered / DHCPD_CONF)
-    install_dhcpd_config(files.rendered / DHCPD_CONF, dhcpd.config)
-    return False
+    dhcp = files.dhcp()
+    if dhcp.running():
+        return dhcp.APPLIED if dhcp.install_and_reload(files.dhcp_rendered) else None
+    dhcp.install(files.dhcp_rendered)
+    return None
 
 
 def flip(inv: Inventory, files: ClusterFiles, names: Iterable[str], mode: BootMode,
@@ -66,6 +67,6 @@ def flip(inv: Inventory, files: ClusterFiles, names: Iterable[str], mode: BootMo
     changed = tuple(n for n in names if modes[n] is not mode)
     unchanged = tuple(n for n in names if modes[n] is mode)
     modes.update(dict.fromkeys(names, mode))
-    reloaded = apply_modes(inv, files, modes, site_templates or files.recorded_templates())
+    applied = apply_modes(inv, files, modes, site_templates or files.recorded_templates())
     files.store().set_boot(names, mode)
-    return FlipResult(mode, changed, unchanged, reloaded)
+    return FlipResult(mode, changed, unchanged, files.dhcp().NAME, applied)

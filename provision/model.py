@@ -59,6 +59,13 @@ class Transport(enum.StrEnum):
     TFTP = "tftp"  # from the TFTP root, as pxelinux.0 and GRUB's tftp do everywhere
 
 
+class DhcpServer(enum.StrEnum):
+    """Which DHCP server provision runs for the cluster."""
+
+    ISC = "isc"  # ISC dhcpd: dhcpd.conf, a restart applies a changed config
+    KEA = "kea"  # ISC Kea (kea-dhcp4): kea-dhcp4.conf, applied with config-reload over its control socket
+
+
 class DiskLabel(enum.StrEnum):
     """The partition table the installer writes (the kickstart's `clearpart --disklabel=`)."""
 
@@ -200,6 +207,13 @@ class Dolly:
 
 
 @dataclass(frozen=True, slots=True)
+class Dhcp:
+    """The cluster's DHCP server."""
+
+    server: DhcpServer = DhcpServer.ISC
+
+
+@dataclass(frozen=True, slots=True)
 class KickstartSettings:
     lang: str = "en_US.UTF-8"
     keyboard: str = "us"
@@ -256,6 +270,7 @@ class Inventory:
     images: tuple[Image, ...]
     kickstart: KickstartSettings = KickstartSettings()
     dolly: Dolly = Dolly()
+    dhcp: Dhcp = Dhcp()
     nodes: tuple[Node, ...]  # ring order
     _by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
 

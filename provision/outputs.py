@@ -113,7 +113,7 @@ def _stale(out_dir: Path, rule: Prune, keep: Mapping[str, str]) -> list[str]:
         return []
     stale = []
     for entry in os.scandir(directory):
-        rel = f"{rule.directory}/{entry.name}"
+        rel = os.path.normpath(f"{rule.directory}/{entry.name}")  # "./dhcpd.conf" is "dhcpd.conf"
         leftover_temp = entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX)
         if entry.is_file(follow_symlinks=False) and rel not in keep and (
             leftover_temp or rule.pattern.fullmatch(entry.name)

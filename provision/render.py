@@ -2,7 +2,8 @@
 
 Templates are looked up in the site directory first, then in the shipped `templates/`; a site template can
 extend the shipped one of the same name as "shipped/<name>". Undefined variables are errors that name the
-template file and line. render_files is pure; render_to checks dhcpd.conf with `dhcpd -t` and then writes.
+template file and line. render_files is pure; render_to checks dhcpd.conf with `dhcpd -t` (kea-dhcp4.conf
+with `kea-dhcp4 -t`, when the inventory's dhcp.server is kea) and then writes.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from provision.bootmode import BootMode, modes_for
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
 from provision.fields import ssh_public_key_problem
-from provision.model import DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, Firmware, Inventory, Node, Transport
+from provision.model import (DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, DhcpServer, Firmware, Inventory, Node,
+                             Transport)
 from provision.outputs import Prune, WriteReport, write_tree
-from provision.services import dhcpd
+from provision.services import dhcpd, kea
 
 DHCPD_CONF = "dhcpd.conf"
+KEA_CONF = "kea-dhcp4.conf"  # instead of dhcpd.conf when the inventory says dhcp: {server: kea}
 DOLLY_CONF = "dolly.conf"
 TFTP_ROOT = "tftpboot"
 PXELINUX_DIR = f"{TFTP_ROOT}/pxelinux.cfg"
@@ -40,6 +43,7 @@ PRUNE = (
     Prune(PXELINUX_DIR, re.compile(r"01(-[0-9a-f]{2}){6}")),
     Prune(GRUB_DIR, re.compile(r"grub\.cfg-01(-[0-9a-f]{2}){6}")),
     Prune(KICKSTART_DIR, re.compile(r"[A-Za-z0-9.-]+\.ks")),
+    Prune(".", re.compile(r"dhcpd\.conf|kea-dhcp4\.conf")),  # the other DHCP server's, after a switch
 )
 
 
@@ -213,7 +217,8 @@ def _render_files(
     files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
     hosts = [(node, modes[node.name]) for node in inv.nodes]
     loaders = {"loader": pxe_loader(inv), "uefi_loader": GRUB_EFI_LOADER, "ipxe_loader": ipxe_pxe_loader(inv)}
-    files[DHCPD_CONF] = render_template(template(env, "dhcpd.conf.j2"), {**shared, "hosts": hosts, **loaders})
+    conf = KEA_CONF if inv.dhcp.server is DhcpServer.KEA else DHCPD_CONF
+    files[conf] = render_template(template(env, f"{conf}.j2"), {**shared, "hosts": hosts, **loaders})
     return files
 
 
@@ -268,7 +273,8 @@ class RenderReport:
     out_dir: Path
     nodes: int
     files: WriteReport
-    dhcpd_checked: bool
+    dhcp_config: str   # the rendered DHCP server config (dhcpd.conf or kea-dhcp4.conf)
+    dhcp_checked: bool  # by the real server's -t
 
 
 def render_to(
@@ -284,8 +290,14 @@ def render_to(
     out_dir = Path(out_dir)
     files = render_files(inv, site_templates, boot_modes)
     checked = False
-    if check_dhcpd and dhcpd.find_dhcpd() is not None:
+    if inv.dhcp.server is DhcpServer.KEA:
+        kea.parse_config(files[KEA_CONF], str(out_dir / KEA_CONF))  # JSON, even where Kea is not installed
+        if check_dhcpd and kea.find_kea() is not None:
+            kea.check_config_text(files[KEA_CONF], label=str(out_dir / KEA_CONF))
+            checked = True
+    elif check_dhcpd and dhcpd.find_dhcpd() is not None:
         dhcpd.check_config_text(files[DHCPD_CONF], label=str(out_dir / DHCPD_CONF))
         checked = True
     report = write_tree(out_dir, files, PRUNE)
-    return RenderReport(out_dir, len(inv.nodes), report, checked)
+    return RenderReport(out_dir, len(inv.nodes), report, KEA_CONF if inv.dhcp.server is DhcpServer.KEA else DHCPD_CONF,
+                        checked)

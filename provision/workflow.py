@@ -98,11 +98,11 @@ class Install:
     def serve(self, pending: list[Node], credentials: RunCredentials, boot_dir: Path | None, ra: str) -> None:
         """dhcpd, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
         done or failed; each pending node fetches its `credentials` once, from its own address."""
-        dhcpd = self.files.dhcpd()
-        if not dhcpd.running():
-            dhcpd.start()
+        dhcp = self.files.dhcp()
+        if not dhcp.running():
+            dhcp.start()
         selected = len(self.options.nodes or self.inv.nodes)
-        self.show(f"dhcpd serving {self.inv.network.subnet} (pid {dhcpd.pid()}){ra}; "
+        self.show(f"{dhcp.NAME} serving {self.inv.network.subnet} (pid {dhcp.pid()}){ra}; "
                   f"{len(pending)} node(s) to install, {selected - len(pending)} done before")
         tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
         flipper = Flipper(self.flip_to_local, self.fail)

@@ -73,4 +73,4 @@ def test_render_to_checks_before_it_replaces(tmp_path):
 
 def test_render_to_reports_the_check(tmp_path):
     report = render_to(tmp_path / "out", load_inventory(write(tmp_path, inventory_yaml(2))))
-    assert report.dhcpd_checked
+    assert report.dhcp_checked

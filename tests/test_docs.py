@@ -29,7 +29,7 @@ FENCE = re.compile(r"^(\s*)(```|~~~)")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 INLINE_CODE = re.compile(r"(`+)(.+?)\1")
 LONG_FLAG = re.compile(r"(?<![\w-])--[A-Za-z][\w-]*")
-SUBCOMMAND_LINE = re.compile(r"^ {4}([a-z][a-z0-9-]*)(?:\s|$)")  # argparse lists a subparser's choices so
+SUBCOMMAND_LINE = re.compile(r"^ {4}([a-z][a-z0-9-]*)(?: \(([a-z][a-z0-9-, ]*)\))?(?:\s|$)")  # argparse lists a subparser's choices so
 
 
 def page_id(page: Path) -> str:
@@ -121,7 +121,12 @@ def subcommands(help_output: str) -> set[str]:
     """The subcommands a help text lists (argparse: four spaces, then the name, under the positionals)."""
     section = help_output.split("positional arguments:", 1)[1].split("\noptions:", 1)[0] \
         if "positional arguments:" in help_output else ""
-    return {m.group(1) for line in section.splitlines() if (m := SUBCOMMAND_LINE.match(line))}
+    names = set()
+    for line in section.splitlines():
+        if m := SUBCOMMAND_LINE.match(line):  # "    dhcp (dhcpd)  ...": a name and its aliases
+            names.add(m.group(1))
+            names.update(alias.strip() for alias in (m.group(2) or "").split(","))
+    return names - {""}
 
 
 def command_of(line: str) -> tuple[str, ...]:
@@ -177,7 +182,8 @@ def test_the_documented_commands_are_found():
     assert any(line.startswith("dollyS ") and "--progress" in line for line in lines)
     assert any(line.startswith("dollyC ") and "--listen" in line for line in lines)
     assert command_of("provision lab up --vm --inventory x.yaml") == ("provision", "lab", "up")
-    assert command_of("provision dhcpd status") == ("provision", "dhcpd")
+    assert command_of("provision dhcp status") == ("provision", "dhcp")
+    assert command_of("provision dhcpd status") == ("provision", "dhcpd")  # the alias
     assert command_of("dollyS -v -f dolly.conf") == ("dollyS",)
 
 

@@ -12,7 +12,7 @@ from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, snaps
 from provision.cli import main
 from provision.errors import ExitStatus, InputError
 from provision.inventory import load_inventory, resolve_inventory_path
-from provision.model import Bootloader, DiskLabel, OsFamily, Transport
+from provision.model import Bootloader, DhcpServer, DiskLabel, OsFamily, Transport
 
 
 def test_example_is_the_seed_cluster():
@@ -270,6 +270,9 @@ BAD = [
      "expected a non-empty string: ['a', 'b']", "secret_file:"),
     ("dolly-secret-file-bad-path", BASE + "dolly:\n  secret_file: /etc/my secret\n", "dolly.secret_file",
      "invalid path: '/etc/my secret'", "secret_file:"),
+    ("dhcp-unknown-server", BASE + "dhcp:\n  server: dnsmasq\n", "dhcp.server", "expected one of isc, kea: 'dnsmasq'",
+     "server: dnsmasq"),
+    ("dhcp-unknown-key", BASE + "dhcp:\n  kea: true\n", "dhcp.kea", "unknown key (known keys: server): 'kea'", "kea:"),
     ("ipv6-ra-not-boolean", BASE.replace("  domain: test.example\n", "  domain: test.example\n  ipv6_ra: on-site\n"),
      "network.ipv6_ra", "expected true or false: 'on-site'", "ipv6_ra:"),
 ]
@@ -283,6 +286,11 @@ def test_boot_transport_and_ipv6_ra_defaults_and_choices(tmp_path):
     inv = load_inventory(write(tmp_path, text))
     assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.HTTP, True)
     assert load_inventory(LAB.with_name("lab-vm.yaml")).network.ipv6_ra is True
+
+
+def test_dhcp_server_default_and_kea(tmp_path):
+    assert load_inventory(write(tmp_path, BASE)).dhcp.server is DhcpServer.ISC
+    assert load_inventory(write(tmp_path, BASE + "dhcp: {server: kea}\n")).dhcp.server is DhcpServer.KEA
 
 
 def test_dolly_secret_file_and_node_auth_defaults_and_values(tmp_path):

@@ -27,12 +27,14 @@ pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def lab_inventory(tmp_path):
-    """inventory/lab.yaml with its lab files under tmp_path; a private namespace prefix and state dir."""
-    for tool in ("dhcpd", "busybox", "tftp", "curl"):
+def lab_inventory(tmp_path, request):
+    """inventory/lab.yaml with its lab files under tmp_path; a private namespace prefix and state dir. With
+    param "kea", the cluster's DHCP server is Kea."""
+    kea = getattr(request, "param", "isc") == "kea"
+    for tool in ("kea-dhcp4" if kea else "dhcpd", "busybox", "tftp", "curl"):
         require_tool(tool)
     inventory = tmp_path / "lab.yaml"
-    text = (REPO / "inventory" / "lab.yaml").read_text()
+    text = (REPO / "inventory" / "lab.yaml").read_text() + ("dhcp: {server: kea}\n" if kea else "")
     inventory.write_text(text.replace("/var/lib/provision/lab", str(tmp_path / "files")))
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvt-{uuid.uuid4().hex[:5]}"}
     try:
@@ -94,6 +96,30 @@ print("sniffing", flush=True)
 for p in sniff(iface="eth0", lfilter=lambda p: p.haslayer(ICMPv6ND_RA), count=1, timeout=60):
     print("RA", p[ICMPv6ND_RA].M, p[ICMPv6ND_RA].O, p[ICMPv6ND_RA].routerlifetime, flush=True)
 """
+
+
+@pytest.mark.parametrize("lab_inventory", ["kea"], indirect=True)
+def test_four_nodes_install_through_kea(lab_inventory, tmp_path):
+    """The whole workflow with Kea as the cluster's DHCP server: leases and boot files from Kea, every flip
+    applied with config-reload (one kea-dhcp4 process from the first lease to the last flip)."""
+    inv, env = lab_inventory
+    log = tmp_path / "install.log"
+    result = lab_demo.run_demo(inv, nodes=4, image_mib=16, ring_timeout=5.0, env=env, show=lambda line: None,
+                               install_log=log, reboot_seconds=0.5)
+    install_output = log.read_text()
+    summary = lab_demo.summary(result)
+    assert result.install_status == 0 and result.ok, install_output[-4000:] + summary
+    assert all((n.state, n.boot, n.identical, n.lab_boot_ok) == ("done", "local", True, True)
+               for n in result.nodes), summary
+    files = ClusterFiles.of(inv, env)
+    assert "kea-dhcp4 serving 10.77.0.0/24" in install_output
+    assert not (files.root / "dhcpd").exists()
+    leases = (files.root / "kea" / "kea-leases4.csv").read_text()
+    kea_log = (files.root / "kea" / "kea-dhcp4.log").read_text()
+    for node in inv.nodes[:4]:
+        assert f"{node.ip},{node.mac}" in leases, leases
+    assert kea_log.count("DHCP4_CONFIG_COMPLETE") >= 2  # started once, then reloaded for the flips
+    assert kea_log.count("DHCP4_STARTED") == 1, kea_log[-3000:]
 
 
 def test_rerun_after_a_crash_does_not_clone_finished_nodes(lab_inventory, tmp_path):

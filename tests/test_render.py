@@ -167,6 +167,17 @@ def test_rerender_rewrites_only_changes_and_prunes_removed_nodes(tmp_path):
     assert "kickstart/README" in after and "kickstart/node003.ks" not in after
 
 
+def test_switching_the_dhcp_server_removes_the_other_ones_config(tmp_path):
+    out = tmp_path / "out"
+    render_to(out, load_inventory(write(tmp_path, inventory_yaml(2))), check_dhcpd=False)
+    kea = render_to(out, load_inventory(write(tmp_path, inventory_yaml(2) + "dhcp: {server: kea}\n")),
+                    check_dhcpd=False)
+    assert "kea-dhcp4.conf" in kea.files.written and kea.files.removed == ("dhcpd.conf",)
+    assert kea.dhcp_config == "kea-dhcp4.conf" and not kea.dhcp_checked
+    isc = render_to(out, load_inventory(write(tmp_path, inventory_yaml(2))), check_dhcpd=False)
+    assert "dhcpd.conf" in isc.files.written and isc.files.removed == ("kea-dhcp4.conf",)
+
+
 def test_cli_render(tmp_path, capsys):
     out = tmp_path / "out"
     status = main(["render", "--inventory", str(EXAMPLE), "--out", str(out)], env={})

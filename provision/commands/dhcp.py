@@ -1,5 +1,6 @@
-"""`provision dhcpd`: the dhcpd that provision runs for a cluster (it keeps serving after an install, so
-rebooting nodes find their local-boot entries)."""
+"""`provision dhcp` (alias `dhcpd`): the DHCP server that provision runs for a cluster, ISC dhcpd or Kea as the
+inventory's `dhcp.server` says (it keeps serving after an install, so rebooting nodes find their local-boot
+entries)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from provision.errors import ExitStatus
 from provision.flip import apply_modes, current_modes
 from provision.inventory import load_inventory, resolve_inventory_path
 
-NAME = "dhcpd"
-HELP = "status, start, stop or restart the cluster's dhcpd (config rendered from the recorded boot modes)"
+NAME = "dhcp"
+ALIASES = ("dhcpd",)
+HELP = "status, start, stop or restart the cluster's DHCP server (config rendered from the recorded boot modes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,19 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
     inv = load_inventory(resolve_inventory_path(args.inventory, env))
     files = ClusterFiles.of(inv, env)
-    dhcpd = files.dhcpd()
+    dhcp = files.dhcp()
+    label = f"{dhcp.NAME} for {inv.cluster}"
     if args.action == "status":
-        pid = dhcpd.pid()
-        print(f"dhcpd for {inv.cluster}: " + (f"running (pid {pid}), config {dhcpd.config}" if pid else "not running"))
+        pid = dhcp.pid()
+        print(f"{label}: " + (f"running (pid {pid}), config {dhcp.config}" if pid else "not running"))
         return ExitStatus.SUCCESS if pid else ExitStatus.ERROR
     if args.action == "stop":
-        print(f"dhcpd for {inv.cluster}: " + ("stopped" if dhcpd.stop() else "was not running"))
+        print(f"{label}: " + ("stopped" if dhcp.stop() else "was not running"))
         return ExitStatus.SUCCESS
     # start / restart: render with the boot modes on record, check, make live, then (re)start
     apply_modes(inv, files, current_modes(inv, files), args.templates or files.recorded_templates())
-    if args.action == "restart" or not dhcpd.running():
-        pid = dhcpd.reload() if dhcpd.running() else dhcpd.start()
-    else:
-        pid = dhcpd.pid()
-    print(f"dhcpd for {inv.cluster}: running (pid {pid}), serving {inv.network.subnet}")
+    if args.action == "restart" and dhcp.running():
+        dhcp.stop()
+    pid = dhcp.pid() or dhcp.start()
+    print(f"{label}: running (pid {pid}), serving {inv.network.subnet}")
     return ExitStatus.SUCCESS

@@ -26,7 +26,7 @@ def runner(mode: BootMode) -> Callable[[argparse.Namespace, Mapping[str, str]], 
         inv = load_inventory(resolve_inventory_path(args.inventory, env))
         names = select_nodes(inv, args.nodes, args.all)
         result = flip(inv, ClusterFiles.of(inv, env), names, mode, args.templates)
-        reload = "dhcpd restarted" if result.dhcpd_reloaded else "dhcpd config updated (dhcpd not running)"
+        reload = f"{result.dhcp} {result.applied or f'config updated ({result.dhcp} not running)'}"
         print(f"{mode} boot: {len(result.changed)} node(s) switched"
               + (f" ({' '.join(result.changed)})" if result.changed else "")
               + f", {len(result.unchanged)} already there; {reload}")

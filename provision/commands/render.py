@@ -8,10 +8,10 @@ from pathlib import Path
 
 from provision.errors import ExitStatus
 from provision.inventory import load_inventory, resolve_inventory_path
-from provision.render import render_to
+from provision.render import KEA_CONF, render_to
 
 NAME = "render"
-HELP = "render dhcpd.conf, per-node PXE configs and kickstarts, and dolly.conf into a directory"
+HELP = "render dhcpd.conf (or kea-dhcp4.conf), per-node PXE configs and kickstarts, and dolly.conf into a directory"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +26,10 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
     inv = load_inventory(resolve_inventory_path(args.inventory, env))
     report = render_to(args.out, inv, site_templates=args.templates)
     files = report.files
-    check = "checked by dhcpd -t" if report.dhcpd_checked else "NOT checked (dhcpd not installed)"
+    server = "kea-dhcp4" if report.dhcp_config == KEA_CONF else "dhcpd"
+    check = f"checked by {server} -t" if report.dhcp_checked else f"NOT checked ({server} not installed)"
     print(
         f"rendered {report.nodes} nodes of {inv.cluster} into {report.out_dir}: {len(files.written)} written,"
-        f" {files.unchanged} unchanged, {len(files.removed)} stale removed; dhcpd.conf {check}"
+        f" {files.unchanged} unchanged, {len(files.removed)} stale removed; {report.dhcp_config} {check}"
     )
     return ExitStatus.SUCCESS

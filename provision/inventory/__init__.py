@@ -76,14 +76,15 @@ def _inventory(f: Fields, path: Path, data: Any) -> Inventory | None:
     images = sections.images(top.get("images"))
     kickstart = sections.kickstart({} if top.get("kickstart") is None else top["kickstart"])
     dolly = sections.dolly({} if top.get("dolly") is None else top["dolly"])
+    dhcp = sections.dhcp({} if top.get("dhcp") is None else top["dhcp"])
     defaults = nodes.settings(("defaults",), {} if top.get("defaults") is None else top["defaults"], None)
     node_list = nodes.nodes(top.get("nodes"), defaults)
     if network is not None:
         checks.addresses(network, server, nodes.identities)
     if images is not None:
         checks.image_targets(images, nodes.disk_use)
-    parts = (cluster, server, network, boot, images, kickstart, dolly, defaults, node_list)
+    parts = (cluster, server, network, boot, images, kickstart, dolly, dhcp, defaults, node_list)
     if f.problems or any(p is None for p in parts):
         return None
     return Inventory(path=path, cluster=cluster, server=server, network=network, boot=boot, images=images,
-                     kickstart=kickstart, dolly=dolly, nodes=tuple(node_list))
+                     kickstart=kickstart, dolly=dolly, dhcp=dhcp, nodes=tuple(node_list))

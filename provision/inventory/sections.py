@@ -1,4 +1,4 @@
-"""The cluster-wide sections of the inventory: server, network, boot, images, kickstart, dolly."""
+"""The cluster-wide sections of the inventory: server, network, boot, images, kickstart, dolly, dhcp."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from provision.fields import Fields
 from provision.inventory.schema import default, keys, required
-from provision.model import Boot, Dolly, Image, KickstartSettings, Network, Server, Transport
+from provision.model import Boot, Dhcp, DhcpServer, Dolly, Image, KickstartSettings, Network, Server, Transport
 
 WORD = re.compile(r"^[A-Za-z0-9_./+-]+$")
 MOUNT = re.compile(r"^/[A-Za-z0-9_./-]*$")
@@ -106,6 +106,14 @@ class Sections:
         values = [self.f.text(p + (k,), m.get(k, default(KickstartSettings, k)), WORD, k)
                   for k in keys(KickstartSettings)]
         return None if None in values else KickstartSettings(*values)
+
+    def dhcp(self, data: Any) -> Dhcp | None:
+        p = ("dhcp",)
+        m = self.f.mapping(p, data, keys(Dhcp))
+        if m is None:
+            return None
+        server = self.f.choice(p + ("server",), m.get("server", default(Dhcp, "server")), DhcpServer)
+        return None if server is None else Dhcp(server)
 
     def dolly(self, data: Any) -> Dolly | None:
         """The ring cloner's settings; only the path's form is checked (the secret file may be made later)."""

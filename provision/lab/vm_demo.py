@@ -114,12 +114,13 @@ def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = Non
 
 def _start_install(inv: Inventory, built: lab.Lab, names: Sequence[str], ring_timeout: float, log: Path,
                    env: Mapping[str, str]) -> subprocess.Popen:
-    """`provision install -v` in the server's namespace, its output in `log`, once its dhcpd serves."""
+    """`provision install -v` in the server's namespace, its output in `log`, once its DHCP server serves."""
     with open(log, "wb") as out:
         install = subprocess.Popen(
             in_server(built, install_args(inv, names, ring_timeout, 600, 900, "--linger", "60", "-v")),
             env=dict(env), stdout=out, stderr=subprocess.STDOUT)
-    _wait_for(lambda: "dhcpd serving" in log.read_text() or install.poll() is not None, 120,
+    serving = f" serving {inv.network.subnet} "  # "dhcpd serving ..." or "kea-dhcp4 serving ..."
+    _wait_for(lambda: serving in log.read_text() or install.poll() is not None, 120,
               "provision install did not start serving")
     if install.poll() is not None:
         raise ProvisionError(f"provision install ended at once:\n{log.read_text()[-3000:]}")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from provision.errors import InputError, ProvisionError
+from provision.errors import ProvisionError
 from provision.outputs import write_bytes_durably
+from provision.services.daemon import OwnDaemon, find_program, in_netns, run_check
 
 _BANNER = ("Internet Systems Consortium", "Copyright ", "All rights reserved", "For info, please visit",
            "Config file:", "Database file:", "PID file:", "Wrote ", "Source compiled")
@@ -21,10 +17,7 @@ _ADVICE = "If you think you have received this message"
 
 def find_dhcpd() -> str | None:
     """Path of the dhcpd binary (PATH, then /usr/sbin and /sbin), or None."""
-    found = shutil.which("dhcpd")
-    if found:
-        return found
-    return next((p for p in ("/usr/sbin/dhcpd", "/sbin/dhcpd") if os.access(p, os.X_OK)), None)
+    return find_program("dhcpd")
 
 
 def check_config(path: Path | str, label: str | None = None) -> None:
@@ -33,17 +26,7 @@ def check_config(path: Path | str, label: str | None = None) -> None:
     binary = find_dhcpd()
     if binary is None:
         raise ProvisionError("dhcpd not found (Debian package isc-dhcp-server): cannot check the config")
-    try:
-        result = subprocess.run(
-            [binary, "-t", "-4", "-cf", str(path)], capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProvisionError(f"cannot run {binary} -t: {exc}") from None
-    if result.returncode != 0:
-        message = _explain(result.stdout + result.stderr)
-        if label is not None:
-            message = message.replace(str(path), label)
-        raise InputError(f"{label or path}: rejected by dhcpd -t:\n{message}")
+    run_check(binary, ["-t", "-4", "-cf", str(path)], path, label, _explain)
 
 
 def check_config_text(text: str, label: str = "dhcpd.conf") -> None:
@@ -79,13 +62,15 @@ def install(rendered_path: Path | str, live_path: Path | str) -> bool:
     return True
 
 
-class DhcpdProcess:
+class DhcpdProcess(OwnDaemon):
     """A dhcpd we run ourselves: `dhcpd -f -d -4 -cf CONF -lf LEASES -pf PID IFACE...` with its own
     lease, pid and log files in `run_dir`, optionally inside network namespace `netns` (dhcpd needs an
     address of a declared subnet on the interface it serves). dhcpd has no reload: reload = restart.
     A dhcpd started by another provision process is found through the pid file (and stopped only if
     that pid really is a dhcpd running this config)."""
 
+    NAME = "dhcpd"
+    APPLIED = "restarted"  # what install_and_reload does to a running dhcpd with a changed config
     READY_LINE = "Server starting service."
 
     def __init__(self, config: Path | str, run_dir: Path | str, interfaces: Sequence[str] = (),
@@ -102,23 +87,8 @@ class DhcpdProcess:
         binary = find_dhcpd()
         if binary is None:
             raise ProvisionError("dhcpd not found (Debian package isc-dhcp-server)")
-        argv = [binary, "-f", "-d", "-4", "-cf", str(self.config), "-lf", str(self.leases),
-                "-pf", str(self.pid_file), *self.interfaces]
-        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
-
-    def pid(self) -> int | None:
-        """The pid of our running dhcpd, from the pid file, or None."""
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError, IndexError):
-            return None
-        is_ours = any(Path(os.fsdecode(a)).name == "dhcpd" for a in cmdline) and \
-            os.fsencode(str(self.config)) in cmdline
-        return pid if is_ours and not _is_zombie(pid) else None
-
-    def running(self) -> bool:
-        return self.pid() is not None
+        return in_netns(self.netns, [binary, "-f", "-d", "-4", "-cf", str(self.config), "-lf", str(self.leases),
+                                     "-pf", str(self.pid_file), *self.interfaces])
 
     def start(self, timeout: float = 10.0) -> int:
         """Check the config, start dhcpd detached and wait until it serves; returns its pid. Raises
@@ -129,39 +99,7 @@ class DhcpdProcess:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.leases.touch()
         self.pid_file.unlink(missing_ok=True)
-        offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        with open(self.log_file, "ab") as log_out:
-            proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log_out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            new_log = self._log_since(offset)
-            if proc.poll() is not None:
-                raise ProvisionError(f"dhcpd exited with status {proc.returncode}:\n{_explain(new_log)}")
-            if self.READY_LINE in new_log:
-                self._reaper = proc  # keep the handle so the child is reaped when it ends
-                return proc.pid
-            time.sleep(0.05)
-        proc.kill()
-        proc.wait()
-        raise ProvisionError(f"dhcpd did not start serving within {timeout:.0f} s:\n"
-                             f"{_explain(self._log_since(offset))}")
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Stop our dhcpd (SIGTERM, then SIGKILL); returns False if none was running."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.pid() is not None and time.monotonic() < deadline:
-            _reap(getattr(self, "_reaper", None))
-            time.sleep(0.05)
-        if self.pid() is not None:
-            os.kill(pid, signal.SIGKILL)
-        _reap(getattr(self, "_reaper", None), wait=True)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return self._spawn(self.argv(), lambda log: self.READY_LINE in log, _explain, timeout)
 
     def reload(self, timeout: float = 10.0) -> int:
         """Restart with the current config (dhcpd re-reads its config only at start). The config is
@@ -170,34 +108,6 @@ class DhcpdProcess:
         self.stop(timeout)
         return self.start(timeout)
 
-    def install_and_reload(self, rendered_path: Path | str, timeout: float = 10.0) -> bool:
-        """install(rendered, our config) then restart if it changed or dhcpd is not running."""
-        changed = install(rendered_path, self.config)
-        if not self.running():
-            self.start(timeout)
-        elif changed:
-            self.reload(timeout)
-        return changed
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_file, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _reap(proc: subprocess.Popen | None, wait: bool = False) -> None:
-    if proc is not None:
-        try:
-            proc.wait(timeout=5) if wait else proc.poll()
-        except subprocess.TimeoutExpired:
-            pass
+    def install(self, rendered_path: Path | str) -> bool:
+        """install(rendered, our config): checked, then live; whether it changed. dhcpd is not touched."""
+        return install(rendered_path, self.config)
