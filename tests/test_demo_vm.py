@@ -32,14 +32,17 @@ LAB_FILES = "/var/lib/provision/lab-vm"
 
 @pytest.fixture
 def vm_lab(tmp_path):
-    """inventory/lab-vm.yaml with its lab files under tmp_path (only the nodes in `keep`, if given), a private
-    state dir and namespace prefix, the shared build cache; everything of the lab removed afterwards."""
+    """inventory/lab-vm.yaml with its lab files under tmp_path (only the nodes in `keep`, if given; the DHCP
+    server `dhcp`, if given), a private state dir and namespace prefix, the shared build cache; everything of
+    the lab removed afterwards."""
     require_vm(Firmware.UEFI, "mmdebstrap")  # the lab has UEFI machines too
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvv-{uuid.uuid4().hex[:5]}",
            "PROVISION_CACHE": str(Cache.of(os.environ).root)}
 
-    def inventory(keep: tuple[str, ...] | None = None) -> Path:
+    def inventory(keep: tuple[str, ...] | None = None, dhcp: str | None = None) -> Path:
         text = (REPO / "inventory" / "lab-vm.yaml").read_text().replace(LAB_FILES, str(tmp_path / "files"))
+        if dhcp is not None:
+            text += f"dhcp: {{server: {dhcp}}}\n"
         if keep is not None:  # node entries may span lines (n02's disk): filter the parsed list
             data = yaml.safe_load(text)
             data["nodes"] = [node for node in data["nodes"] if node["name"] in keep]
@@ -63,11 +66,13 @@ def _serial(path: Path) -> str:
 @vm
 @pytest.mark.root
 def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, tmp_path, capsys):
-    """A BIOS and a UEFI machine in the lab: both get their lease from our dhcpd, their loader from our TFTP
-    server and come up in our installer with the inventory's address; `lab off` kills one QEMU, `lab down`
-    removes the machines, taps, disks, links and namespaces."""
+    """A BIOS and a UEFI machine in the lab: both get their lease from our Kea (the VM run of the Kea path;
+    make demo-vm boots through dhcpd), their loader from our TFTP server and come up in our installer with the
+    inventory's address; `lab off` kills one QEMU, `lab down` removes the machines, taps, disks, links and
+    namespaces."""
+    require_tool("kea-dhcp4")
     make_inventory, env = vm_lab
-    inv_path = make_inventory(keep=("n01", "n03"))
+    inv_path = make_inventory(keep=("n01", "n03"), dhcp="kea")
     inv = load_inventory(inv_path)
     assert main(["lab", "up", "--vm", "--inventory", str(inv_path)], env) == 0
     built = lab.load_lab(env)
@@ -86,7 +91,7 @@ def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, 
         subprocess.Popen(netns.ns_argv(built.server_ns, [
             sys.executable, "-m", "provision", "install", "--inventory", str(inv_path), "--wait", "600", "-v"]),
             env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    while "dhcpd serving" not in install_log.read_text():
+    while "kea-dhcp4 serving" not in install_log.read_text():
         time.sleep(0.2)
     started = time.monotonic()
     assert main(["lab", "boot"], env) == 0
@@ -103,6 +108,8 @@ def test_vm_lab_pxe_boots_our_installer_then_off_and_down_leave_nothing(vm_lab, 
     served = install_log.read_text()
     assert re.search(rf"sent l?pxelinux\.0 to {inv.node('n01').ip}:", served), served[-3000:]  # l: boot.transport http
     assert re.search(rf"sent grub/x86_64-efi/core\.efi to {inv.node('n03').ip}:", served), served[-3000:]
+    leases = (tmp_path / "state" / "clusters" / "lab-vm" / "kea" / "kea-leases4.csv").read_text()
+    assert all(f"{node.ip},{node.mac}" in leases for node in inv.nodes), leases
 
     capsys.readouterr()
     assert main(["lab", "status", "--json"], env) == 0
