@@ -47,7 +47,6 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -56,6 +55,7 @@ from pathlib import Path
 
 from provision.credentials import CredentialsTaken
 from provision.errors import ProvisionError
+from provision.services.admission import Admission, Wording
 from provision.state import REPORTABLE, NodeState
 
 log = logging.getLogger("provision.http")
@@ -70,6 +70,7 @@ BOOT_FILES = "/boot/"  # URL prefix of the boot files (the same relative paths a
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 TOKEN_HEADER = "X-Provision-Token"
+_CONNECTIONS = Wording("http", "connections open", "from", "refusing connections", "accepting connections", "refusing")
 
 Report = Callable[[str, NodeState, str], object]
 HostKey = Callable[[str, str], bytes]  # (node, file name) -> the file; KeyError for a name that is no key file
@@ -208,41 +209,6 @@ class _RequestInput:
 
     def close(self) -> None:
         self._buffer.close()  # the socket stays: socketserver closes it
-
-
-class _Connections:
-    """Open connections, in total and per client address; `admit` refuses one over a cap, and logs the first
-    refusal of a run (and, at the next admission, how many were refused)."""
-
-    def __init__(self, limits: HttpLimits):
-        self.limits = limits
-        self._lock = threading.Lock()
-        self._open: Counter[str] = Counter()
-        self._refused: Counter[str] = Counter()  # by address; "" for the total cap
-
-    def admit(self, address: str) -> bool:
-        with self._lock:
-            if self._open.total() >= self.limits.connections:
-                key, why = "", f"{self.limits.connections} connections open, the cap"
-            elif self._open[address] >= self.limits.per_client:
-                key, why = address, f"{self.limits.per_client} connections open from {address}, its cap"
-            else:
-                self._open[address] += 1
-                for key in (address, ""):
-                    if refused := self._refused.pop(key, 0):
-                        log.info("http: accepting connections%s again, after refusing %d",
-                                 f" from {key}" if key else "", refused)
-                return True
-            self._refused[key] += 1
-            if self._refused[key] == 1:
-                log.warning("http: refusing connections (%s): first from %s", why, address)
-            return False
-
-    def release(self, address: str) -> None:
-        with self._lock:
-            self._open[address] -= 1
-            if not self._open[address]:
-                del self._open[address]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -469,7 +435,7 @@ class _Server(ThreadingHTTPServer):
     credentials: Credentials | None
     policy: _Policy
     limits: HttpLimits
-    connections: _Connections
+    connections: Admission
 
     def verify_request(self, request, client_address) -> bool:
         return self.connections.admit(client_address[0])
@@ -552,7 +518,7 @@ class HttpServer:
         httpd.on_report, httpd.states, httpd.boot_of = self.on_report, self.states, self.boot_of
         httpd.boot_dir, httpd.credentials = self.boot_dir, self.credentials
         httpd.host_key, httpd.policy, httpd.limits = self.host_key, self.policy, self.limits
-        httpd.connections = _Connections(self.limits)
+        httpd.connections = Admission(self.limits.connections, self.limits.per_client, _CONNECTIONS, log)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="http", daemon=True)

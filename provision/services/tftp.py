@@ -32,7 +32,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +43,7 @@ from tftpy.TftpStates import TftpStateServerRecvRRQ, TftpStateServerStart
 
 from provision.errors import ProvisionError
 from provision.model import GRUB_EFI_LOADER, GRUB_TFTP_DIR, Boot
+from provision.services.admission import Admission, Wording
 from provision.services.tftp_transfer import Outcome, TransferPool
 
 log = logging.getLogger("provision.tftp")
@@ -61,6 +61,7 @@ _SO_TIMESTAMPNS = 35  # Linux: each datagram's kernel receive time (realtime); P
 _TIMESPEC = struct.Struct("ll")
 MAX_TRANSFERS = 1024  # at once, in all
 MAX_PER_CLIENT = 8  # at once, from one client address
+_TRANSFERS = Wording("tftp", "transfers running", "for", "dropping requests", "serving requests", "dropping")
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,7 @@ class TftpServer:
         self.on_transfer = on_transfer
         self.max_transfers, self.max_per_client = max_transfers, max_per_client
         self._clients: set[tuple[str, int]] = set()  # (address, port) of each running transfer
-        self._per_address: Counter[str] = Counter()  # running transfers by client address
-        self._dropped: Counter[str] = Counter()  # requests dropped in the current burst, by address ("": total)
+        self._admission = Admission(max_transfers, max_per_client, _TRANSFERS, log)
         self._requested_port = port
         self._sock: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -163,7 +163,7 @@ class TftpServer:
 
     def running(self, address: str | None = None) -> int:
         """How many transfers run now: in all, or for one client address."""
-        return len(self._clients) if address is None else self._per_address.get(address, 0)
+        return self._admission.held(address)
 
     def bind(self) -> TftpServer:
         if self._sock is None:
@@ -227,10 +227,9 @@ class TftpServer:
                 pool.stop()
                 for ident in list(running):
                     self._report(self._ended_transfer(running, ident), Outcome(0, "server stopped"))
-                for key, dropped in self._dropped.items():
+                for key, dropped in self._admission.refused_since().items():
                     log.info("tftp: dropped %d request(s)%s over the cap, not served since", dropped,
                              f" from {key}" if key else "")
-                self._dropped.clear()
                 self._sock.close()
                 self._wake_r.close()
                 self._wake_w.close()
@@ -244,7 +243,7 @@ class TftpServer:
             return
         if client in self._clients or _arrival(ancillary) < self._ended.get(client, 0):
             return  # a request re-sent while its transfer ran (read now or only later): that one answers
-        if not self._admit(client[0]):
+        if not self._admission.admit(client[0]):
             return
         started = time.monotonic()
         session = _Session(client[0], client[1], self.root, self.timeout, self.retries)
@@ -253,41 +252,19 @@ class TftpServer:
             ident = pool.submit(session.sock, client, session.fileobj, session.getBlocksize(),
                                 session.next_block, session.last_pkt.buffer)
         except Exception as exc:  # tftpy raises TftpException, bad packets can raise others
+            self._admission.release(client[0])
             self._report(_Running(client, session.file_to_transfer, started), Outcome(0, str(exc)))
             return
         finally:
             session.end()  # the worker has its own socket and file
         running[ident] = _Running(client, session.file_to_transfer, started)
         self._clients.add(client)
-        self._per_address[client[0]] += 1
-
-    def _admit(self, address: str) -> bool:
-        """Whether a request from `address` may start a transfer under the caps; the first drop of a burst
-        is logged, and how many were dropped when the address (or anyone, after the total cap) is served again."""
-        if len(self._clients) >= self.max_transfers:
-            key, why = "", f"{self.max_transfers} transfers running, the cap"
-        elif self._per_address[address] >= self.max_per_client:
-            key, why = address, f"{self.max_per_client} transfers running for {address}, its cap"
-        else:
-            if self._dropped:
-                for key in (address, ""):
-                    if dropped := self._dropped.pop(key, 0):
-                        log.info("tftp: serving requests%s again, after dropping %d",
-                                 f" from {key}" if key else "", dropped)
-            return True
-        self._dropped[key] += 1
-        if self._dropped[key] == 1:
-            log.warning("tftp: dropping requests (%s): first from %s", why, address)
-        return False
 
     def _ended_transfer(self, running: dict[int, _Running], ident: int) -> _Running:
         """Take the transfer `ident` out of `running` and the caps' counts."""
         transfer = running.pop(ident)
         self._clients.discard(transfer.client)
-        address = transfer.client[0]
-        self._per_address[address] -= 1
-        if not self._per_address[address]:
-            del self._per_address[address]
+        self._admission.release(transfer.client[0])
         return transfer
 
     def _report(self, transfer: _Running, outcome: Outcome) -> None:
