@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,8 @@ from provision.cluster import ClusterFiles
 from provision.inventory import load_inventory
 from provision.lab import cluster as lab, netns
 from provision.ring_run import dolly_server
-from tests.conftest import REPO, require_tool
+from tests.conftest import require_tool
+from tests.fixtures.inventories import lab_copy
 
 pytestmark = pytest.mark.root
 
@@ -54,10 +54,7 @@ print(json.dumps({
 def trust_lab(tmp_path):
     for tool in ("dhcpd", "busybox", "tftp", "curl"):
         require_tool(tool)
-    inventory = tmp_path / "lab.yaml"
-    inventory.write_text((REPO / "inventory" / "lab.yaml").read_text()
-                         .replace("/var/lib/provision/lab", str(tmp_path / "files")))
-    env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvt-{uuid.uuid4().hex[:5]}"}
+    inventory, env = lab_copy(tmp_path)
     inv = load_inventory(inventory)
     try:
         built = lab.lab_up(inv, nodes=3, env=env, image_mib=4)

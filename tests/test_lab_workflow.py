@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from provision.host_keys import KEY_FILES, HostKeyStore
 from provision.inventory import load_inventory
 from provision.state import NodeState
 from tests.conftest import REPO, require_tool
+from tests.fixtures.inventories import lab_copy
 from tests.test_host_keys import known
 
 pytestmark = pytest.mark.root
@@ -33,10 +33,7 @@ def lab_inventory(tmp_path, request):
     kea = getattr(request, "param", "isc") == "kea"
     for tool in ("kea-dhcp4" if kea else "dhcpd", "busybox", "tftp", "curl"):
         require_tool(tool)
-    inventory = tmp_path / "lab.yaml"
-    text = (REPO / "inventory" / "lab.yaml").read_text() + ("dhcp: {server: kea}\n" if kea else "")
-    inventory.write_text(text.replace("/var/lib/provision/lab", str(tmp_path / "files")))
-    env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvt-{uuid.uuid4().hex[:5]}"}
+    inventory, env = lab_copy(tmp_path, extra="dhcp: {server: kea}\n" if kea else "")
     try:
         yield load_inventory(inventory), env
     finally:
@@ -96,6 +93,24 @@ print("sniffing", flush=True)
 for p in sniff(iface="eth0", lfilter=lambda p: p.haslayer(ICMPv6ND_RA), count=1, timeout=60):
     print("RA", p[ICMPv6ND_RA].M, p[ICMPv6ND_RA].O, p[ICMPv6ND_RA].routerlifetime, flush=True)
 """
+
+
+def test_thirty_two_nodes_of_the_scale_lab(tmp_path):
+    """inventory/lab-scale.yaml: a lab past the old cap of 16 (bench/scale_bench.py runs it up to 100 nodes);
+    its time-outs grow with the nodes sharing this machine's cores."""
+    for tool in ("dhcpd", "busybox", "tftp", "curl"):
+        require_tool(tool)
+    inventory, env = lab_copy(tmp_path, "lab-scale.yaml")
+    assert (lab_demo.shared_cores_factor(16), lab_demo.shared_cores_factor(32)) == (1.0, 2.0)
+    try:
+        result = lab_demo.run_demo(load_inventory(inventory), nodes=32, image_mib=8, env=env,
+                                   show=lambda line: None, install_log=tmp_path / "install.log")
+    finally:
+        lab.lab_down(env)
+        netns.teardown_prefix(env["PROVISION_LAB_PREFIX"])
+    assert result.ok and len(result.nodes) == 32, lab_demo.summary(result)
+    install_log = (tmp_path / "install.log").read_text()
+    assert "32 node(s) ready" in install_log, install_log[-3000:]
 
 
 @pytest.mark.parametrize("lab_inventory", ["kea"], indirect=True)

@@ -14,7 +14,7 @@ from provision.lab import cluster as lab, demo as lab_demo, vm as lab_vm, vm_dem
 from provision.lab.netns import ns_argv
 
 NAME = "lab"
-HELP = "the simulated cluster: a bridge, the server and up to 16 nodes as network namespaces or QEMU machines (root)"
+HELP = "the simulated cluster: a bridge, the server and up to 128 nodes as network namespaces or QEMU machines (root)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +126,7 @@ def _off(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
 
 
 def _demo_arguments(demo: argparse.ArgumentParser) -> None:
-    demo.add_argument("--nodes", type=int, metavar="N", help="how many nodes (default 4; with --vm all, at most 16)")
+    demo.add_argument("--nodes", type=int, metavar="N", help="how many nodes (default 4; with --vm all)")
     demo.add_argument("--vm", action="store_true",
                       help="QEMU machines: install, reboot from their own disks, provision verify, phase timings")
     demo.add_argument("--kill", metavar="NODE", help="pull this node's plug in the middle of the clone")

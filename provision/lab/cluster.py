@@ -1,4 +1,4 @@
-"""The simulated cluster: a switch, the server and up to 16 nodes as network namespaces (needs root).
+"""The simulated cluster: a switch, the server and up to 128 nodes as network namespaces (needs root).
 
 `lab_up` builds it from an inventory: namespace `pv-<server name>` holds the server's address (the
 inventory's server IP); every node `pv-<node name>` gets the inventory's MAC and *no* address (it
@@ -38,7 +38,7 @@ from provision.model import Firmware, Inventory
 from provision.state import write_json_atomic
 
 PREFIX = "pv"  # namespaces pv-sw, pv-<server>, pv-<node>; $PROVISION_LAB_PREFIX overrides (test rigs: pvt-...)
-MAX_NODES = 16
+MAX_NODES = 128
 DEFAULT_RATE = "100mbit"
 DEFAULT_IMAGE_MIB = 32
 MEMDISK = Path("/usr/lib/syslinux/memdisk")
@@ -158,7 +158,7 @@ def prepare_lab_files(inv: Inventory, image_mib: int = DEFAULT_IMAGE_MIB) -> lis
 def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_RATE,
            env: Mapping[str, str] = os.environ, image_mib: int = DEFAULT_IMAGE_MIB, vm: bool = False,
            disk_gib: int = lab_vm.DEFAULT_DISK_GIB) -> Lab:
-    """Clear any leftover lab, then build one for the inventory's first `nodes` nodes (all, up to 16);
+    """Clear any leftover lab, then build one for the inventory's first `nodes` nodes (all, up to MAX_NODES);
     with `vm` the nodes are QEMU machines with `disk_gib` GiB sparse disks."""
     count = min(len(inv.nodes), MAX_NODES) if nodes is None else nodes
     if not 1 <= count <= min(len(inv.nodes), MAX_NODES):

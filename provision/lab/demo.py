@@ -14,7 +14,7 @@ import os
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from provision.errors import ProvisionError
@@ -22,6 +22,8 @@ from provision.lab import cluster as lab
 from provision.lab.provision_cli import in_server, install_args, node_records
 from provision.lab.verdict import node_as_expected, run_as_expected, summary_table, yes_no
 from provision.model import Inventory
+
+LOG_TAIL_LINES = 25
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class NodeOutcome:
     hostname: str | None  # what its %post wrote into the clone's /etc/hostname
     lab_boot_ok: bool     # its firmware found local boot after the reboot
     killed: bool
+    log_tail: str = ""    # the last lines of its console log, for a node that is not as expected
 
     @property
     def as_expected(self) -> bool:
@@ -59,11 +62,20 @@ def sha256_of(path: Path) -> str | None:
         return None
 
 
+def shared_cores_factor(nodes: int) -> float:
+    """How much longer a lab node may wait for a core than one of 16: every lab node's processes (DHCP and TFTP
+    clients, dollyC's threads) share this machine's cores, so a heartbeat or a reboot waits its turn longer
+    the more nodes there are. Real nodes have their own cores: the product's defaults stay."""
+    return max(1.0, nodes / 16)
+
+
 def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | None = lab.DEFAULT_RATE,
-             image_mib: int = lab.DEFAULT_IMAGE_MIB, ring_timeout: float = 3.0,
+             image_mib: int = lab.DEFAULT_IMAGE_MIB, ring_timeout: float | None = None,
              env: Mapping[str, str] = os.environ, show=print, install_log: Path | None = None,
              reboot_seconds: float = 3.0) -> DemoResult:
-    """Run the demo; `install_log` takes the output of `provision install -v` (default: this terminal)."""
+    """Run the demo; `install_log` takes the output of `provision install -v` (default: this terminal).
+    `ring_timeout` (dollyS --timeout) and the install's --linger default to 3 s and 5 s, longer for a lab
+    of more than 16 nodes (shared_cores_factor)."""
     started = time.monotonic()
     built = lab.lab_up(inv, nodes=nodes, rate=rate, env=env, image_mib=image_mib)
     names = [n.name for n in built.nodes]
@@ -71,7 +83,9 @@ def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | No
         lab.lab_down(env)
         raise ProvisionError(f"--kill {kill}: not a node of this lab ({', '.join(names)})")
     show(f"lab up: server {built.server_name} and {len(names)} node(s) in network namespaces, links {rate}")
-    install_argv = in_server(built, install_args(inv, names, ring_timeout, 120, 120, *(["-v"] if install_log else [])))
+    factor = shared_cores_factor(len(names))
+    install_argv = in_server(built, install_args(inv, names, ring_timeout or 3.0 * factor, round(120 * factor), 120,
+                                                 "--linger", f"{5 * factor:g}", *(["-v"] if install_log else [])))
     log = open(install_log, "wb") if install_log else None
     try:
         install = subprocess.Popen(install_argv, env={**os.environ, **env}, stdout=log, stderr=log)
@@ -122,17 +136,31 @@ def _outcomes(inv: Inventory, built: lab.Lab, records: Mapping[str, dict], kill:
             hostname = (Path(node.disk) / "etc" / "hostname").read_text().strip()
         except OSError:
             hostname = None
-        outcomes.append(NodeOutcome(node.name, record["state"], record["boot"], record["error"],
-                                    identical, hostname, boot_ok, node.name == kill))
+        outcome = NodeOutcome(node.name, record["state"], record["boot"], record["error"],
+                              identical, hostname, boot_ok, node.name == kill)
+        if not outcome.as_expected:  # the lab goes down next, its logs with it
+            outcome = replace(outcome, log_tail=_tail(Path(node.work) / "boot.log", LOG_TAIL_LINES))
+        outcomes.append(outcome)
     return tuple(outcomes)
 
 
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return f"({path} is missing)"
+
+
 def summary(result: DemoResult) -> str:
-    return summary_table(
+    """The table of nodes, the verdict, and the console log's last lines of each node not as expected."""
+    table = summary_table(
         [("node", 6), ("state", 8), ("boot", 8), ("disk = image", 13), ("local boot", 11), ("note", 0)],
         ([n.name, n.state, n.boot, yes_no(n.identical), yes_no(n.lab_boot_ok), _note(n)] for n in result.nodes),
         f"demo: {len(result.nodes)} node(s) in {result.seconds:.0f} s, install exit status {result.install_status}",
         result.ok)
+    tails = [f"--- {n.name}: the last {LOG_TAIL_LINES} lines of its console log\n{n.log_tail}"
+             for n in result.nodes if n.log_tail and not n.killed]
+    return "\n".join([table, *tails])
 
 
 def _note(n: NodeOutcome) -> str:
