@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dolly_core import link
 from dolly_core import protocol as p
 from dolly_core.ring import Ring, RunSetup
-from dolly_core.window import ChunkGone, Window, WindowClosed
+from dolly_core.window import ChunkGone, Entry, Window, WindowClosed
 
 POLL = 0.5
 
@@ -50,6 +50,10 @@ class Downlink:
         self.sock: socket.socket | None = None
         self.send_key: bytes | None = None  # tags the control frames we send on `sock` (with a secret)
         self.target = me + 1
+        self.send_lock = threading.Lock()  # whoever sends on `sock`: the forwarder, or the receiver's relay
+        self.at: tuple[int, int] | None = None  # (chunk, piece) the stream stands at, while it streams
+        self.unsent: list[memoryview] = []  # the rest of a frame the relay began
+        self.relayed = 0.0  # when the relay last sent
         self.flip_chunk = int(os.environ.get("DOLLY_FAULT_FLIP_CHUNK", "-1")) if me == 0 else -1
         self._reset_monitor()
 
@@ -94,7 +98,7 @@ class Downlink:
             if isinstance(exc, p.AuthError):
                 raise
             raise SuccessorDead(f"{host}:{port} failed the handshake: {exc}") from None
-        sock.settimeout(POLL)
+        link.kernel_timeout(sock, POLL)
         self.sock, self.send_key = sock, keys and keys.send
         self._reset_monitor()
         threading.Thread(target=self._monitor, args=(sock, keys), name="downlink-monitor", daemon=True).start()
@@ -138,25 +142,21 @@ class Downlink:
             raise SuccessorDead(f"no heartbeat for {silent:.1f} s (time-out {self.setup.timeout:g} s)")
 
     def _send(self, parts: list) -> None:
+        """Send whole frames; the caller holds send_lock."""
         views = [memoryview(x) for x in parts if len(x)]
         while views:
             try:
                 n = self.sock.sendmsg(views)
-            except socket.timeout:
+            except (socket.timeout, BlockingIOError):
                 self._check()
                 continue
             except OSError as exc:
                 raise SuccessorDead(f"send failed: {exc.strerror or exc}") from None
-            while n:
-                if n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
+            views = unsent(views, n)
 
     def _control(self, kind: p.Kind, body: dict) -> None:
-        self._send([p.control(kind, body, self.send_key)])
+        with self.send_lock:
+            self._send([p.control(kind, body, self.send_key)])
 
     def _close(self) -> None:
         sock, self.sock = self.sock, None
@@ -169,44 +169,92 @@ class Downlink:
 
     # ---- streaming ------------------------------------------------------------------------
     def _stream(self, seq: int, at: int) -> None:
-        """Send chunks from byte `at` of chunk `seq` on, piece by piece as they are verified."""
+        """Send chunks from byte `at` of chunk `seq` on, as their pieces are verified: every piece there is
+        of the current chunk in one sendmsg. While the stream waits for a piece, the receiving thread may
+        send it as it arrives (relay); `at` is where the stream stands, whoever sent last."""
         total = self.setup.chunks
-        started, sent_bytes = time.monotonic(), 0
-        last_send = time.monotonic()
-        k = at // p.PIECE
-        while seq < total:
-            if self.rewind is not None:
-                (seq, at), self.rewind = self.rewind, None
-                k = at // p.PIECE
-            self._check()
-            entry = self.window.get(seq, timeout=POLL)
-            piece = entry and self.window.piece(entry, k, timeout=POLL)
-            if not piece:
-                if time.monotonic() - last_send > POLL:
-                    self._control(p.Kind.PING, {})
-                    last_send = time.monotonic()
-                continue
-            header, start, length = piece
-            if entry.buf is None or p.is_hole(header):
-                self._send([header])
-            else:
-                payload = memoryview(entry.buf)[start:start + length]
-                if seq == self.flip_chunk and length:
-                    self.flip_chunk = -1
-                    payload = bytearray(payload)
-                    payload[length // 2] ^= 0xFF
-                    self.log.warning("fault injection: flipping a byte of chunk %d in flight", seq)
-                self._send([header, payload])
-            last_send = time.monotonic()
-            k += 1
-            if start + length >= entry.header.length:
-                seq, k = seq + 1, 0
-                self.window.advance("forward", seq)
-            if self.rate:
-                sent_bytes += length
-                ahead = sent_bytes / self.rate - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
+        started, sent_bytes, last_send = time.monotonic(), 0, time.monotonic()
+        with self.send_lock:
+            self.at, self.unsent = (seq, at // p.PIECE), []
+        self.window.advance("forward", seq)
+        try:
+            while True:
+                with self.send_lock:
+                    if self.unsent:  # what the relay could not finish goes first
+                        self._send(self.unsent)
+                        self.unsent = []
+                    if self.rewind is not None:
+                        (seq, at), self.rewind = self.rewind, None
+                        self.at = (seq, at // p.PIECE)
+                    seq, k = self.at
+                if seq >= total:
+                    return
+                self._check()
+                entry = self.window.get(seq, timeout=POLL)
+                pieces = self.window.pieces(entry, k, timeout=POLL) if entry else []
+                if not pieces:
+                    if time.monotonic() - max(last_send, self.relayed) > POLL:
+                        self._control(p.Kind.PING, {})
+                        last_send = time.monotonic()
+                    continue
+                with self.send_lock:
+                    if self.at != (seq, k) or self.unsent:
+                        continue  # the relay sent some of them meanwhile
+                    self._send([part for piece in pieces for part in self._frame(entry, piece)])
+                    self._passed(entry, len(pieces))
+                last_send = time.monotonic()
+                if self.rate:
+                    sent_bytes += sum(length for _, _, length in pieces)
+                    ahead = sent_bytes / self.rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        finally:
+            with self.send_lock:
+                self.at = None
+
+    def _passed(self, entry: Entry, count: int) -> None:
+        """With send_lock held: the stream went past `count` more pieces of entry."""
+        seq, k = self.at
+        _, start, length = entry.pieces[k + count - 1]
+        if start + length < entry.header.length:
+            self.at = (seq, k + count)
+            return
+        self.at = (seq + 1, 0)
+        self.window.advance("forward", seq + 1)
+
+    def relay(self, entry: Entry, k: int) -> bool:
+        """From the receiving thread, just after piece k of entry arrived: send it at once if the stream
+        waits for exactly that piece and the socket takes it without waiting, which spares the forwarder a
+        wake-up per piece. False when it did not send all of it: then the forwarder must be woken."""
+        if self.at != (entry.header.seq, k) or not self.send_lock.acquire(blocking=False):
+            return False
+        try:
+            if self.at != (entry.header.seq, k) or self.unsent or self.rewind is not None:
+                return False
+            views = [memoryview(x) for x in self._frame(entry, entry.pieces[k]) if len(x)]
+            try:
+                n = self.sock.sendmsg(views, [], socket.MSG_DONTWAIT)
+            except OSError:  # no room (the forwarder will wait for it) or a failure (the forwarder will see it)
+                return False
+            self.unsent = unsent(views, n)
+            self._passed(entry, 1)
+            self.relayed = time.monotonic()
+            return not self.unsent
+        finally:
+            self.send_lock.release()
+
+    def _frame(self, entry: Entry, piece: tuple[bytes, int, int]) -> list:
+        """A piece as it goes on the wire: its header (with tag), and its payload unless it is a hole."""
+        header, start, length = piece
+        if entry.buf is None or p.is_hole(header):
+            return [header]
+        payload = memoryview(entry.buf)[start:start + length]
+        if entry.header.seq == self.flip_chunk and length:
+            self.flip_chunk = -1
+            payload = bytearray(payload)
+            payload[length // 2] ^= 0xFF
+            self.log.warning("fault injection: flipping a byte of chunk %d in flight", entry.header.seq)
+        return [header, payload]
 
     def _deliver(self, seq: int, at: int) -> None:
         """Stream from seq, then END (once our verdict is ready), until the successor acknowledges."""
@@ -235,9 +283,7 @@ class Downlink:
             try:
                 next_seq, at = self._connect(self.target, wait)
                 if next_seq < self.setup.chunks and not self.window.holds(next_seq):
-                    if self.target != self.ring.tail:
-                        raise SuccessorDead(f"needs chunk {next_seq}, which no longer is in our window")
-                    next_seq, at = self.window.first, 0
+                    raise SuccessorDead(f"needs chunk {next_seq}, which no longer is in our window")
                 if self.target != self.me + 1 or self.skipped:
                     self.log.warning("short-cut: now sending to %s from chunk %d",
                                      self.ring.name(self.target), next_seq)
@@ -277,7 +323,18 @@ class Downlink:
         if sock is not None:
             try:
                 sock.settimeout(1.0)
-                sock.sendall(p.control(p.Kind.ABORT, {"reason": reason}, self.send_key))
+                with self.send_lock:
+                    sock.sendall(p.control(p.Kind.ABORT, {"reason": reason}, self.send_key))
             except OSError:
                 pass
         self._close()
+
+
+def unsent(views: list[memoryview], sent: int) -> list[memoryview]:
+    """What is left of views after the first `sent` bytes went."""
+    while sent:
+        if sent < len(views[0]):
+            return [views[0][sent:], *views[1:]]
+        sent -= len(views[0])
+        views = views[1:]
+    return views

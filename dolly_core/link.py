@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 
 from dolly_core import protocol as p
@@ -15,18 +16,59 @@ class PeerGone(Exception):
     """The connection ended (EOF, reset, time-out)."""
 
 
+def kernel_timeout(sock: socket.socket, seconds: float) -> None:
+    """Make sock blocking, its time-outs kept by the kernel (SO_RCVTIMEO, SO_SNDTIMEO): Python's own
+    time-out polls before every call, doubling the data path's system calls. A receive that times out
+    raises socket.timeout from recv_into_exact, a send BlockingIOError."""
+    sock.settimeout(None)
+    timeval = struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+    for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+        sock.setsockopt(socket.SOL_SOCKET, option, timeval)
+
+
+def _recv(sock: socket.socket, buffers: list[memoryview]) -> int:
+    """One receive call into buffers, in order; bytes received (PeerGone at EOF or on an error)."""
+    try:
+        n = sock.recvmsg_into(buffers)[0]
+    except socket.timeout:
+        raise
+    except BlockingIOError:  # a kernel time-out (kernel_timeout)
+        raise socket.timeout("timed out") from None
+    except OSError as exc:
+        raise PeerGone(f"connection lost: {exc.strerror or exc}") from None
+    if n == 0:
+        raise PeerGone("connection closed by peer")
+    return n
+
+
 def recv_into_exact(sock: socket.socket, view: memoryview) -> None:
-    got, size = 0, len(view)
-    while got < size:
-        try:
-            n = sock.recv_into(view[got:], size - got)
-        except socket.timeout:
-            raise
-        except OSError as exc:
-            raise PeerGone(f"connection lost: {exc.strerror or exc}") from None
-        if n == 0:
-            raise PeerGone("connection closed by peer")
-        got += n
+    got = 0
+    while got < len(view):
+        got += _recv(sock, [view[got:]])
+
+
+class FrameReader:
+    """Reads a connection's frames: a header (with its tag), then its payload into the caller's buffer,
+    taking with the payload what has arrived of the next header. Every frame is at least a header long, so
+    that never reads past the next frame, and a piece costs one receive call instead of two."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.next = bytearray(p.WIRE_HEADER_LEN)
+        self.view = memoryview(self.next)
+        self.have = 0  # bytes of the next header already read
+
+    def header(self) -> bytes:
+        if self.have < p.WIRE_HEADER_LEN:
+            recv_into_exact(self.sock, self.view[self.have:])
+        self.have = 0
+        return bytes(self.next)
+
+    def payload(self, view: memoryview) -> None:
+        got, size = 0, len(view)
+        while got < size:
+            got += _recv(self.sock, [view[got:], self.view])
+        self.have = got - size
 
 
 def recv_exact(sock: socket.socket, size: int) -> bytearray:
@@ -37,15 +79,16 @@ def recv_exact(sock: socket.socket, size: int) -> bytearray:
 
 def read_frame(sock: socket.socket, keys: p.FrameKeys | None = None) -> tuple[p.Header, bytes]:
     """Read one control frame (the data path reads pieces straight into the window instead); its length is
-    checked before a buffer is made for it, its tag (with `keys`) before it is parsed."""
-    wire = recv_exact(sock, p.HEADER_LEN + p.tag_len(keys))
+    checked before a buffer is made for it, its tag (under `keys.recv`, if any) before it is parsed."""
+    wire = recv_exact(sock, p.WIRE_HEADER_LEN)
     header = p.unpack_header(wire[:p.HEADER_LEN])
     size = p.payload_length(header)
     if size > (p.PIECE if header.kind in (p.Kind.CHUNK, p.Kind.HOLE) else p.MAX_CONTROL_LEN):
         raise p.ProtocolError(f"{header.kind.name} frame of {size} bytes")
     payload = bytes(recv_exact(sock, size)) if size else b""
-    if keys is not None and not p.tag_ok(keys.recv, wire[:p.HEADER_LEN], wire[p.HEADER_LEN:], payload):
-        raise p.ProtocolError(f"{header.kind.name} frame failed its authentication")
+    if not p.tag_ok(keys and keys.recv, wire[:p.HEADER_LEN], wire[p.HEADER_LEN:], payload):
+        raise p.ProtocolError(f"{header.kind.name} frame failed its "
+                              f"{'authentication' if keys is not None else 'tag'}")
     return header, payload
 
 

@@ -1,15 +1,15 @@
 """A ring member (dollyC): receive into the window, write/cook to the local targets, forward to
 the successor, all concurrently; then verify and put its verdict into the END report.
 
-Verdict semantics: a file's piece hash list (digest.py) is computed over exactly the bytes this node
-handed to its target, updated only after the write call for them succeeded (a hole counts as its
-zeros, which the target made: a hole in a fresh file, zeroed on a block device), and the file is
-fsync'ed before the verdict is made; the verdict needs the list to equal the server's, and a failed
-write, fsync, decompressor or untar makes it false. For a cooked (`>>`) file the list is that of the
-received compressed stream (comparable with the server's of IN), and the verdict additionally needs
-the decompressor and untar to succeed. A verified file reports the server's SHA-256 of IN as its
-sha256 (equal lists mean equal bytes); a failed one reports none. We hash while writing rather than
-re-reading so verification costs no second pass over the disk.
+Verdict semantics: a file's tag list (digest.py) holds the tags of exactly the pieces this node handed
+to its target, each checked against its bytes when it arrived and added only after the write call for
+its chunk succeeded (a hole counts as its HOLE frame, whose zeros the target made: a hole in a fresh
+file, zeroed on a block device), and the file is fsync'ed before the verdict is made; the verdict needs
+the list to equal the server's, and a failed write, fsync, decompressor or untar makes it false. For a
+cooked (`>>`) file the list is that of the received compressed stream (comparable with the server's of
+IN), and the verdict additionally needs the decompressor and untar to succeed. A verified file reports
+the server's SHA-256 of IN as its sha256 (equal lists mean equal bytes); a failed one reports none. A
+piece is hashed once, when its tag is checked, and nothing is read back from the disk.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 
 from dolly_core.cook import open_target
-from dolly_core.digest import PieceDigest
+from dolly_core.digest import TagList
 from dolly_core.downlink import Aborted, CutOut, Downlink
-from dolly_core.protocol import PIECE
+from dolly_core.protocol import HEADER_LEN
 from dolly_core.ring import RunSetup
 from dolly_core.uplink import Uplink
 from dolly_core.window import Window, WindowClosed
@@ -50,12 +50,12 @@ def target_path(root: str | None, out: str) -> str:
 @dataclass
 class FileResult:
     path: str
-    digest: str  # piece hash list of what was written
+    digest: str  # tag list of what was written
     error: str | None
 
 
 class Writer:
-    """Consumes the window in order and writes every file; hashes what was written."""
+    """Consumes the window in order and writes every file; lists the tags of what was written."""
 
     def __init__(self, setup: RunSetup, window: Window, root: str | None, log):
         self.setup, self.window, self.root, self.log = setup, window, root, log
@@ -74,7 +74,7 @@ class Writer:
     def _run(self) -> None:
         seq = 0
         for f in self.setup.files:
-            digest, error, target = PieceDigest(), None, None
+            tags, error, target = TagList(), None, None
             try:
                 path = target_path(self.root, f.out)
                 target = open_target(path, f.source, f.size, f.cook)
@@ -89,12 +89,10 @@ class Writer:
                         for hole, start, length in entry.runs():
                             if hole:
                                 target.hole(length)
-                                digest.zeros(length)
                             else:
-                                data = entry.payload[start:start + length]
-                                target.write(data)
-                                for piece in range(0, length, PIECE):
-                                    digest.data(data[piece:piece + PIECE])
+                                target.write(entry.payload[start:start + length])
+                        for wire, _, _ in entry.pieces:
+                            tags.add(wire[HEADER_LEN:])
                         self.written += entry.header.length
                     except OSError as exc:
                         error = f"writing {f.out}: {exc}"
@@ -107,7 +105,7 @@ class Writer:
                     error = f"finishing {f.out}: {exc}"
             if error:
                 self.log.error("%s", error)
-            self.results.append(FileResult(f.out, digest.hexdigest(), error))
+            self.results.append(FileResult(f.out, tags.hexdigest(), error))
 
 
 class Node:
@@ -138,7 +136,7 @@ class Node:
             if r.error:
                 errors.append(r.error)
             elif not same:
-                errors.append(f"{r.path}: piece digest {r.digest} differs from the server's")
+                errors.append(f"{r.path}: tag list {r.digest} differs from the server's")
             files.append({"path": r.path, "sha256": sha256[i] if same and not r.error else None})
         self.verdict = {"ok": not errors, "error": "; ".join(errors) or None,
                         "bytes": self.writer.written, "seconds": round(time.monotonic() - self.started, 3),
@@ -170,7 +168,8 @@ class Node:
                 entry = [self.uplink.bytes, "failed", self.verdict["error"]]
             mine[str(self.uplink.me)] = entry
         if self.downlink is not None:
-            theirs = {str(k): v for k, v in self.downlink.progress.items()}
+            progress = dict(self.downlink.progress)  # one atomic copy: the monitor thread updates it
+            theirs = {str(k): v for k, v in progress.items()}
             return {**theirs, **mine}
         return mine
 
@@ -199,6 +198,7 @@ class Node:
         threading.Thread(target=receive, name="receiver", daemon=True).start()
         self.downlink = Downlink(setup, me, self.uplink.window, self.secret, self.log, self.end_ready,
                                  self._end_body, self.uplink.upstream_ok)
+        self.uplink.relay = self.downlink.relay
         try:
             self.downlink.run()
         except Aborted as exc:

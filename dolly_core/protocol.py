@@ -10,26 +10,28 @@ mac_d = HMAC-SHA256(secret, "dolly-up" nonce_l nonce_d) proves the dialer, mac_l
 "dolly-down" nonce_d nonce_l) proves the listener. Without a secret on both sides the macs are zero.
 A secret on one side only is a mismatch, reported on both sides.
 
-After the handshake both directions carry frames: a 32-byte header and `length` payload bytes; with a
-secret, a 16-byte tag between them (below).
+After the handshake both directions carry frames: a 32-byte header, a 16-byte tag and `length` payload
+bytes (below).
 A chunk (the unit of the window, of writes and of re-sends; --chunk-size) travels as pieces of
-PIECE bytes, each a CHUNK frame with its own file offset and checksum, so a node forwards a piece as
+PIECE bytes, each a CHUNK frame with its own file offset and tag, so a node forwards a piece as
 soon as it has checked it instead of waiting for the whole chunk (store-and-forward of 4 MiB would
 add a chunk time per hop).
     header = type u8, flags u8, reserved u16, file u32, seq u64, offset u64, length u32, crc u32
-crc = CRC-32 of the payload, continued over the header with crc=0, so a flipped bit anywhere in a
-frame is caught before the chunk is written or forwarded. Offsets are 64-bit. A HOLE frame stands
-for `length` zero bytes and carries no payload: a whole chunk or one piece of it (sparse images
-cost only their data).
-Control frames (SETUP, RESUME, PING, END, ...) carry JSON payloads.
+Offsets are 64-bit. A HOLE frame stands for `length` zero bytes and carries no payload: a whole chunk
+or one piece of it (sparse images cost only their data). Control frames (SETUP, RESUME, PING, END, ...)
+carry JSON payloads and a crc: CRC-32 of the payload, continued over the header with crc=0; a piece's
+crc is 0 (its tag is its check).
 
-With a secret every frame is authenticated: tag = HMAC-SHA256(key, header payload) cut to 16 bytes.
+tag = HMAC-SHA256(key, header payload) cut to 16 bytes with a secret, SHA-256(header payload) cut to 16
+bytes without, so a piece is hashed once on every member: the tag is checked before the piece is stored,
+written or forwarded, and the tags of a file's pieces make its end-to-end hash list (digest.py).
 A control frame's key belongs to its connection and direction: HMAC(secret, "dolly-frames-up" or
 "dolly-frames-down" nonce_l nonce_d), so a frame cannot be moved into another connection or sent back.
 A piece's key belongs to the run: HMAC(secret, "dolly-run" run id), so the server tags each piece once
 and every node checks it and forwards it with its tag unchanged; the header's file, chunk and offset are
-under the tag, so a piece can only stand where the server put it, in this run. A node checks the tag
-instead of the CRC, and writes or forwards nothing that fails it.
+under the tag, so a piece can only stand where the server put it, in this run.
+
+MAGIC ends in the protocol version: a member of another version is refused in the handshake, naming both.
 """
 
 from __future__ import annotations
@@ -41,16 +43,18 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import NamedTuple
 
-MAGIC = b"DOLLY\x01"
+MAGIC = b"DOLLY\x02"  # the last byte is the protocol version
 NONCE_LEN = 32
 MAC_LEN = 32
 HELLO_LEN = len(MAGIC) + 1 + NONCE_LEN
 AUTH_LEN = len(MAGIC) + 1 + NONCE_LEN + MAC_LEN
 RESULT_LEN = 1 + MAC_LEN
-TAG_LEN = 16  # an authenticated frame's tag, between header and payload
+TAG_LEN = 16  # every frame's tag, between header and payload
 HEADER = struct.Struct("!BBHIQQII")
 HEADER_LEN = HEADER.size
+WIRE_HEADER_LEN = HEADER_LEN + TAG_LEN  # a header as it travels: with its tag
 MAX_CONTROL_LEN = 16 << 20
 PIECE = 128 << 10  # chunks travel as pieces of this size, each checked and forwarded on arrival
 
@@ -82,8 +86,7 @@ class Status(enum.IntEnum):
     BAD_MAC = 2          # both have secrets, they differ
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     kind: Kind
     flags: int
     file: int
@@ -97,8 +100,19 @@ def make_hello(nonce: bytes, has_secret: bool) -> bytes:
     return MAGIC + bytes([has_secret]) + nonce
 
 
+def check_magic(data: bytes, what: str) -> None:
+    """Raise ProtocolError unless data starts with our MAGIC; a dolly of another version is named as such."""
+    if data.startswith(MAGIC):
+        return
+    if data.startswith(MAGIC[:-1]) and len(data) >= len(MAGIC):
+        raise ProtocolError(f"the peer speaks dolly protocol version {data[len(MAGIC) - 1]}, we speak version "
+                            f"{MAGIC[-1]}: every ring member must run the same dolly_core")
+    raise ProtocolError(f"not a dolly {what}")
+
+
 def parse_hello(data: bytes) -> tuple[bool, bytes]:
-    if len(data) != HELLO_LEN or not data.startswith(MAGIC) or data[len(MAGIC)] > 1:
+    check_magic(data, "greeting")
+    if len(data) != HELLO_LEN or data[len(MAGIC)] > 1:
         raise ProtocolError("not a dolly greeting")
     return bool(data[len(MAGIC)]), data[len(MAGIC) + 1:]
 
@@ -133,20 +147,41 @@ def run_key(secret: bytes | None, run: str) -> bytes | None:
     return hmac.new(secret, b"dolly-run" + run.encode(), hashlib.sha256).digest()
 
 
-def frame_tag(key: bytes, header, payload=None) -> bytes:
-    mac = hmac.new(key, header, hashlib.sha256)
-    if payload is not None:
-        mac.update(payload)
-    return mac.digest()[:TAG_LEN]
+_IPAD, _OPAD = (bytes(b ^ pad for b in range(256)) for pad in (0x36, 0x5C))
 
 
-def tag_ok(key: bytes, header, tag, payload=None) -> bool:
-    return hmac.compare_digest(frame_tag(key, header, payload), bytes(tag))
+class Tagger:
+    """Tags frames under one key: HMAC-SHA256 (RFC 2104) with the key's pads hashed once, or SHA-256 without
+    a key, of header and payload, cut to TAG_LEN. Per frame that is its bytes' hashing and a few calls."""
+
+    def __init__(self, key: bytes | None):
+        self.inner, self.outer = hashlib.sha256(), None
+        if key is not None:
+            key = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+            self.inner.update(key.translate(_IPAD))
+            self.outer = hashlib.sha256(key.translate(_OPAD))
+
+    def tag(self, header, payload=None) -> bytes:
+        inner = self.inner.copy()
+        inner.update(header)
+        if payload is not None:
+            inner.update(payload)
+        if self.outer is None:
+            return inner.digest()[:TAG_LEN]
+        outer = self.outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:TAG_LEN]
+
+    def ok(self, header, tag, payload=None) -> bool:
+        return hmac.compare_digest(self.tag(header, payload), tag)
 
 
-def tag_len(key: object) -> int:
-    """Bytes of tag after each header: TAG_LEN with a key, 0 without."""
-    return TAG_LEN if key is not None else 0
+def frame_tag(key: bytes | None, header, payload=None) -> bytes:
+    return Tagger(key).tag(header, payload)
+
+
+def tag_ok(key: bytes | None, header, tag, payload=None) -> bool:
+    return Tagger(key).ok(header, tag, payload)
 
 
 def make_auth(secret: bytes | None, nonce_l: bytes, nonce_d: bytes) -> bytes:
@@ -155,7 +190,8 @@ def make_auth(secret: bytes | None, nonce_l: bytes, nonce_d: bytes) -> bytes:
 
 def check_auth(secret: bytes | None, nonce_l: bytes, data: bytes) -> tuple[Status, bytes]:
     """Listener side: judge the dialer's AUTH; returns (status, nonce_d)."""
-    if len(data) != AUTH_LEN or not data.startswith(MAGIC) or data[len(MAGIC)] > 1:
+    check_magic(data, "authentication message")
+    if len(data) != AUTH_LEN or data[len(MAGIC)] > 1:
         raise ProtocolError("not a dolly authentication message")
     has_secret = bool(data[len(MAGIC)])
     nonce_d = data[len(MAGIC) + 1:len(MAGIC) + 1 + NONCE_LEN]
@@ -193,10 +229,12 @@ def frame_crc(header_fields: tuple, payload) -> int:
 
 def pack_header(kind: Kind, file: int, seq: int, offset: int, length: int,
                 payload=None, flags: int = 0, key: bytes | None = None) -> bytes:
-    """The header as it goes on the wire: with `key`, followed by the frame's tag."""
+    """The header as it goes on the wire, followed by the frame's tag (under `key`, if any); a piece's crc
+    is 0, a control frame's its CRC-32."""
     fields = (kind, flags, 0, file, seq, offset, length, 0)
-    header = HEADER.pack(*fields[:-1], frame_crc(fields, payload))
-    return header + frame_tag(key, header, payload) if key is not None else header
+    crc = 0 if kind in (Kind.CHUNK, Kind.HOLE) else frame_crc(fields, payload)
+    header = HEADER.pack(*fields[:-1], crc)
+    return header + frame_tag(key, header, payload)
 
 
 def unpack_header(data) -> Header:

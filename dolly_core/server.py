@@ -1,11 +1,12 @@
 """The ring's head and tail (dollyS): resolve the ring, read the IN files into the window (hashing
-them; holes and all-zero chunks travel as HOLE frames), stream them to the first client, receive
-everything back at the tail, and turn the END report that went around the ring into the final report."""
+them, tagging every piece; holes and all-zero chunks travel as HOLE frames), stream them to the first
+client, take the END report back at the tail (which asks for no pieces) and turn it into the final report."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import mmap
 import os
 import socket
 import stat
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from dolly_core import protocol as p
 from dolly_core.config import DEFAULT_PORT, DollyConfig, Endpoint
 from dolly_core.cook import cook_plan
-from dolly_core.digest import PieceDigest
+from dolly_core.digest import TagList
 from dolly_core.downlink import Aborted, Downlink
 from dolly_core.node import make_window
 from dolly_core.ring import FileSpec, Member, Ring, RunSetup
@@ -80,26 +81,38 @@ def plan_run(config: DollyConfig, settings: Settings) -> RunSetup:
                     settings.connect_wait)
 
 
-def data_ranges(fd: int, start: int, end: int) -> list[tuple[int, int]]:
-    """The (start, end) ranges of [start, end) of a regular file that hold data, found with
-    SEEK_DATA/SEEK_HOLE; the rest are holes (zeros that need not be read). Where the file system
-    cannot tell, the whole range is data."""
-    ranges, pos = [], start
-    while pos < end:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # nothing but a hole from pos to the end of the file
+class DataMap:
+    """The data ranges of a regular file, found with SEEK_DATA/SEEK_HOLE; the rest are holes (zeros that
+    need not be read). The last extent found is kept: SEEK_HOLE scans to the next hole (on tmpfs page by
+    page), so asking it again for every chunk of a dense file would cost the server more than reading it."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.extent = (0, 0, 0)  # [asked, data) is a hole, [data, hole) is data
+
+    def ranges(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The (start, end) data ranges of [start, end). Where the file system cannot tell, all of it."""
+        ranges, pos = [], start
+        while pos < end:
+            asked, data, hole = self.extent
+            if not asked <= pos < hole:
+                try:
+                    data = os.lseek(self.fd, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno == errno.ENXIO:  # nothing but a hole from pos to the end of the file
+                        self.extent = (pos, 1 << 63, 1 << 63)
+                        break
+                    if exc.errno == errno.EINVAL:  # no SEEK_DATA here: read it all
+                        return ranges + [(pos, end)]
+                    raise
+                hole = os.lseek(self.fd, data, os.SEEK_HOLE)
+                self.extent = (pos, data, hole)
+            data = max(data, pos)
+            if data >= end:
                 break
-            if exc.errno == errno.EINVAL:  # no SEEK_DATA here: read it all
-                return ranges + [(pos, end)]
-            raise
-        if data >= end:
-            break
-        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
-        ranges.append((data, hole))
-        pos = hole
-    return ranges
+            ranges.append((data, min(hole, end)))
+            pos = min(hole, end)
+        return ranges
 
 
 def read_exactly(fd: int, view: memoryview, offset: int, path: str) -> None:
@@ -118,7 +131,7 @@ def is_zero(view: memoryview) -> bool:
 
 class Source:
     """Reads every IN into the window in chunk order; hashes each file on the way (SHA-256 of the
-    whole file for the report, and the piece hash list the nodes check, see digest.py). A regular
+    whole file for the report) and tags each piece (the tag list the nodes check, see digest.py). A regular
     file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a hole travels as a HOLE
     frame, a partly covered chunk reads only its data ranges; both hashes count holes as zeros."""
 
@@ -126,7 +139,8 @@ class Source:
         self.setup, self.window = setup, window
         self.piece_key = piece_key  # tags every piece (the run's key, with a secret)
         self.sha256: list[str] = []
-        self.digests: list[str] = []  # piece hash lists (digest.py)
+        self.digests: list[str] = []  # tag lists (digest.py)
+        self.tags = TagList()  # of the file being read
         self.data_bytes: list[int] = []  # bytes read from each IN (the rest were holes)
         self.error: str | None = None
         self.done = threading.Event()
@@ -146,17 +160,17 @@ class Source:
         seq, size = 0, self.setup.chunk_size
         zero = memoryview(bytes(size))
         for index, f in enumerate(self.setup.files):
-            digest, pieces, read = hashlib.sha256(), PieceDigest(), 0
+            digest, self.tags, read = hashlib.sha256(), TagList(), 0
             with open(f.source, "rb", buffering=0) as src:
                 fd = src.fileno()
                 sparse = stat.S_ISREG(os.fstat(fd).st_mode)
+                extents = DataMap(fd)
                 offset = 0
                 for _ in range(self.setup.file_chunks(f)):
                     length = min(size, f.size - offset)
-                    ranges = data_ranges(fd, offset, offset + length) if sparse else [(offset, offset + length)]
+                    ranges = extents.ranges(offset, offset + length) if sparse else [(offset, offset + length)]
                     if length and not ranges:
                         digest.update(zero[:length])
-                        pieces.zeros(length)
                         self._hole(index, seq, offset, length)
                     else:
                         buf = self.window.acquire()
@@ -170,11 +184,6 @@ class Source:
                         view[pos - offset:length] = zero[:offset + length - pos]
                         digest.update(view[:length])
                         holes = [is_zero(view[start:start + p.PIECE]) for start in range(0, length, p.PIECE)]
-                        for hole, start in zip(holes, range(0, length, p.PIECE)):
-                            if hole:
-                                pieces.zeros(min(p.PIECE, length - start))
-                            else:
-                                pieces.data(view[start:min(start + p.PIECE, length)])
                         if length and all(holes):
                             self.window.release(buf)
                             self._hole(index, seq, offset, length)
@@ -185,16 +194,15 @@ class Source:
                 if sparse and os.fstat(fd).st_size < f.size:  # a hole past the new end is no zeros
                     raise OSError(f"{f.source} shrank while reading (to {os.fstat(fd).st_size} bytes)")
             self.sha256.append(digest.hexdigest())
-            self.digests.append(pieces.hexdigest())
+            self.digests.append(self.tags.hexdigest())
             self.data_bytes.append(read)
 
     def _hole(self, index: int, seq: int, offset: int, length: int) -> None:
         self.window.reserve_hole()
         entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
-        self.window.add_piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length, key=self.piece_key),
-                              0, length)
+        self._piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length, key=self.piece_key), 0, length)
 
-    def _chunk(self, index: int, seq: int, offset: int, buf: bytearray, length: int, holes: list[bool]) -> None:
+    def _chunk(self, index: int, seq: int, offset: int, buf: mmap.mmap, length: int, holes: list[bool]) -> None:
         """A chunk with data; its all-zero pieces travel as HOLE frames."""
         entry = self.window.append(Entry(p.Header(p.Kind.CHUNK, 0, index, seq, offset, length, 0), buf))
         data = memoryview(buf)[:length]
@@ -204,7 +212,11 @@ class Source:
                 wire = p.pack_header(p.Kind.HOLE, index, seq, offset + start, len(piece), key=self.piece_key)
             else:
                 wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece, key=self.piece_key)
-            self.window.add_piece(entry, wire, start, len(piece))
+            self._piece(entry, wire, start, len(piece))
+
+    def _piece(self, entry: Entry, wire: bytes, start: int, length: int) -> None:
+        self.tags.add(wire[p.HEADER_LEN:])
+        self.window.add_piece(entry, wire, start, length)
 
 
 class Server:
@@ -226,7 +238,7 @@ class Server:
         self.window = make_window(self.setup, consumers=("forward",))
         self.source = Source(self.setup, self.window, p.run_key(secret, self.setup.run))
         self.tail = Uplink(self.listener, secret, log, window_for=lambda s: None, on_end=self._on_end,
-                           progress=dict, setup=self.setup, me=self.setup.ring.tail)
+                           progress=dict, setup=self.setup, me=self.setup.ring.tail, pieces=False)
         self.head = Downlink(self.setup, 0, self.window, secret, log, self.source.done, self._end_body,
                              upstream_ok=lambda: True, rate=settings.rate)
         self.started = time.monotonic()

@@ -1,6 +1,7 @@
 """The receiving side of a ring member: accepts authenticated upstream connections (the first one,
 and later short-cuts from nodes further back), tells each where to resume, receives chunks straight
-into the window, checks every checksum (with a secret: every tag), and heartbeats back. Used by clients and the server's tail.
+into the window, checks every piece's tag, and heartbeats back. Used by clients and by the server's tail,
+which needs no pieces: it tells every upstream to resume at the END report.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class Uplink:
     def __init__(self, listener: socket.socket, secret: bytes | None, log,
                  window_for: Callable[[RunSetup], Window | None],
                  on_end: Callable[[dict], None], progress: Callable[[], dict],
-                 setup: RunSetup | None = None, me: int | None = None):
+                 setup: RunSetup | None = None, me: int | None = None, pieces: bool = True):
+        """pieces=False: the server's tail (given its setup), which asks for no pieces, only END."""
         self.listener = listener
         self.secret = secret
         self.log = log
@@ -43,7 +45,7 @@ class Uplink:
         self.progress = progress
         self.setup = setup
         self.me = me
-        self.run_key = p.run_key(secret, setup.run) if setup is not None else None  # checks the pieces' tags
+        self.piece_tags = p.Tagger(p.run_key(secret, setup.run)) if setup is not None else None
         self.window: Window | None = None
         self.cond = threading.Condition()
         self.current: Upstream | None = None
@@ -51,9 +53,11 @@ class Uplink:
         self.gave_up: str | None = None
         self.finished = False
         self.got_end = False
-        self.next_seq = 0
+        self.next_seq = 0 if pieces else setup.chunks
         self.filled = 0  # verified bytes of chunk next_seq
         self.entry: Entry | None = None
+        self.discarding = False  # a piece failed: drop what follows until the RESEND is answered
+        self.relay: Callable[[Entry, int], bool] | None = None  # the downlink's, once it streams (window.py)
         self.bytes = 0
         self.last_auth_error: str | None = None
         self._admitting = threading.BoundedSemaphore(MAX_ADMITTING)
@@ -111,7 +115,7 @@ class Uplink:
                 return
             if self.setup is None:
                 self.setup, self.me = setup, target
-                self.run_key = p.run_key(self.secret, setup.run)
+                self.piece_tags = p.Tagger(p.run_key(self.secret, setup.run))
                 self.window = self.window_for(setup)
             old = self.current
             if old is not None and old.sender != sender:
@@ -180,7 +184,7 @@ class Uplink:
                 resume = self.next_seq if not self.got_end else self.setup.chunks + 1
                 up.out.send(p.Kind.RESUME, {"next": resume, "at": self.filled})
                 up.resumed = True
-                up.sock.settimeout(self.setup.timeout)
+                link.kernel_timeout(up.sock, self.setup.timeout)
                 self._receive(up)
             except (link.PeerGone, socket.timeout, OSError, p.ProtocolError) as exc:
                 with self.cond:
@@ -209,83 +213,82 @@ class Uplink:
         raise Aborted(reason)
 
     def _receive(self, up: Upstream) -> None:
-        sock = up.sock
-        hbuf = bytearray(p.HEADER_LEN + p.tag_len(up.keys))  # the header as it travels: with its tag
-        hview = memoryview(hbuf)
-        header_view, tag_view = hview[:p.HEADER_LEN], hview[p.HEADER_LEN:]
+        reader = link.FrameReader(up.sock)
+        self.discarding = False
         scratch = memoryview(bytearray(self.setup.chunk_size))
-        plan = self.setup.plan
-        discarding = False
+        control = p.Tagger(up.keys and up.keys.recv)
         while True:
-            link.recv_into_exact(sock, hview)
-            h = p.unpack_header(header_view)
+            wire = reader.header()
+            h = p.unpack_header(wire[:p.HEADER_LEN])
             if h.kind in (p.Kind.CHUNK, p.Kind.HOLE):
-                size = p.payload_length(h)
-                if size > min(p.PIECE, len(scratch)) or h.seq >= len(plan):
-                    raise p.ProtocolError(f"bad piece: chunk {h.seq}, {size} bytes")
-                if self.window is None and h.seq > self.next_seq and self.filled == 0:
-                    self.next_seq = h.seq  # the tail keeps no data: it may skip what nobody holds any more
-                file, offset, length = plan[h.seq]
-                if h.seq != self.next_seq or h.offset != offset + self.filled or h.file != file:
-                    link.recv_into_exact(sock, scratch[:size])  # in flight before our RESEND/RESUME
-                    continue
-                entry = self.entry
-                if entry is None:  # a chunk that is one hole keeps no buffer; a partial hole is a piece
-                    kind = p.Kind.HOLE if h.kind is p.Kind.HOLE and h.length == length else p.Kind.CHUNK
-                    header = p.Header(kind, 0, file, h.seq, offset, length, 0)
-                    buf = None
-                    if self.window is not None and kind is p.Kind.CHUNK:
-                        buf = self.window.acquire()
-                    elif self.window is not None:
-                        self.window.reserve_hole()
-                    entry = self.entry = Entry(header, buf)
-                    if self.window is not None:
-                        self.window.append(entry)
-                start = self.filled
-                view = memoryview(entry.buf)[start:start + size] if entry.buf is not None else scratch[:size]
-                link.recv_into_exact(sock, view)
-                if not self._piece_ok(h, header_view, tag_view, view if size else None) or (
-                        self.filled + h.length > length) or (
-                        entry.header.kind is p.Kind.HOLE and h.length != length):
-                    if not discarding:
-                        self.log.error("chunk %d from %s failed its %s; asking for a re-send", h.seq,
-                                       self.setup.ring.name(up.sender), "tag" if up.keys else "checksum")
-                        up.out.send(p.Kind.RESEND, {"next": self.next_seq, "at": self.filled})
-                    discarding = True
-                    continue
-                discarding = False
-                got = h.length
-                if self.window is not None:
-                    self.window.add_piece(entry, bytes(hbuf), start, got)
-                self.filled += got
-                self.bytes += got
-                if self.filled >= length:
-                    self.next_seq += 1
-                    self.filled = 0
-                    self.entry = None
+                self._piece(up, reader, h, wire, scratch)
                 continue
             if h.length > p.MAX_CONTROL_LEN:  # before a buffer of that size is made
                 raise p.ProtocolError(f"{h.kind.name} frame of {h.length} bytes")
-            payload = link.recv_exact(sock, h.length) if h.length else b""
-            if up.keys is not None and not p.tag_ok(up.keys.recv, header_view, tag_view, payload):
-                raise p.ProtocolError(f"{h.kind.name} frame failed its authentication")
-            if h.kind is p.Kind.PING:
-                continue
-            body = p.parse_control(h, payload)
-            if h.kind is p.Kind.END:
-                if not self.got_end and self.next_seq == self.setup.chunks:
-                    self.got_end = True
-                    self.on_end(body)
-            elif h.kind is p.Kind.ABORT:
-                self._give_up(body.get("reason", "aborted by the ring"))
-            else:
-                raise p.ProtocolError(f"unexpected {h.kind.name} from upstream")
+            payload = bytearray(h.length)
+            reader.payload(memoryview(payload))
+            if not control.ok(wire[:p.HEADER_LEN], wire[p.HEADER_LEN:], payload):
+                raise p.ProtocolError(f"{h.kind.name} frame failed its "
+                                      f"{'authentication' if up.keys is not None else 'tag'}")
+            if h.kind is not p.Kind.PING:
+                self._obey(h, p.parse_control(h, payload))
 
-    def _piece_ok(self, h: p.Header, header: memoryview, tag: memoryview, payload: memoryview | None) -> bool:
-        """A piece's tag under the run's key with a secret, else its CRC."""
-        if self.run_key is not None:
-            return p.tag_ok(self.run_key, header, tag, payload)
-        return p.crc_ok(h, payload)
+    def _obey(self, h: p.Header, body: dict) -> None:
+        if h.kind is p.Kind.END:
+            if not self.got_end and self.next_seq == self.setup.chunks:
+                self.got_end = True
+                self.on_end(body)
+        elif h.kind is p.Kind.ABORT:
+            self._give_up(body.get("reason", "aborted by the ring"))
+        else:
+            raise p.ProtocolError(f"unexpected {h.kind.name} from upstream")
+
+    def _piece(self, up: Upstream, reader: link.FrameReader, h: p.Header, wire: bytes,
+               scratch: memoryview) -> None:
+        """Receive one piece into its chunk's buffer and check its tag; a piece out of place (in flight before
+        our RESEND or RESUME) is read and dropped, a bad one asked for again."""
+        size = p.payload_length(h)
+        if size > min(p.PIECE, len(scratch)) or h.seq >= len(self.setup.plan):
+            raise p.ProtocolError(f"bad piece: chunk {h.seq}, {size} bytes")
+        file, offset, length = self.setup.plan[h.seq]
+        if h.seq != self.next_seq or h.offset != offset + self.filled or h.file != file:
+            reader.payload(scratch[:size])
+            return
+        entry = self.entry or self._new_entry(h, file, offset, length)
+        start = self.filled
+        view = memoryview(entry.buf)[start:start + size] if entry.buf is not None else scratch[:size]
+        reader.payload(view)
+        if not self.piece_tags.ok(wire[:p.HEADER_LEN], wire[p.HEADER_LEN:], view if size else None) or (
+                start + h.length > length) or (entry.header.kind is p.Kind.HOLE and h.length != length):
+            if not self.discarding:
+                self.log.error("chunk %d from %s failed its tag; asking for a re-send", h.seq,
+                               self.setup.ring.name(up.sender))
+                up.out.send(p.Kind.RESEND, {"next": self.next_seq, "at": self.filled})
+            self.discarding = True
+            return
+        self.discarding = False
+        if self.window is not None:
+            self.window.add_piece(entry, wire, start, h.length, self.relay)
+        self.filled += h.length
+        self.bytes += h.length
+        if self.filled >= length:
+            self.next_seq += 1
+            self.filled = 0
+            self.entry = None
+
+    def _new_entry(self, h: p.Header, file: int, offset: int, length: int) -> Entry:
+        """The entry of the chunk a piece starts: a chunk that is one hole keeps no buffer (a partial hole is a
+        piece of a chunk with one)."""
+        kind = p.Kind.HOLE if h.kind is p.Kind.HOLE and h.length == length else p.Kind.CHUNK
+        buf = None
+        if self.window is not None and kind is p.Kind.CHUNK:
+            buf = self.window.acquire()
+        elif self.window is not None:
+            self.window.reserve_hole()
+        self.entry = Entry(p.Header(kind, 0, file, h.seq, offset, length, 0), buf)
+        if self.window is not None:
+            self.window.append(self.entry)
+        return self.entry
 
     def _heartbeat(self) -> None:
         period = min(0.5, self.setup.timeout / 4)

@@ -2,13 +2,17 @@
 consumed by the writer and the forwarder at their own pace, and kept `keep` chunks behind the
 forwarder so a short-cut to the node after next can be re-sent from memory.
 
-Buffers are preallocated bytearrays recycled in place: the receive path reads straight into them.
+Buffers are anonymous memory maps (page-aligned, so a target opened with O_DIRECT takes them as they
+are), allocated as needed up to the window's size and recycled in place: the receive path reads
+straight into them.
 """
 
 from __future__ import annotations
 
 import collections
+import mmap
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dolly_core.protocol import Header, is_hole
@@ -29,7 +33,7 @@ class Entry:
     writer waits for the whole chunk."""
 
     header: Header
-    buf: bytearray | None  # None for a HOLE
+    buf: mmap.mmap | None  # None for a HOLE
     pieces: list[tuple[bytes, int, int]] = field(default_factory=list)  # (wire header, start, length)
     done: bool = False
 
@@ -56,11 +60,13 @@ class Window:
         """consumers: name -> chunks that must stay behind that consumer's position."""
         self.chunk_size = chunk_size
         self.capacity = keep + ahead
-        self.cond = threading.Condition()
+        lock = threading.Lock()
+        self.cond = threading.Condition(lock)  # entries, positions, whole chunks
+        self.arrived = threading.Condition(lock)  # pieces: the forwarder waits here, the writer does not
         self.entries: collections.deque[Entry] = collections.deque()
         self.first = 0
         self.end = 0
-        self.free: list[bytearray] = []
+        self.free: list[mmap.mmap] = []
         self.allocated = 0
         self.margin = dict(consumers)
         self.pos = {name: 0 for name in consumers}
@@ -70,6 +76,7 @@ class Window:
         with self.cond:
             self.error = error
             self.cond.notify_all()
+            self.arrived.notify_all()
 
     def _evictable(self) -> bool:
         return bool(self.entries) and all(
@@ -81,7 +88,7 @@ class Window:
         if entry.buf is not None:
             self.free.append(entry.buf)
 
-    def acquire(self) -> bytearray:
+    def acquire(self) -> mmap.mmap:
         """A buffer for the next chunk; blocks while the window is full (back-pressure)."""
         with self.cond:
             while True:
@@ -94,13 +101,13 @@ class Window:
                         return self.free.pop()
                     if self.allocated < self.capacity:
                         self.allocated += 1
-                        return bytearray(self.chunk_size)
+                        return mmap.mmap(-1, self.chunk_size)
                     if self._evictable():
                         self._evict()
                         continue
                 self.cond.wait(0.5)
 
-    def release(self, buf: bytearray) -> None:
+    def release(self, buf: mmap.mmap) -> None:
         """Give back a buffer that was acquired but not appended (e.g. a chunk failing its checksum)."""
         with self.cond:
             self.free.append(buf)
@@ -122,21 +129,29 @@ class Window:
             self.cond.notify_all()
         return entry
 
-    def add_piece(self, entry: Entry, wire_header: bytes, start: int, length: int) -> None:
+    def add_piece(self, entry: Entry, wire_header: bytes, start: int, length: int,
+                  relay: Callable[[Entry, int], bool] | None = None) -> None:
+        """A verified piece of entry; `relay(entry, k)` may send it at once (True), else the forwarder wakes."""
         with self.cond:
             entry.pieces.append((wire_header, start, length))
             entry.done = start + length >= entry.header.length
-            self.cond.notify_all()
+            if entry.done:
+                self.cond.notify_all()
+            k = len(entry.pieces) - 1
+        if relay is not None and relay(entry, k):
+            return
+        with self.cond:
+            self.arrived.notify_all()
 
-    def piece(self, entry: Entry, k: int, timeout: float) -> tuple[bytes, int, int] | None:
-        """The k-th verified piece of entry, waiting up to `timeout` for it."""
+    def pieces(self, entry: Entry, k: int, timeout: float) -> list[tuple[bytes, int, int]]:
+        """The verified pieces of entry from the k-th on, waiting up to `timeout` for one ([] then)."""
         with self.cond:
             while len(entry.pieces) <= k:
                 if self.error:
                     raise WindowClosed(self.error)
-                if not self.cond.wait(timeout):
-                    return None
-            return entry.pieces[k]
+                if not self.arrived.wait(timeout):
+                    return []
+            return entry.pieces[k:]
 
     def wait_done(self, entry: Entry) -> None:
         with self.cond:

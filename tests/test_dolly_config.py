@@ -102,10 +102,56 @@ def test_garbage_greeting_is_a_protocol_error():
 
 def test_frame_checksum_catches_flips_in_payload_and_header():
     payload = bytearray(os.urandom(1000))
-    header = p.unpack_header(p.pack_header(p.Kind.CHUNK, 2, 7, 5 << 32, len(payload), payload))
+    wire = p.pack_header(p.Kind.PING, 2, 7, 5 << 32, len(payload), payload)
+    header = p.unpack_header(wire[:p.HEADER_LEN])
     assert header.offset == 5 << 32 and p.crc_ok(header, payload)
     payload[500] ^= 1
     assert not p.crc_ok(header, payload)
     payload[500] ^= 1
     moved = p.Header(header.kind, header.flags, header.file, header.seq, header.offset + 1, header.length, header.crc)
     assert not p.crc_ok(moved, payload)
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["digest", "hmac"])
+def test_a_piece_tag_catches_flips_in_payload_and_header(key):
+    payload = bytearray(os.urandom(1000))
+    wire = p.pack_header(p.Kind.CHUNK, 2, 7, 5 << 32, len(payload), payload, key=key)
+    header, tag = wire[:p.HEADER_LEN], wire[p.HEADER_LEN:]
+    assert len(wire) == p.WIRE_HEADER_LEN and p.unpack_header(header).crc == 0  # the tag is a piece's check
+    assert p.tag_ok(key, header, tag, payload)
+    payload[500] ^= 1
+    assert not p.tag_ok(key, header, tag, payload)
+    payload[500] ^= 1
+    moved = p.pack_header(p.Kind.CHUNK, 2, 7, (5 << 32) + 1, len(payload), payload, key=key)[:p.HEADER_LEN]
+    assert not p.tag_ok(key, moved, tag, payload)
+    assert not p.tag_ok(b"K" * 32 if key else b"k" * 32, header, tag, payload)
+
+
+def test_a_member_of_another_protocol_version_is_named_in_the_handshake():
+    old = p.MAGIC[:-1] + bytes([p.MAGIC[-1] - 1])
+    nonce = os.urandom(32)
+    with pytest.raises(p.ProtocolError, match=f"the peer speaks dolly protocol version {old[-1]}, we speak "
+                                              f"version {p.MAGIC[-1]}: every ring member must run the same"):
+        p.parse_hello(old + p.make_hello(nonce, False)[len(old):])
+    with pytest.raises(p.ProtocolError, match=f"protocol version {old[-1]}"):
+        p.check_auth(None, nonce, old + p.make_auth(None, nonce, nonce)[len(old):])
+
+def test_data_map_finds_the_data_of_a_sparse_file_chunk_by_chunk(tmp_path):
+    """Extents straddling chunks, inside one, at the end and a trailing hole; the same ranges whatever the
+    order of the questions (the map keeps the last extent it found)."""
+    from dolly_core.server import DataMap
+
+    path, mib = tmp_path / "sparse", 1 << 20
+    data = [(0, 3 * mib), (5 * mib, 6 * mib), (8 * mib - 4096, 8 * mib)]
+    with open(path, "wb") as f:
+        f.truncate(10 * mib)
+        for start, end in data:
+            f.seek(start)
+            f.write(os.urandom(end - start))
+    chunk = 2 * mib
+    expected = {c: [(max(a, c), min(b, c + chunk)) for a, b in data if a < c + chunk and b > c]
+                for c in range(0, 10 * mib, chunk)}
+    with open(path, "rb") as f:
+        forward, backward = DataMap(f.fileno()), DataMap(f.fileno())
+        assert {c: forward.ranges(c, c + chunk) for c in expected} == expected
+        assert {c: backward.ranges(c, c + chunk) for c in reversed(expected)} == expected

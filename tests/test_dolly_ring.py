@@ -13,6 +13,7 @@ import subprocess
 import sys
 import shutil
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -243,6 +244,46 @@ def test_garbage_on_a_client_port_is_dropped(tmp_path, rings):
     assert sha(ring.roots[1] / "disk.img") == sha(image)
 
 
+def test_a_member_of_another_protocol_version_is_refused_by_name(tmp_path, rings):
+    """An old dollyC as the second node is short-cut, its predecessor naming both versions; an old dialer
+    at a dollyC is dropped, named the same way."""
+    from dolly_core import protocol as p
+
+    old = p.MAGIC[:-1] + bytes([p.MAGIC[-1] - 1])
+    image = make_image(tmp_path / "disk.img", 1_000_000)
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    host, port = ring.addrs[1].split(":")
+    old_node = socket.create_server((host, int(port)))
+
+    def greet_as_old() -> None:
+        conn, _ = old_node.accept()
+        with conn:
+            conn.sendall(old + bytes(1 + p.NONCE_LEN))
+            conn.recv(1024)
+    threading.Thread(target=greet_as_old, daemon=True).start()
+    ring.clients = [dolly("client", "-v", "--listen", ring.addrs[0], "--root", ring.roots[0])]
+    host, port = ring.addrs[0].split(":")
+    for _ in range(50):
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                hello = s.recv(p.HELLO_LEN)
+                s.sendall(old + hello[len(old):len(old) + 1 + p.NONCE_LEN] + bytes(p.MAC_LEN))
+                s.recv(1024)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    try:
+        rc, err = ring.run()
+    finally:
+        old_node.close()
+    [(code, client_err)] = ring.finish_clients()
+    message = f"the peer speaks dolly protocol version {old[-1]}, we speak version {p.MAGIC[-1]}"
+    assert rc == 1 and code == 0, (err, client_err)
+    assert "dropped connection from 127.0.0.1" in client_err and message in client_err
+    first, second = ring.report()["nodes"]
+    assert first["ok"] and not second["ok"] and message in second["error"]
+
+
 @pytest.mark.parametrize("server_secret, client_secret", [("alpha", "beta"), ("alpha", ""), ("", "beta")])
 def test_secret_mismatch_is_an_error_on_both_sides(tmp_path, rings, server_secret, client_secret):
     image = make_image(tmp_path / "disk.img", 100_000)
@@ -267,9 +308,9 @@ def test_shared_secret_from_file_and_env(tmp_path, rings):
     assert [r for r, _ in ring.finish_clients()] == [0, 0]
 
 
-@pytest.mark.parametrize("secret", ["", "s3cret-of-the-run"], ids=["crc", "tag"])
+@pytest.mark.parametrize("secret", ["", "s3cret-of-the-run"], ids=["digest", "hmac"])
 def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret):
-    """Without a secret the piece's CRC catches the flipped byte, with one its tag does."""
+    """The piece's tag catches the flipped byte: its SHA-256 without a secret, its HMAC with one."""
     image = make_image(tmp_path / "disk.img", 3_000_000)
     ring = rings(tmp_path, 2, [(image, ">", "/disk.img")], env={"DOLLY_SECRET": secret})
     ring.start_clients()
@@ -277,7 +318,7 @@ def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret):
     assert rc == 0, (err, ring.finish_clients())
     assert "flipping a byte of chunk 3" in err
     results = ring.finish_clients()
-    assert f"chunk 3 from 127.0.0.1 failed its {'tag' if secret else 'checksum'}" in results[0][1]
+    assert "chunk 3 from 127.0.0.1 failed its tag" in results[0][1]
     assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
 
 
