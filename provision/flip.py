@@ -1,8 +1,9 @@
-"""Switch nodes between install and local boot: change the mode, re-render, check, swap, reload dhcpd.
+"""Switch nodes between install and local boot: change the mode, re-render, check, swap, apply to the DHCP server.
 
-The rendered PXE configs and dhcpd.conf are a function of (inventory, boot modes); a flip never edits a
-written file. Order: render everything with the new modes (dhcpd -t checks it) -> make it the live dhcpd
-config and restart our dhcpd if it runs -> record the modes. A failure before the swap changes nothing.
+The rendered PXE configs and the DHCP config (dhcpd.conf or kea-dhcp4.conf) are a function of (inventory,
+boot modes); a flip never edits a written file. Order: render everything with the new modes (`dhcpd -t` or
+`kea-dhcp4 -t` checks it) -> make it the live DHCP config and apply it to our server if it runs (dhcpd:
+restart; Kea: config-reload) -> record the modes. A failure before the swap changes nothing.
 """
 
 from __future__ import annotations

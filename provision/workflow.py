@@ -1,6 +1,6 @@
 """`provision install`: from "reset pushed" to "every node cloned, personalised and on local boot".
 
-render -> boot files -> dhcpd -> TFTP + HTTP -> wait for nodes to report ready (ARP probe as a fallback)
+render -> boot files -> DHCP (dhcpd or Kea) -> TFTP + HTTP -> wait for nodes to report ready (ARP probe as a fallback)
 -> dollyS over the ready nodes in inventory order -> as each node reports done, flip it to local boot
 -> final table. Node state lives in the state store, so `provision status` follows from another terminal
 and a rerun after a crash of provision itself does not clone finished nodes again.
@@ -96,7 +96,7 @@ class Install:
         return InstallResult(tuple(r for r in self.records() if r.name in selected))
 
     def serve(self, pending: list[Node], credentials: RunCredentials, boot_dir: Path | None, ra: str) -> None:
-        """dhcpd, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
+        """DHCP, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
         done or failed; each pending node fetches its `credentials` once, from its own address."""
         dhcp = self.files.dhcp()
         if not dhcp.running():
