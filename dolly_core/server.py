@@ -13,6 +13,7 @@ import stat
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dolly_core import protocol as p
@@ -131,9 +132,10 @@ def is_zero(view: memoryview) -> bool:
 
 class Source:
     """Reads every IN into the window in chunk order; hashes each file on the way (SHA-256 of the
-    whole file for the report) and tags each piece (the tag list the nodes check, see digest.py). A regular
-    file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a hole travels as a HOLE
-    frame, a partly covered chunk reads only its data ranges; both hashes count holes as zeros."""
+    whole file for the report, on a thread beside the tagging) and tags each piece (the tag list the nodes
+    check, see digest.py). A regular file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a
+    hole travels as a HOLE frame, a partly covered chunk reads only its data ranges; both hashes count holes
+    as zeros."""
 
     def __init__(self, setup: RunSetup, window: Window, piece_key: bytes | None):
         self.setup, self.window = setup, window
@@ -157,6 +159,12 @@ class Source:
             self.done.set()
 
     def _run(self) -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+            self._read_files(hasher)
+
+    def _read_files(self, hasher: ThreadPoolExecutor) -> None:
+        """The files' SHA-256 runs on `hasher`, beside the tagging of the same chunk (hashlib releases the GIL):
+        the two hashes of a chunk take two cores, not one; the chunk's buffer is reused only after both."""
         seq, size = 0, self.setup.chunk_size
         zero = memoryview(bytes(size))
         for index, f in enumerate(self.setup.files):
@@ -182,13 +190,15 @@ class Source:
                             read += end - start
                             pos = end
                         view[pos - offset:length] = zero[:offset + length - pos]
-                        digest.update(view[:length])
+                        hashed = hasher.submit(digest.update, view[:length])
                         holes = [is_zero(view[start:start + p.PIECE]) for start in range(0, length, p.PIECE)]
                         if length and all(holes):
+                            hashed.result()
                             self.window.release(buf)
                             self._hole(index, seq, offset, length)
                         else:
                             self._chunk(index, seq, offset, buf, length, holes)
+                            hashed.result()
                     seq += 1
                     offset += length
                 if sparse and os.fstat(fd).st_size < f.size:  # a hole past the new end is no zeros

@@ -43,7 +43,7 @@ STDLIB_EXTRA = ("json", "dataclasses", "tarfile", "uuid", "hmac", "gzip", "_comp
                 "lzma", "bz2", "secrets", "base64", "random", "bisect", "hashlib", "tempfile", "shutil",
                 "fnmatch", "glob", "typing", "textwrap", "string", "pathlib", "ntpath", "urllib", "email",
                 "quopri", "calendar", "locale", "socketserver", "ipaddress", "contextvars", "queue", "mimetypes",
-                "gettext")
+                "gettext", "concurrent")
 LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6", "libgcc-s1",
                 "libext2fs2", "libcom-err2", "libblkid1", "libuuid1")  # the last four for e2fsprogs
 E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")  # of package e2fsprogs, into /sbin (before busybox's mke2fs)
@@ -130,7 +130,7 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
             debs.unpack(deb_file, unpacked[deb.package])
         tree = work / "root"
         _assemble(tree, unpacked, kernel, order, dists)
-        _add_pci_drivers(tree, kernel, order, drivers, pci_drivers)
+        add_pci_drivers(tree, kernel, order, drivers, pci_drivers)
         with open(work / INITRD_FILE, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
                                                                    compresslevel=9) as out:
             write_newc(tree, out)
@@ -140,19 +140,20 @@ def installer_initrd(env: Mapping[str, str] = os.environ, modules: Sequence[str]
     return Initrd(cache.build("initrd", recipe, make) / INITRD_FILE, kernel, tuple(order))
 
 
-def _add_pci_drivers(tree: Path, kernel: Kernel, order: Sequence[str], drivers: Sequence[str],
+def add_pci_drivers(tree: Path, kernel: Kernel, order: Sequence[str], drivers: Sequence[str],
                      names: Sequence[str]) -> None:
     """The PCI drivers and what they need, with a modules.dep of every module in the initrd and a modules.alias
     of the drivers' PCI aliases, for /init's `modprobe -a $(cat /sys/bus/pci/devices/*/modalias)`."""
     modules = tree / "lib" / "modules" / kernel.release
     for rel in drivers:
-        _copy(kernel.modules_dir / rel, modules / rel)
+        copy_file(kernel.modules_dir / rel, modules / rel)
     modules_dep = (kernel.modules_dir / "modules.dep").read_text()
     (modules / "modules.dep").write_text(dep_lines(modules_dep, [*order, *drivers]))
     (modules / "modules.alias").write_text(pci_alias_lines((kernel.modules_dir / "modules.alias").read_text(), names))
 
 
-def _copy(src: Path, dst: Path) -> None:
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy `src` to `dst` (parents made; a symlink stays a symlink)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     if src.is_symlink():
         dst.unlink(missing_ok=True)
@@ -172,18 +173,18 @@ def _assemble(tree: Path, unpacked: Mapping[str, Path], kernel: Kernel, order: l
     _add_libraries(tree, unpacked, python)
     modules = tree / "lib" / "modules" / kernel.release  # kernel modules in load order
     for rel in order:
-        _copy(kernel.modules_dir / rel, modules / rel)
+        copy_file(kernel.modules_dir / rel, modules / rel)
     (modules / "load-order").write_text("".join(f"{rel}\n" for rel in order))
     _byte_compile(tree, python)
 
 
 def _add_programs(tree: Path, unpacked: Mapping[str, Path]) -> None:
     """busybox, bash (the kickstart's %post interpreter), e2fsprogs' programs, /init and udhcpc's script."""
-    _copy(unpacked["busybox-static"] / "bin" / "busybox", tree / "bin" / "busybox")
-    _copy(unpacked["bash"] / "bin" / "bash", tree / "bin" / "bash")
+    copy_file(unpacked["busybox-static"] / "bin" / "busybox", tree / "bin" / "busybox")
+    copy_file(unpacked["bash"] / "bin" / "bash", tree / "bin" / "bash")
     for program in E2FSPROGS:  # /init's `busybox --install` keeps them (it links only names not taken)
-        _copy(unpacked["e2fsprogs"] / "sbin" / program, tree / "sbin" / program)
-    _copy(unpacked["e2fsprogs"] / "etc" / "mke2fs.conf", tree / "etc" / "mke2fs.conf")
+        copy_file(unpacked["e2fsprogs"] / "sbin" / program, tree / "sbin" / program)
+    copy_file(unpacked["e2fsprogs"] / "etc" / "mke2fs.conf", tree / "etc" / "mke2fs.conf")
     for name, target in (("installer-init.sh", "init"), ("udhcpc.sh", "etc/udhcpc.sh")):
         path = tree / target
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +198,7 @@ def _add_python(tree: Path, unpacked: Mapping[str, Path], python_debs: Sequence[
     python_packages), this project and `dists`."""
     minimal, lib_minimal, lib_stdlib = python_debs
     python = minimal.removesuffix("-minimal")
-    _copy(unpacked[minimal] / "usr" / "bin" / python, tree / "usr" / "bin" / python)
+    copy_file(unpacked[minimal] / "usr" / "bin" / python, tree / "usr" / "bin" / python)
     os.symlink(python, tree / "usr" / "bin" / "python3")
     stdlib = _stdlib(python)
     for package in (minimal, lib_minimal, lib_stdlib):
@@ -208,7 +209,7 @@ def _add_python(tree: Path, unpacked: Mapping[str, Path], python_debs: Sequence[
                 continue
             if path.is_file() and (package != lib_stdlib or rel.parts[0].removesuffix(".py") in STDLIB_EXTRA
                                    or rel.parts[0] == "lib-dynload"):
-                _copy(path, tree / stdlib / rel)
+                copy_file(path, tree / stdlib / rel)
     site = tree / SITE
     for package in PROJECT_PACKAGES:
         shutil.copytree(project_root() / package, site / package,
@@ -217,7 +218,7 @@ def _add_python(tree: Path, unpacked: Mapping[str, Path], python_debs: Sequence[
         for file in dist.files or ():
             rel = Path(str(file))
             if ".." not in rel.parts and "__pycache__" not in rel.parts and rel.suffix != ".pyc":
-                _copy(Path(dist.locate_file(file)), site / rel)
+                copy_file(Path(dist.locate_file(file)), site / rel)
 
 
 def _stdlib(python: str) -> Path:
@@ -246,7 +247,7 @@ def _add_libraries(tree: Path, unpacked: Mapping[str, Path], python: str) -> Non
             raise ProvisionError(f"initrd: {name} (needed by python, bash or e2fsprogs) is in none of "
                                  f"{', '.join(LIB_PACKAGES)}")
         src = available[name].resolve()
-        _copy(src, tree / libdir / src.name)
+        copy_file(src, tree / libdir / src.name)
         if src.name != name:
             os.symlink(src.name, tree / libdir / name)
     (tree / "lib64").mkdir()
