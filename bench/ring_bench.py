@@ -9,11 +9,16 @@ node SIGKILLed mid-run). Prints a table and saves bench/results/ring_bench.{json
     sudo .venv/bin/python bench/ring_bench.py [--rate 100mbit|1gbit] [--size-mib 100]
     sudo .venv/bin/python bench/ring_bench.py --sparse --size-mib 1024 --data-mib 100
     sudo .venv/bin/python bench/ring_bench.py --secret     # authenticated, as provision install runs it
+    sudo .venv/bin/python bench/ring_bench.py --rate 10mbit --size-mib 32 --nodes 1,10,50,100,200 \
+        --kill-n 100 --kill-spread 5                            # hundreds of nodes, both kill cases at 100
 
 --sparse: the image is a sparse file of --size-mib logical MiB holding --data-mib of random data in
 1 MiB extents spread evenly; the raw link then carries only the data (a dense file of --data-mib),
 the star baseline is skipped (it would carry the zeros). --secret: dollyS and every dollyC share a
 secret file, so every connection is authenticated and every frame carries its tag.
+--kill-n: the ring size of the kill cases (default the largest of --nodes): one node at N/2 killed, and with
+--kill-spread K also K nodes spread evenly. The star baseline runs up to --star-max nodes (default 16: the
+server's one link would carry N images). Up to MAX_NODES nodes (addresses 10.77.0.11 to .250).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ PREFIX = "rb"
 PY = sys.executable
 PORT = 9998
 WORK = Path("/dev/shm/rb-work")
+MAX_NODES = 240
 
 # A plain TCP receiver: accepts `count` streams, reads each to EOF, prints seconds from the first
 # accepted byte to the last byte of the last stream.
@@ -82,10 +88,10 @@ class Rig:
     """Every link shaped in both directions; the token bucket's burst holds one 64 KiB GSO segment
     (tbf would otherwise split each segment in software and burn the CPU all 17 processes share)."""
 
-    def __init__(self, rate: str, nodes: int):
+    def __init__(self, rate: str, nodes: int, burst: int | None = None):
         teardown_prefix(PREFIX)
         self.net = Network(PREFIX)
-        shaping = Shaping(rate, burst_bytes=max(parse_rate(rate) // 8 // 250, 128 << 10))
+        shaping = Shaping(rate, burst_bytes=burst or max(parse_rate(rate) // 8 // 250, 128 << 10))
         self.server = self.net.add_host("srv", address="10.77.0.1/24")
         self.nodes = [self.net.add_host(f"n{i}", address=f"{addr(i)}/24") for i in range(1, nodes + 1)]
         for host in [self.server, *self.nodes]:
@@ -131,7 +137,23 @@ def write_config(path: Path, image: Path, n: int) -> None:
                                *names, "endconfig"]) + "\n")
 
 
-def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: int | None = None,
+def spread(n: int, k: int) -> list[int]:
+    """Indices of `k` nodes spread evenly over a ring of `n` (never the first or the last)."""
+    return [n * (i + 1) // (k + 1) for i in range(k)]
+
+
+def wait_listening(rig: Rig, n: int, within: float = 300.0) -> None:
+    """Until the first `n` nodes' dollyC listen (hundreds of them start on this machine's few cores: dollyS
+    dialling one not yet up would wait for it and count the wait as the ring's time)."""
+    deadline = time.monotonic() + within
+    for host in rig.nodes[:n]:
+        while not rig.net.run(host, ["ss", "-Hltn", f"sport = :{PORT}"], check=False).stdout.strip():
+            if time.monotonic() > deadline:
+                sys.exit(f"dollyC in {host.ns} not listening on port {PORT} within {within:.0f} s")
+            time.sleep(0.1)
+
+
+def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: tuple[int, ...] = (),
          secret: tuple[str, ...] = ()) -> dict:
     roots = [WORK / f"node{i}" for i in range(1, n + 1)]
     for r in roots:
@@ -140,24 +162,26 @@ def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: int | 
     write_config(config, image, n)
     clients = [rig.popen(rig.nodes[i], [PY, "-m", "dolly_core.cli", "client", "-q", "--listen",
                                         f"{addr(i + 1)}:{PORT}", "--root", str(roots[i]), *secret],
-                         stdout=subprocess.DEVNULL) for i in range(n)]
-    time.sleep(0.5)
+                         stdout=subprocess.DEVNULL, stderr=open(WORK / f"node{i + 1}.err", "w"))
+               for i in range(n)]  # stderr to files: hundreds of undrained pipes would block a chatty client
+    wait_listening(rig, n)
     server = rig.popen(rig.server, [PY, "-m", "dolly_core.cli", "server", "-q", "-f", str(config),
                                     "--chunk-size", str(chunk), "--timeout", str(timeout), "--json", str(report),
                                     *secret],
                        stdout=subprocess.DEVNULL)
-    if kill is not None:
-        victim = roots[kill] / "disk.img"
-        size = image.stat().st_size
+    size = image.stat().st_size
+    for index in kill:
+        victim = roots[index] / "disk.img"
         while not (victim.exists() and victim.stat().st_size > size * 0.3):
             time.sleep(0.05)
-        clients[kill].send_signal(signal.SIGKILL)
+        clients[index].send_signal(signal.SIGKILL)
     _, err = server.communicate(timeout=3600)
     for c in clients:
         c.wait(timeout=120)
     result = json.loads(report.read_text())
-    survivors = [node for i, node in enumerate(result["nodes"]) if i != kill]
-    assert all(node["ok"] for node in survivors), (err, result)
+    failed = [i for i, node in enumerate(result["nodes"]) if i not in kill and not node["ok"]]
+    assert not failed, (err, [(result["nodes"][i]["error"], (WORK / f"node{i + 1}.err").read_text()[-2000:])
+                              for i in failed])
     for r in roots:
         shutil.rmtree(r, ignore_errors=True)
     return result
@@ -208,6 +232,11 @@ def main() -> int:
     parser.add_argument("--sparse", action="store_true", help="a sparse image (see above)")
     parser.add_argument("--data-mib", type=int, help="data in a --sparse image (default a tenth of --size-mib)")
     parser.add_argument("--secret", action="store_true", help="an authenticated ring (a shared secret file)")
+    parser.add_argument("--kill-n", type=int, help="ring size of the kill cases (default the largest of --nodes)")
+    parser.add_argument("--kill-spread", type=int, default=0, help="also kill this many nodes spread evenly")
+    parser.add_argument("--star-max", type=int, default=16, help="star baseline only up to this N (default 16)")
+    parser.add_argument("--burst-kib", type=int, help="tc token bucket burst (default 4 ms of the rate, at least "
+                        "128 KiB; 16 KiB shows what the lab's links had before)")
     args = parser.parse_args()
     data_mib = max(1, args.data_mib or args.size_mib // 10) if args.sparse else None
     if data_mib is not None and data_mib > args.size_mib:
@@ -217,6 +246,9 @@ def main() -> int:
         sys.exit("ring_bench needs root (network namespaces, tc)")
     parse_rate(args.rate)
     sizes = [int(x) for x in args.nodes.split(",")]
+    kill_n = args.kill_n or max(sizes)
+    if not 1 <= min(sizes) <= max(sizes + [kill_n]) <= MAX_NODES or kill_n < 2 + args.kill_spread:
+        sys.exit(f"--nodes/--kill-n: 1 to {MAX_NODES} nodes, and a kill ring of at least 2 + --kill-spread")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -231,7 +263,7 @@ def main() -> int:
     if args.secret:
         (WORK / "ring.secret").write_text(os.urandom(32).hex() + "\n")
         secret = ("--secret-file", str(WORK / "ring.secret"))
-    rig = Rig(args.rate, max(sizes))
+    rig = Rig(args.rate, max(sizes + [kill_n]), args.burst_kib and args.burst_kib << 10)
     try:
         raw = raw_link(rig, wire)
         print(f"raw TCP stream of {wire_size >> 20} MiB on one {args.rate} link: {raw:.2f} s = "
@@ -239,12 +271,18 @@ def main() -> int:
         rows = []
         for n in sizes:
             result = ring(rig, image, n, args.chunk_size, args.timeout, secret=secret)
-            star_s = float("nan") if no_star else star(rig, image, n)
+            star_s = float("nan") if no_star or n > args.star_max else star(rig, image, n)
             rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s})
             print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s", flush=True)
-        kill_n = max(sizes)
-        killed = ring(rig, image, kill_n, args.chunk_size, args.timeout, kill=kill_n // 2, secret=secret)
-        print(f"N={kill_n} with node {kill_n // 2 + 1} killed: {killed['seconds']:.2f} s", flush=True)
+        base = next((r["seconds"] for r in rows if r["n"] == kill_n), None)
+        if base is None:
+            base = ring(rig, image, kill_n, args.chunk_size, args.timeout, secret=secret)["seconds"]
+        kills = [(kill_n // 2,)] + ([tuple(spread(kill_n, args.kill_spread))] if args.kill_spread else [])
+        killed = []
+        for victims in kills:
+            killed.append(ring(rig, image, kill_n, args.chunk_size, args.timeout, kill=victims, secret=secret))
+            print(f"N={kill_n} with node(s) {', '.join(str(v + 1) for v in victims)} killed: "
+                  f"{killed[-1]['seconds']:.2f} s", flush=True)
     finally:
         rig.teardown()
         shutil.rmtree(WORK, ignore_errors=True)
@@ -254,18 +292,20 @@ def main() -> int:
         row["fraction_of_raw"] = raw / row["seconds"]
         row["t_over_t1"] = row["seconds"] / t1
         row["star_fraction_of_raw"] = raw / row["star_seconds"]
-    base = next(r["seconds"] for r in rows if r["n"] == kill_n)
     results = {"rate": args.rate, "authenticated": args.secret, "size_mib": args.size_mib, "data_mib": data_mib, "chunk_size": args.chunk_size,
                "raw_seconds": raw, "raw_mb_per_s": wire_size / raw / 1e6, "ring": rows,
-               "kill": {"n": kill_n, "seconds": killed["seconds"], "extra_seconds": killed["seconds"] - base,
-                        "timeout": args.timeout, "dead": [x["name"] for x in killed["nodes"] if not x["ok"]]}}
+               "kill": [{"n": kill_n, "seconds": k["seconds"], "extra_seconds": k["seconds"] - base,
+                         "base_seconds": base, "timeout": args.timeout,
+                         "dead": [x["name"] for x in k["nodes"] if not x["ok"]],
+                         "survivors_ok": sum(1 for x in k["nodes"] if x["ok"])} for k in killed]}
     print(f"\n{'N':>3} {'seconds':>8} {'MB/s/node':>10} {'of raw':>7} {'T(N)/T(1)':>10} {'star s':>8} {'star/raw':>9}")
     for r in rows:
         print(f"{r['n']:>3} {r['seconds']:>8.2f} {r['mb_per_s']:>10.2f} {r['fraction_of_raw']:>7.3f} "
               f"{r['t_over_t1']:>10.3f} {r['star_seconds']:>8.2f} {r['star_fraction_of_raw']:>9.3f}")
-    k = results["kill"]
-    print(f"kill: N={k['n']}, {k['seconds']:.2f} s vs {base:.2f} s -> extra {k['extra_seconds']:.2f} s "
-          f"(target <= timeout {k['timeout']:g} + 2 s); dead: {', '.join(k['dead'])}")
+    for k in results["kill"]:
+        print(f"kill: N={k['n']}, {k['seconds']:.2f} s vs {base:.2f} s -> extra {k['extra_seconds']:.2f} s "
+              f"(target <= timeout {k['timeout']:g} + 2 s); dead: {', '.join(k['dead'])}; "
+              f"{k['survivors_ok']} survivors verified")
     stem = ("ring_bench_sparse" if data_mib else "ring_bench") + ("_auth" if args.secret else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / f"{stem}.png")

@@ -230,3 +230,25 @@ def test_the_command_line_prints_the_tables():
     assert "10 ring(s)" in text and "live nodes cut" in text
     with pytest.raises(SystemExit):
         rm.main(["--rate", "fast"])
+
+
+def test_versus_reads_both_benches_results(tmp_path):
+    """--versus: a ring_bench result gives a row per ring size and per kill case (a SIGKILL resets the
+    connection: the model's kill costs a re-dial and saves a hop, well under a second); a scale_bench result
+    a row per N (its ring part)."""
+    ring = {"rate": "10mbit", "size_mib": 4, "ring": [{"n": 1, "seconds": 3.4}, {"n": 8, "seconds": 3.6}],
+            "kill": [{"n": 8, "seconds": 4.1, "timeout": 3.0, "dead": ["10.77.0.14"]}]}
+    rows = rm.versus_rows(ring)
+    assert [r[0] for r in rows] == ["N = 1", "N = 8", "N = 8, 1 killed at 30 %"]
+    assert [r[2] for r in rows] == [3.4, 3.6, 4.1]
+    assert 3.0 < rows[0][1] < rows[1][1] < 5.0 and abs(rows[2][1] - rows[1][1]) < 0.5
+    scale = {"rate": "100mbit", "server_rate": "1gbit", "image_mib": 64,
+             "rows": [{"n": 1, "ring_seconds": 5.6}, {"n": 32, "ring_seconds": 15.1}]}
+    rows = rm.versus_rows(scale)
+    assert [r[2] for r in rows] == [5.6, 15.1] and 5.0 < rows[0][1] < rows[1][1] < 7.0
+    path = tmp_path / "ring_bench.json"
+    path.write_text(__import__("json").dumps(ring))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert rm.main(["--versus", str(path)]) == 0
+    assert "| N = 8, 1 killed at 30 % |" in out.getvalue()

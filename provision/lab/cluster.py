@@ -109,9 +109,10 @@ def load_lab(env: Mapping[str, str] = os.environ) -> Lab | None:
         raise ProvisionError(f"{lab_file(env)}: unreadable lab record ({exc}); `provision lab down` clears it")
 
 
-def tiny_initrd() -> bytes:
+def tiny_initrd(payload_bytes: int = 0) -> bytes:
     """A real (gzip-compressed newc cpio) initramfs holding one text file: lab nodes never execute
-    their installer kernel, they only fetch it, so the initrd only has to be a genuine file."""
+    their installer kernel, they only fetch it, so the initrd only has to be a genuine file. With
+    `payload_bytes`, also a file of that many random bytes (a boot payload of a real installer's size)."""
     def entry(name: str, data: bytes, mode: int) -> bytes:
         name_b = name.encode() + b"\0"
         fields = [1, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(name_b), 0]
@@ -119,9 +120,10 @@ def tiny_initrd() -> bytes:
         pad = lambda n: b"\0" * (-n % 4)  # noqa: E731 - newc aligns header+name and data to 4 bytes
         return header + name_b + pad(len(header) + len(name_b)) + data + pad(len(data))
     text = b"provision lab initrd: fetched over TFTP by lab nodes, never executed.\n"
-    archive = entry("README.lab", text, 0o100644) + entry("TRAILER!!!", b"", 0)
+    payload = entry("payload.bin", os.urandom(payload_bytes), 0o100644) if payload_bytes else b""
+    archive = entry("README.lab", text, 0o100644) + payload + entry("TRAILER!!!", b"", 0)
     buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=1 if payload_bytes else 9) as gz:
         gz.write(archive)
     return buf.getvalue()
 
@@ -157,18 +159,20 @@ def prepare_lab_files(inv: Inventory, image_mib: int = DEFAULT_IMAGE_MIB) -> lis
 
 def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_RATE,
            env: Mapping[str, str] = os.environ, image_mib: int = DEFAULT_IMAGE_MIB, vm: bool = False,
-           disk_gib: int = lab_vm.DEFAULT_DISK_GIB) -> Lab:
+           disk_gib: int = lab_vm.DEFAULT_DISK_GIB, server_rate: str | None = None) -> Lab:
     """Clear any leftover lab, then build one for the inventory's first `nodes` nodes (all, up to MAX_NODES);
-    with `vm` the nodes are QEMU machines with `disk_gib` GiB sparse disks."""
+    with `vm` the nodes are QEMU machines with `disk_gib` GiB sparse disks. `server_rate` shapes the
+    server's link (default `rate`, as every node's)."""
     count = min(len(inv.nodes), MAX_NODES) if nodes is None else nodes
     if not 1 <= count <= min(len(inv.nodes), MAX_NODES):
         raise InputError(f"--nodes {nodes}: the lab takes 1 to {min(len(inv.nodes), MAX_NODES)} nodes "
                          f"({inv.path} has {len(inv.nodes)})")
-    if rate is not None:
+    for flag, given in (("--rate", rate), ("--server-rate", server_rate)):
         try:
-            netns.parse_rate(rate)
+            if given is not None:
+                netns.parse_rate(given)
         except ValueError as exc:
-            raise InputError(f"--rate: {exc}") from None
+            raise InputError(f"{flag}: {exc}") from None
     if vm:
         lab_vm.check_prerequisites(inv)
         if not 1 <= disk_gib <= 1024:
@@ -191,7 +195,7 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
     ClusterFiles.of(inv, env).store().reset([n.name for n in lab_nodes])
     net = netns.Network(prefix, rate=rate)
     try:
-        net.add_host(inv.server.name, address=server_address)
+        net.add_host(inv.server.name, address=server_address, rate=server_rate)
         for node in lab_nodes:
             Path(node.work).mkdir(parents=True)
             if vm:  # the machine's NIC has the MAC; the namespace only bridges it to the lab

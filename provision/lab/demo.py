@@ -72,12 +72,13 @@ def shared_cores_factor(nodes: int) -> float:
 def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | None = lab.DEFAULT_RATE,
              image_mib: int = lab.DEFAULT_IMAGE_MIB, ring_timeout: float | None = None,
              env: Mapping[str, str] = os.environ, show=print, install_log: Path | None = None,
-             reboot_seconds: float = 3.0) -> DemoResult:
-    """Run the demo; `install_log` takes the output of `provision install -v` (default: this terminal).
+             reboot_seconds: float = 3.0, server_rate: str | None = None) -> DemoResult:
+    """Run the demo; `install_log` takes the output of `provision install -v` (default: this terminal);
+    `server_rate` shapes the server's link (default `rate`).
     `ring_timeout` (dollyS --timeout) and the install's --linger default to 3 s and 5 s, longer for a lab
     of more than 16 nodes (shared_cores_factor)."""
     started = time.monotonic()
-    built = lab.lab_up(inv, nodes=nodes, rate=rate, env=env, image_mib=image_mib)
+    built = lab.lab_up(inv, nodes=nodes, rate=rate, env=env, image_mib=image_mib, server_rate=server_rate)
     names = [n.name for n in built.nodes]
     if kill is not None and kill not in names:
         lab.lab_down(env)
@@ -92,7 +93,7 @@ def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | No
         booted = lab.boot_nodes(built, names, reboot_seconds=reboot_seconds)
         if kill is not None:
             _kill_mid_clone(inv, built, kill, show)
-        install_status = install.wait(timeout=600)
+        install_status = install.wait(timeout=600 * factor)  # a boot storm through one slow link takes long
         for name, proc in booted.items():
             if name != kill:
                 proc.wait(timeout=60)

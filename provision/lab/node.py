@@ -161,8 +161,9 @@ class LabNode:
         local = self.work / "http" / url.rsplit("/", 1)[-1]
         local.parent.mkdir(parents=True, exist_ok=True)
         local.unlink(missing_ok=True)
-        proc = subprocess.run([curl, "-fsS", "--max-time", "120", "-o", str(local), url],
-                              capture_output=True, text=True, timeout=130)
+        # no limit on the whole transfer (a boot storm shares one server link), only on a stalled one
+        proc = subprocess.run([curl, "-fsS", "--connect-timeout", "30", "--speed-limit", "1", "--speed-time", "60",
+                               "-o", str(local), url], capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0 or not local.is_file():
             raise ProvisionError(f"HTTP {url} failed: {proc.stderr.strip() or f'curl exit {proc.returncode}'}")
         return local
