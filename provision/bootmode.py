@@ -15,6 +15,7 @@ from provision.model import Inventory
 class BootMode(enum.StrEnum):
     INSTALL = "install"  # PXE boots the installer kernel with the node's kickstart
     LOCAL = "local"      # PXE hands over to the local disk (pxelinux LOCALBOOT 0)
+    DISKLESS = "diskless"  # PXE boots the golden kernel; its initramfs runs the golden root from RAM (no disk)
 
 
 def modes_for(inv: Inventory, boot_modes: Mapping[str, BootMode | str] | None) -> dict[str, BootMode]:
@@ -26,5 +27,5 @@ def modes_for(inv: Inventory, boot_modes: Mapping[str, BootMode | str] | None) -
         try:
             modes[name] = BootMode(mode)
         except ValueError:
-            raise InputError(f"node {name}: unknown boot mode {mode!r} (install or local)") from None
+            raise InputError(f"node {name}: unknown boot mode {mode!r} (install, local or diskless)") from None
     return modes

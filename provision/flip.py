@@ -1,4 +1,4 @@
-"""Switch nodes between install and local boot: change the mode, re-render, check, swap, apply to the DHCP server.
+"""Switch nodes between install, local and diskless boot: change the mode, re-render, check, swap, apply to DHCP.
 
 The rendered PXE configs and the DHCP config (dhcpd.conf or kea-dhcp4.conf) are a function of (inventory,
 boot modes); a flip never edits a written file. Order: render everything with the new modes (`dhcpd -t` or
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
+from provision.diskless_stage import diskless_sources, install_diskless
 from provision.errors import InputError
 from provision.model import Inventory
 from provision.render import render_to
@@ -51,8 +52,11 @@ def apply_modes(inv: Inventory, files: ClusterFiles, modes: dict[str, BootMode],
                 site_templates: Path | None) -> str | None:
     """Render with `modes` into the cluster's rendered dir and make its DHCP config live, applied to our DHCP
     server if it runs. Returns how the running server took a changed config (its APPLIED: "restarted", ...),
-    None if none runs or nothing changed."""
+    None if none runs or nothing changed. Nodes in diskless boot get their files into the TFTP root once the
+    render is checked (a missing boot.diskless fails before anything changes)."""
+    diskless = diskless_sources(inv, modes)
     render_to(files.rendered, inv, site_templates=site_templates, boot_modes=modes)
+    install_diskless(files.tftp_root, diskless)
     dhcp = files.dhcp()
     if dhcp.running():
         return dhcp.APPLIED if dhcp.install_and_reload(files.dhcp_rendered) else None

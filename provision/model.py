@@ -120,6 +120,9 @@ class Boot:
     initrd: str
     append: str = ""
     transport: Transport = Transport.TFTP
+    # a directory holding what diskless nodes boot (vmlinuz, initrd.img, root.squashfs, root.squashfs.sha256:
+    # `provision images --diskless` prints one); needed only while a node is in diskless boot
+    diskless: str | None = None
 
     @property
     def kernel_tftp_path(self) -> str:
@@ -220,6 +223,36 @@ class KickstartSettings:
     timezone: str = "UTC"
 
 
+class BmcType(enum.StrEnum):
+    """The protocol provision.power speaks to a node's BMC."""
+
+    IPMI = "ipmi"  # IPMI v2.0 over LAN (RMCP+, UDP port 623)
+    REDFISH = "redfish"  # DMTF Redfish over HTTPS (or http:// given in the address)
+
+
+IPMI_PORT = 623
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bmc:
+    """A node's baseboard management controller. The password is never in the inventory: it is read when used,
+    from `password_file` (mode 0600 or stricter) or from the environment variable `password_env`."""
+
+    type: BmcType = BmcType.IPMI
+    address: str | None = None  # host name or IP (Redfish: also http://host or https://host); required per node
+    port: int | None = None  # None: 623 for IPMI, the URL scheme's port for Redfish
+    user: str | None = None  # required per node
+    password_file: Path | None = None  # absolute (a relative one is taken from the inventory file's directory)
+    password_env: str | None = None
+    system: str | None = None  # Redfish: the ComputerSystem's id under /redfish/v1/Systems (None: the only one)
+
+    @property
+    def where(self) -> str:
+        """How messages name the BMC: "ipmi 10.0.0.101:623"."""
+        port = self.port or (IPMI_PORT if self.type == BmcType.IPMI else None)
+        return f"{self.type} {self.address}" + (f":{port}" if port else "")
+
+
 DEFAULT_DISK = Disk(partitions=(Partition("/", "ext4", 4096, grow=True, label="root"),))
 
 
@@ -241,6 +274,7 @@ class Node:
     root_password_hash: str | None = None  # a crypt(3) hash; None locks the root password
     # root's SSH public keys: OpenSSH key lines, or absolute paths of files of them (read when rendering)
     ssh_authorized_keys: tuple[str, ...] = ()
+    bmc: Bmc | None = None  # its BMC, for `provision power` and `install --power-cycle`
 
     @property
     def disk_label(self) -> DiskLabel:

@@ -18,6 +18,7 @@ from typing import Any
 
 import jinja2
 
+from provision import diskless
 from provision.bootmode import BootMode, modes_for
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
@@ -42,7 +43,7 @@ SHIPPED_PREFIX = "shipped"
 PRUNE = (
     Prune(PXELINUX_DIR, re.compile(r"01(-[0-9a-f]{2}){6}")),
     Prune(GRUB_DIR, re.compile(r"grub\.cfg-01(-[0-9a-f]{2}){6}")),
-    Prune(KICKSTART_DIR, re.compile(r"[A-Za-z0-9.-]+\.ks")),
+    Prune(KICKSTART_DIR, re.compile(r"[A-Za-z0-9.-]+\.(ks|identity)")),  # .identity: a node out of diskless
     Prune(".", re.compile(r"dhcpd\.conf|kea-dhcp4\.conf")),  # the other DHCP server's, after a switch
 )
 
@@ -66,6 +67,11 @@ def grub_path(node: Node) -> str:
 
 def kickstart_path(node: Node) -> str:
     return f"{KICKSTART_DIR}/{node.name}.ks"
+
+
+def identity_path(node: Node) -> str:
+    """A diskless node's identity script (served as /api/nodes/<name>/identity), rendered in diskless mode only."""
+    return f"{KICKSTART_DIR}/{node.name}.identity"
 
 
 def kickstart_url(inv: Inventory, node: Node) -> str:
@@ -103,20 +109,23 @@ def ipxe_pxe_loader(inv: Inventory) -> str | None:
     return PXE_LOADER if inv.boot.transport is Transport.HTTP else None
 
 
-def pxelinux_boot(inv: Inventory) -> BootSource:
-    """KERNEL/INITRD for (l)pxelinux: http://SERVER:PORT/boot/<file>, or boot/<file> in the TFTP root."""
+def pxelinux_boot(inv: Inventory, files: BootSource | None = None) -> BootSource:
+    """KERNEL/INITRD for (l)pxelinux: http://SERVER:PORT/boot/<file>, or boot/<file> in the TFTP root.
+    `files`: other paths in the TFTP root than the installer's (the diskless kernel and initramfs)."""
     boot = inv.boot
+    kernel, initrd = (files.kernel, files.initrd) if files else (boot.kernel_tftp_path, boot.initrd_tftp_path)
     if boot.transport is Transport.HTTP:
-        return BootSource(f"{inv.server.url}/{boot.kernel_tftp_path}", f"{inv.server.url}/{boot.initrd_tftp_path}")
-    return BootSource(boot.kernel_tftp_path, boot.initrd_tftp_path)
+        return BootSource(f"{inv.server.url}/{kernel}", f"{inv.server.url}/{initrd}")
+    return BootSource(kernel, initrd)
 
 
-def grub_boot(inv: Inventory) -> BootSource:
+def grub_boot(inv: Inventory, files: BootSource | None = None) -> BootSource:
     """linux/initrd paths for GRUB: (http,SERVER:PORT)/boot/<file> (its http module), or /boot/<file> from the
-    TFTP server it was loaded from."""
+    TFTP server it was loaded from. `files` as for pxelinux_boot."""
     boot = inv.boot
+    kernel, initrd = (files.kernel, files.initrd) if files else (boot.kernel_tftp_path, boot.initrd_tftp_path)
     device = f"(http,{inv.server.ip}:{inv.server.http_port})" if boot.transport is Transport.HTTP else ""
-    return BootSource(f"{device}/{boot.kernel_tftp_path}", f"{device}/{boot.initrd_tftp_path}")
+    return BootSource(f"{device}/{kernel}", f"{device}/{initrd}")
 
 
 @functools.lru_cache(maxsize=8)
@@ -191,9 +200,12 @@ def _render_files(
     pxelinux = {mode: template(env, f"pxelinux/{mode}.cfg.j2") for mode in BootMode}
     grub = {mode: template(env, f"grub/{mode}.cfg.j2") for mode in BootMode}
     kickstart = template(env, "kickstart/node.ks.j2")
+    identity = template(env, "diskless/identity.sh.j2") if BootMode.DISKLESS in modes.values() else None
     files: dict[str, str] = {}
     shared = {"inv": inv, "default_dolly_port": DOLLY_PORT}
-    sources = {"pxelinux_boot": pxelinux_boot(inv), "grub_boot": grub_boot(inv)}
+    diskless_files = BootSource(diskless.KERNEL, diskless.INITRD)
+    sources = {"pxelinux_boot": pxelinux_boot(inv), "grub_boot": grub_boot(inv),
+               "diskless_pxelinux": pxelinux_boot(inv, diskless_files), "diskless_grub": grub_boot(inv, diskless_files)}
     key_files: dict[str, list[str]] = {}
     for node in inv.nodes:
         mode = modes[node.name]
@@ -209,11 +221,15 @@ def _render_files(
             "ssh_keys": authorized_keys(inv, node, key_files),
             "kernel_args": " ".join(a for a in (f"inst.ks={ks_url}", f"provision.boot_url={boot_url(inv, node)}",
                                                 "ip=dhcp", inv.boot.append, node.append) if a),
+            "diskless_args": diskless.kernel_args(inv, node),
         }
         files[pxelinux_path(node)] = render_template(pxelinux[mode], context)
         if node.firmware is Firmware.UEFI:
             files[grub_path(node)] = render_template(grub[mode], context)
         files[kickstart_path(node)] = render_template(kickstart, context)
+        if mode is BootMode.DISKLESS:
+            host_keys_url = f"{inv.server.url}/api/nodes/{node.name}/host-keys"
+            files[identity_path(node)] = render_template(identity, {**context, "host_keys_url": host_keys_url})
     files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
     hosts = [(node, modes[node.name]) for node in inv.nodes]
     loaders = {"loader": pxe_loader(inv), "uefi_loader": GRUB_EFI_LOADER, "ipxe_loader": ipxe_pxe_loader(inv)}

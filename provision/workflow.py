@@ -20,10 +20,13 @@ from pathlib import Path
 from provision.bootmode import BootMode
 from provision.cluster import ClusterFiles
 from provision.credentials import RunCredentials
+from provision.diskless_stage import diskless_nodes
 from provision.flip import apply_modes, current_modes
 from provision.flipper import Flipper
 from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.model import BOOT_TFTP_DIR, Firmware, Inventory, Node, Transport
+from provision.power import Verb
+from provision.power.pool import run as power_nodes
 from provision.probe import answering_arp
 from provision.render import render_ring_config
 from provision.ring_run import RingFiles, RingSettings, follow, read_progress, read_ring_report, server_argv
@@ -49,6 +52,7 @@ class InstallOptions:
     linger: float = 5.0              # keep serving so rebooting nodes find their local-boot config
     tftp_port: int = 69
     verbose: bool = False
+    power_cycle: bool = False        # set each pending node's next boot to PXE and power-cycle it via its BMC
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,8 @@ class Install:
         apply_modes(self.inv, self.files, modes, self.options.site_templates)
         install_boot_files(self.files.tftp_root, self.inv.boot,
                            uefi=any(node.firmware is Firmware.UEFI for node in self.inv.nodes))
-        over_http = self.inv.boot.transport is Transport.HTTP
+        # diskless nodes (their files staged by apply_modes) fetch their root over HTTP whatever boot.transport says
+        over_http = self.inv.boot.transport is Transport.HTTP or bool(diskless_nodes(modes))
         advertiser = None
         if self.inv.network.ipv6_ra:  # before any node boots: iPXE waits ~13 s for IPv6 without one
             advertiser = RouterAdvertiser(interface_with(str(self.inv.server.ip))).start()
@@ -106,8 +111,10 @@ class Install:
                   f"{len(pending)} node(s) to install, {selected - len(pending)} done before")
         tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
         flipper = Flipper(self.flip_to_local, self.fail)
+        diskless = [self.inv.node(name) for name in diskless_nodes(current_modes(self.inv, self.files))]
         keeper = HostKeyKeeper(HostKeyStore(self.files.host_keys), self.files.known_hosts,
-                               [KeyedNode(n.name, str(n.ip), f"root@{self.inv.fqdn(n.name)}") for n in pending])
+                               [KeyedNode(n.name, str(n.ip), f"root@{self.inv.fqdn(n.name)}")
+                                for n in [*pending, *diskless]])
         http = HttpServer(self.files.kickstarts, nodes=self.inv.node_names,
                           on_report=lambda n, s, m: self.on_report(flipper, n, s, m),
                           host=str(self.inv.server.ip), port=self.inv.server.http_port,
@@ -124,6 +131,8 @@ class Install:
         try:
             http.start()
             try:
+                if pending and self.options.power_cycle:
+                    pending = self.power_cycle(pending)
                 if pending:
                     ready = self.wait_ready(pending)
                     if ready:
@@ -136,6 +145,18 @@ class Install:
             tftp.stop()
             flipper.close()
             keeper.close()
+
+    def power_cycle(self, pending: list[Node]) -> list[Node]:
+        """--power-cycle, once everything serves: each pending node's next boot (only) from the network, then a
+        power cycle (on, if it was off) through its BMC. A node whose BMC fails is failed; the rest go on."""
+        outcomes = power_nodes(pending, [Verb.PXE_ONCE, Verb.CYCLE])
+        for o in outcomes:
+            if o.ok:
+                self.show(f"{o.node}: next boot from the network; power cycled through {o.bmc}")
+            else:
+                self.fail(o.node, f"--power-cycle: {o.error}")
+        cycled = {o.node for o in outcomes if o.ok}
+        return [n for n in pending if n.name in cycled]
 
     def prepare_state(self) -> list[Node]:
         """Nodes to install: every (selected) node not done before; they restart as `waiting` on install

@@ -13,6 +13,7 @@ import pytest
 
 from provision.lab import netns
 from tests.conftest import REPO, require_tool
+from tests.fixtures.diskless import diskless_dir
 
 pytestmark = pytest.mark.root
 
@@ -21,14 +22,16 @@ LAB = REPO / "inventory" / "lab.yaml"
 
 @pytest.fixture
 def server(tmp_path, request):
-    """`provision ARGS --inventory lab.yaml` in the server's namespace; with param "kea", the lab inventory on Kea."""
-    inventory = LAB
+    """`provision ARGS --inventory lab.yaml` in the server's namespace (the lab inventory with boot.diskless);
+    with param "kea", on Kea."""
+    inventory = tmp_path / "lab.yaml"
+    text = LAB.read_text().replace("boot:\n", f"boot:\n  diskless: {diskless_dir(tmp_path)}\n", 1)
     if getattr(request, "param", "isc") == "kea":
         require_tool("kea-dhcp4")
-        inventory = tmp_path / "lab.yaml"
-        inventory.write_text(LAB.read_text() + "dhcp: {server: kea}\n")
+        text += "dhcp: {server: kea}\n"
     else:
         require_tool("dhcpd")
+    inventory.write_text(text)
     net = netns.Network(f"pvt-{uuid.uuid4().hex[:5]}")
     try:
         host = net.add_host("srv", address="10.77.0.1/24")
@@ -60,6 +63,11 @@ def test_start_status_flip_restarts_stop(server, tmp_path):
     assert new_pid != pid
     live = (tmp_path / "clusters" / "lab" / "dhcpd" / "dhcpd.conf").read_text()
     assert "# boot: local" in live[live.index("host n01 {"):]
+    flipped = server("flip-to-diskless", "n01")
+    assert flipped.returncode == 0 and "dhcpd restarted" in flipped.stdout, flipped.stdout + flipped.stderr
+    assert pid_of(server("dhcpd", "status")) != new_pid
+    live = (tmp_path / "clusters" / "lab" / "dhcpd" / "dhcpd.conf").read_text()
+    assert "# boot: diskless" in live[live.index("host n01 {"):]
 
     stopped = server("dhcpd", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
@@ -81,6 +89,12 @@ def test_kea_start_status_flip_reloads_without_restart_stop(server, tmp_path):
     live = json.loads((tmp_path / "clusters" / "lab" / "kea" / "kea-dhcp4.conf").read_text())
     [n01] = [h for h in live["Dhcp4"]["subnet4"][0]["reservations"] if h["hostname"] == "n01"]
     assert "local" in json.dumps(n01)
+    flipped = server("flip-to-diskless", "n01")
+    assert flipped.returncode == 0 and "kea-dhcp4 reloaded" in flipped.stdout, flipped.stdout + flipped.stderr
+    assert pid_of(server("dhcp", "status")) == pid
+    live = json.loads((tmp_path / "clusters" / "lab" / "kea" / "kea-dhcp4.conf").read_text())
+    [n01] = [h for h in live["Dhcp4"]["subnet4"][0]["reservations"] if h["hostname"] == "n01"]
+    assert n01["user-context"] == {"boot": "diskless"}
 
     stopped = server("dhcpd", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout

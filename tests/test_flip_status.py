@@ -1,4 +1,4 @@
-"""`provision flip-to-local` / `flip-to-install` and `provision status`, in-process through provision.cli.main,
+"""`provision flip-to-local` / `flip-to-install` / `flip-to-diskless` and `provision status`, in-process through provision.cli.main,
 with the real `dhcpd -t` checking every flip."""
 
 from __future__ import annotations
@@ -10,11 +10,13 @@ import pytest
 
 from provision.cli import main
 from tests.conftest import REPO, require_tool
+from tests.fixtures.diskless import diskless_dir
 
 LAB = str(REPO / "inventory" / "lab.yaml")
 N01_PXE = "clusters/lab/rendered/tftpboot/pxelinux.cfg/01-02-77-00-00-00-01"
 N02_PXE = "clusters/lab/rendered/tftpboot/pxelinux.cfg/01-02-77-00-00-00-02"
 DHCPD = "clusters/lab/rendered/dhcpd.conf"
+N01_IDENTITY = "clusters/lab/rendered/kickstart/n01.identity"
 LIVE_DHCPD = "clusters/lab/dhcpd/dhcpd.conf"
 
 
@@ -22,6 +24,16 @@ LIVE_DHCPD = "clusters/lab/dhcpd/dhcpd.conf"
 def env(tmp_path):
     require_tool("dhcpd")
     return {"PROVISION_STATE_DIR": str(tmp_path)}
+
+
+@pytest.fixture
+def lab_diskless(tmp_path) -> str:
+    """The lab inventory with boot.diskless naming a directory of diskless files."""
+    files = diskless_dir(tmp_path)
+    inventory = tmp_path / "lab.yaml"
+    text = Path(LAB).read_text()
+    inventory.write_text(text.replace("boot:\n", f"boot:\n  diskless: {files}\n", 1))
+    return str(inventory)
 
 
 def status(env, capsys) -> dict[str, dict]:
@@ -58,6 +70,76 @@ def test_flip_to_local_and_back_rerenders_pxe_and_dhcpd(env, tmp_path, capsys):
     assert main(["flip-to-install", "--inventory", LAB, "--all"], env) == 0
     assert "DEFAULT install" in (tmp_path / N01_PXE).read_text()
     assert all(n["boot"] == "install" for n in status(env, capsys).values())
+
+
+MODE_MARK = {"install": "DEFAULT install", "local": "LOCALBOOT 0", "diskless": "DEFAULT diskless"}
+
+
+@pytest.mark.parametrize("start, goal", [(a, b) for a in MODE_MARK for b in MODE_MARK if a != b])
+def test_every_flip_between_the_three_modes(env, tmp_path, capsys, lab_diskless, start, goal):
+    """Each of the six flips re-renders the node's loader config and the live dhcpd.conf (checked by dhcpd -t)
+    and records the mode; the other nodes keep theirs."""
+    assert main([f"flip-to-{start}", "--inventory", lab_diskless, "n01"], env) == 0
+    capsys.readouterr()
+    assert main([f"flip-to-{goal}", "--inventory", lab_diskless, "n01"], env) == 0
+    assert f"{goal} boot: 1 node(s) switched (n01)" in capsys.readouterr().out
+    pxe = (tmp_path / N01_PXE).read_text()
+    assert MODE_MARK[goal] in pxe and all(MODE_MARK[m] not in pxe for m in MODE_MARK if m != goal)
+    assert "DEFAULT install" in (tmp_path / N02_PXE).read_text()
+    assert (tmp_path / N01_IDENTITY).is_file() == (goal == "diskless")  # a flip out of diskless removes it
+    live = (tmp_path / LIVE_DHCPD).read_text()
+    assert live == (tmp_path / DHCPD).read_text()
+    assert f"# boot: {goal}" in host_entry(live, "n01") and "# boot: install" in host_entry(live, "n02")
+    nodes = status(env, capsys)
+    assert nodes["n01"]["boot"] == goal and nodes["n02"]["boot"] == "install"
+
+
+def test_flip_to_diskless_all_names_the_golden_kernel_and_root(env, tmp_path, capsys, lab_diskless):
+    assert main(["flip-to-diskless", "--inventory", lab_diskless, "--all"], env) == 0
+    assert "diskless boot: 16 node(s) switched" in capsys.readouterr().out
+    pxe = (tmp_path / N02_PXE).read_text()
+    assert "KERNEL http://10.77.0.1:8080/boot/diskless/vmlinuz" in pxe
+    assert "INITRD http://10.77.0.1:8080/boot/diskless/initrd.img" in pxe
+    assert "provision.root=http://10.77.0.1:8080/boot/diskless/root.squashfs" in pxe
+    assert "provision.identity=http://10.77.0.1:8080/api/nodes/n02/identity" in pxe
+    assert all(n["boot"] == "diskless" for n in status(env, capsys).values())
+    staged = tmp_path / "clusters" / "lab" / "rendered" / "tftpboot" / "boot" / "diskless"
+    assert sorted(p.name for p in staged.iterdir()) == ["initrd.img", "root.squashfs", "root.squashfs.sha256",
+                                                        "vmlinuz"]
+    for file in staged.iterdir():
+        assert file.read_bytes() == (tmp_path / "diskless" / file.name).read_bytes()
+
+
+def test_flip_to_diskless_needs_boot_diskless_and_changes_nothing_without(env, tmp_path, capsys, lab_diskless):
+    assert main(["flip-to-local", "--inventory", LAB, "n01"], env) == 0
+    before = snapshot(tmp_path / "clusters")
+    capsys.readouterr()
+    assert main(["flip-to-diskless", "--inventory", LAB, "n01", "n02"], env) == 3
+    err = capsys.readouterr().err
+    assert "boot.diskless: needed by the node(s) in diskless boot (n01, n02)" in err, err
+    (tmp_path / "diskless" / "root.squashfs.sha256").write_text("not a digest  root.squashfs\n")
+    assert main(["flip-to-diskless", "--inventory", lab_diskless, "n01"], env) == 3
+    assert "root.squashfs.sha256: not one line '<64 hex digits>  root.squashfs'" in capsys.readouterr().err
+    (tmp_path / "diskless" / "root.squashfs").unlink()
+    assert main(["flip-to-diskless", "--inventory", lab_diskless, "n01"], env) == 3
+    assert f"missing {tmp_path / 'diskless' / 'root.squashfs'}" in capsys.readouterr().err
+    assert snapshot(tmp_path / "clusters") == before
+    assert status(env, capsys)["n01"]["boot"] == "local"
+
+
+def test_flip_to_diskless_rejected_by_dhcpd_never_goes_live(env, tmp_path, capsys, lab_diskless):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "dhcpd.conf.j2").write_text(
+        '{% extends "shipped/dhcpd.conf.j2" %}\n'
+        "{% block host_boot %}{% if mode == 'diskless' %}  no-such-statement 42;\n"
+        "{% else %}{{ super() }}{% endif %}{% endblock %}\n")
+    assert main(["flip-to-local", "--inventory", lab_diskless, "n01"], env) == 0
+    before = snapshot(tmp_path / "clusters")
+    assert main(["flip-to-diskless", "--inventory", lab_diskless, "--templates", str(site), "n01"], env) == 3
+    assert "rejected by dhcpd -t" in capsys.readouterr().err
+    assert snapshot(tmp_path / "clusters") == before
+    assert status(env, capsys)["n01"]["boot"] == "local"
 
 
 def test_flip_is_idempotent(env, tmp_path, capsys):

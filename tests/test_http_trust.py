@@ -27,6 +27,7 @@ TOKENS = {"n01": "t1" * 16, "n02": "t2" * 16}  # n03 is not being installed: no 
 RING_SECRET = "r" * 32
 STRANGER = "127.0.0.9"
 KICKSTART = "%post\necho n01\n%end\n"
+IDENTITY = "set -e\necho n01 > \"$1/etc/hostname\"\n"  # n01 is in diskless boot, n02 is not
 
 
 class Cluster:
@@ -37,6 +38,7 @@ class Cluster:
         ks.mkdir(exist_ok=True)
         (ks / "n01.ks").write_text(KICKSTART)
         (ks / "n02.ks").write_text("%post\necho n02\n%end\n")
+        (ks / "n01.identity").write_text(IDENTITY)
         self.store = StateStore(tmp_path / "nodes.json")
         self.store.ensure(["n01", "n02", "n03"])
         self.credentials = RunCredentials(RING_SECRET, dict(TOKENS))
@@ -113,6 +115,7 @@ ROUTES = {  # route -> (method, path, body, needs the token, the 403 message for
     "report": ("POST", "/api/nodes/n01/state", {"state": "ready", "message": "listening"}, True,
                "reports for n01 come only from 127.0.0.1"),
     "credentials": ("GET", "/api/nodes/n01/credentials", None, False, "the credentials of n01 go only to 127.0.0.1"),
+    "identity": ("GET", "/api/nodes/n01/identity", None, False, "the identity of n01 goes only to 127.0.0.1"),
 }
 
 
@@ -129,12 +132,18 @@ def test_a_node_request_from_another_address_is_403_and_changes_nothing(cluster,
     status, reply = call(cluster, method, path, body=body, headers=headers if tokened else None)
     assert status == 200  # the node itself: not used up or blocked by the strangers' tries
     expected = {"kickstart": KICKSTART.encode(), "boot query": {"name": "n01", "boot": "install"},
-                "report": {"ok": True},
+                "report": {"ok": True}, "identity": IDENTITY.encode(),
                 "credentials": {"name": "n01", "token": TOKENS["n01"], "ring_secret": RING_SECRET}}[route]
     assert reply == expected
     if route == "report":
         assert cluster.reports == [("n01", NodeState.READY, "listening")]
         assert cluster.state("n01") is NodeState.READY
+
+
+def test_the_identity_of_a_node_not_in_diskless_boot_is_404(cluster):
+    status, reply = call(cluster, "GET", "/api/nodes/n02/identity", source="127.0.0.2")
+    assert (status, reply) == (404, {"ok": False, "error": "no identity for node 'n02' (not in diskless boot)"})
+    assert call(cluster, "GET", "/api/nodes/n09/identity")[0] == 404
 
 
 @pytest.mark.parametrize("headers, message", [

@@ -260,6 +260,9 @@ BAD = [
     ("no-nodes", BASE.split("nodes:")[0] + "nodes: []\n", "nodes", "at least one node", "nodes:"),
     ("bad-transport", BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: ftp\n"),
      "boot.transport", "expected one of http, tftp: 'ftp'", "transport: ftp"),
+    ("diskless-bad-path", BASE.replace("  initrd: /srv/boot/initrd.img\n",
+                                       "  initrd: /srv/boot/initrd.img\n  diskless: /srv/my diskless\n"),
+     "boot.diskless", "invalid path: '/srv/my diskless'", "diskless:"),
     ("node-auth-not-boolean", BASE.replace("  ip: 10.9.0.1\n", "  ip: 10.9.0.1\n  node_auth: maybe\n"),
      "server.node_auth", "expected true or false: 'maybe'", "node_auth:"),
     ("dolly-not-a-mapping", BASE + "dolly: /etc/secret\n", "dolly", "expected a mapping (key: value lines): "
@@ -286,6 +289,12 @@ def test_boot_transport_and_ipv6_ra_defaults_and_choices(tmp_path):
     inv = load_inventory(write(tmp_path, text))
     assert (inv.boot.transport, inv.network.ipv6_ra) == (Transport.HTTP, True)
     assert load_inventory(LAB.with_name("lab-vm.yaml")).network.ipv6_ra is True
+
+
+def test_boot_diskless_is_optional(tmp_path):
+    assert load_inventory(write(tmp_path, BASE)).boot.diskless is None
+    text = BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  diskless: /srv/dl\n")
+    assert load_inventory(write(tmp_path, text)).boot.diskless == "/srv/dl"
 
 
 def test_dhcp_server_default_and_kea(tmp_path):

@@ -37,6 +37,11 @@ GOLDEN_CASES = [
      ["tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
     ("mixed-firmware-tftp", MIXED_FIRMWARE_TFTP, {}, ["dhcpd.conf", "tftpboot/pxelinux.cfg/01-02-00-00-00-00-01",
                                                        "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
+    ("mixed-firmware-diskless", MIXED_FIRMWARE, {"bios1": BootMode.DISKLESS, "uefi1": BootMode.DISKLESS},
+     ["dhcpd.conf", "tftpboot/pxelinux.cfg/01-02-00-00-00-00-01", "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02",
+      "kickstart/uefi1.identity"]),
+    ("mixed-firmware-tftp-diskless", MIXED_FIRMWARE_TFTP, {"bios1": BootMode.DISKLESS, "uefi1": BootMode.DISKLESS},
+     ["tftpboot/pxelinux.cfg/01-02-00-00-00-00-01", "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]),
 ]
 
 
@@ -85,6 +90,31 @@ def test_boot_mode_is_one_variable_per_node():
     assert "KERNEL" not in flipped["tftpboot/pxelinux.cfg/01-00-16-3e-10-00-03"]
     assert "host n003 {\n  # boot: local\n" in flipped["dhcpd.conf"]
     assert render_files(inv, boot_modes={"n003": "install"}) == install  # and back
+
+
+def test_diskless_mode_changes_only_that_nodes_loader_configs_and_dhcp_comment():
+    inv = load_inventory(MIXED_FIRMWARE)
+    install = render_files(inv)
+    diskless = render_files(inv, boot_modes={"uefi1": BootMode.DISKLESS})
+    changed = {rel for rel in diskless if install.get(rel) != diskless[rel]}
+    assert changed == {"dhcpd.conf", "tftpboot/pxelinux.cfg/01-02-00-00-00-00-02",
+                       "tftpboot/grub/grub.cfg-01-02-00-00-00-00-02", "kickstart/uefi1.identity"}
+    assert set(diskless) - set(install) == {"kickstart/uefi1.identity"}  # only a diskless node has one
+    grub = diskless["tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]
+    assert "linux (http,10.9.0.1:8080)/boot/diskless/vmlinuz provision.root=" in grub
+    assert "provision.identity=http://10.9.0.1:8080/api/nodes/uefi1/identity" in grub
+    assert "inst.ks=" not in grub and "installer" not in grub
+    assert "host uefi1 {\n  # boot: diskless\n" in diskless["dhcpd.conf"]
+    for mode in (BootMode.LOCAL, BootMode.INSTALL):  # every flip out of diskless renders that mode's files
+        back = render_files(inv, boot_modes={"uefi1": mode})
+        assert "diskless" not in back["tftpboot/grub/grub.cfg-01-02-00-00-00-00-02"]
+        assert "kickstart/uefi1.identity" not in back
+    assert render_files(inv, boot_modes={"uefi1": "install"}) == install
+
+
+def test_unknown_boot_mode_names_all_three():
+    with pytest.raises(InputError, match="unknown boot mode 'ramdisk' \\(install, local or diskless\\)"):
+        render_files(load_inventory(EXAMPLE), boot_modes={"n001": "ramdisk"})
 
 
 def test_boot_mode_for_unknown_node_is_an_error():

@@ -1,4 +1,4 @@
-"""`provision flip-to-local` / `provision flip-to-install`: switch nodes' boot mode by hand."""
+"""`provision flip-to-local` / `flip-to-install` / `flip-to-diskless`: switch nodes' boot mode by hand."""
 
 from __future__ import annotations
 
@@ -38,3 +38,5 @@ to_local = Command("flip-to-local", "switch nodes to boot from their local disk"
                    runner(BootMode.LOCAL))
 to_install = Command("flip-to-install", "switch nodes to (re)install at their next PXE boot", add_arguments,
                      runner(BootMode.INSTALL))
+to_diskless = Command("flip-to-diskless", "switch nodes to run the golden image from RAM at their next PXE boot (disks "
+                      "untouched)", add_arguments, runner(BootMode.DISKLESS))

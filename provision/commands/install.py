@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from provision.errors import ExitStatus
+from provision.errors import ExitStatus, InputError
 from provision.flip import select_nodes
 from provision.inventory import load_inventory, resolve_inventory_path
 from provision.state import NodeState
@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest wait for nodes to report done after the clone (default 600)")
     parser.add_argument("--linger", type=float, default=5.0, metavar="SECONDS",
                         help="keep serving this long at the end, for rebooting nodes (default 5)")
+    parser.add_argument("--power-cycle", action="store_true",
+                        help="once serving, set each node's next boot to PXE and power-cycle it through its BMC "
+                             "(inventory bmc:), so nobody pushes reset")
     parser.add_argument("--tftp-port", type=int, default=69, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request and ring step")
 
@@ -46,10 +49,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
                         format="%(asctime)s %(name)s: %(message)s")
     inv = load_inventory(resolve_inventory_path(args.inventory, env))
     nodes = select_nodes(inv, args.nodes.split(","), False) if args.nodes else []
+    lacking = [n for n in (nodes or inv.node_names) if inv.node(n).bmc is None]
+    if args.power_cycle and lacking:
+        raise InputError(f"{inv.path}: --power-cycle: no bmc: for {', '.join(lacking)} (nothing was done)")
     options = InstallOptions(site_templates=args.templates, nodes=tuple(nodes), wait=args.wait, enough=args.enough,
                              probe=args.probe, dolly_timeout=args.timeout, chunk_size=args.chunk_size,
                              finish_wait=args.finish_wait, linger=args.linger, tftp_port=args.tftp_port,
-                             verbose=args.verbose)
+                             verbose=args.verbose, power_cycle=args.power_cycle)
     result = Install(inv, options, env, show=lambda line: print(f"provision: {line}", flush=True),
                      live=sys.stdout.isatty()).run()
     print_table(result.records, title=f"cluster {inv.cluster}")

@@ -3,6 +3,8 @@ Debian sources, as an ext4 partition image (what the ring clones onto a node's r
 whole BIOS-bootable disk image (MBR, that partition at 1 MiB, GRUB) -- all without loop devices or mounts.
 
     rootfs.ext4   mkfs.ext4 -L root -d <tree>: the file system filled from the directory tree
+    root.squashfs mksquashfs <tree>: the same root, compressed and read-only, for diskless nodes (with its
+                  sha256 in root.squashfs.sha256 and the tree's kernel as vmlinuz beside it)
     disk.raw      MBR partition table: 1 = rootfs.ext4 at 1 MiB, 2 = an EFI system partition (FAT made with
                   mkfs.vfat -C and mtools) holding GRUB as /EFI/BOOT/BOOTX64.EFI; for BIOS, GRUB's boot.img in
                   the MBR and core.img (prefix (hd0,msdos1)/boot/grub) right after it. Both GRUBs read
@@ -77,6 +79,7 @@ SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/source
 GRUB_FILES = (".mod", ".lst", "boot.img")  # of /usr/lib/grub/<platform>, copied to /boot/grub/<platform>
 GRUB_MODULES = ("biosdisk", "part_msdos", "ext2")  # enough for core.img to read /boot/grub from the root
 GRUB_EFI_MODULES = ("part_msdos", "part_gpt", "ext2", "fat", "search", "search_label")
+SQUASHFS = ("-comp", "zstd", "-b", "1M", "-noappend", "-no-progress", "-quiet")  # mksquashfs options
 GRUB_EFI_EARLY_CFG = f"search --no-floppy --label {LABEL} --set=root\nset prefix=($root)/boot/grub\n"
 
 INITRAMFS_HOOK = """#!/bin/sh
@@ -113,6 +116,8 @@ MASKED_UNITS = ("e2scrub_reap.service", "e2scrub_all.timer", "getty-static.servi
 class GoldenImage:
     rootfs: Path  # ext4 partition image, label `root`
     disk: Path    # BIOS-bootable disk image holding rootfs at PART_OFFSET
+    squashfs: Path  # the root as a squashfs (diskless nodes); its sha256 in <squashfs>.sha256
+    vmlinuz: Path   # the tree's own kernel (diskless nodes boot it)
     marker: str   # the text of /etc/provision-golden (names this build)
 
 
@@ -138,7 +143,8 @@ def golden_image(env: Mapping[str, str] = os.environ, rootfs_mib: int = ROOTFS_M
               "sources": hashlib.sha256(sources.read_bytes()).hexdigest()[:16], "packages": list(PACKAGES),
               "initramfs_modules": list(INITRAMFS_MODULES), "rootfs_mib": rootfs_mib,
               "path_excludes": list(PATH_EXCLUDES), "path_includes": list(PATH_INCLUDES),
-              "masked_units": list(MASKED_UNITS), "ifupdown_pre": IFUPDOWN_PRE_DROPIN, "grub_cfg": GRUB_CFG}
+              "masked_units": list(MASKED_UNITS), "ifupdown_pre": IFUPDOWN_PRE_DROPIN, "grub_cfg": GRUB_CFG,
+              "squashfs": list(SQUASHFS)}
     digest = hashlib.sha256(repr(sorted(recipe.items())).encode()).hexdigest()[:16]
     marker = f"provision golden image {recipe['suite']} {digest}\n"
 
@@ -152,11 +158,25 @@ def golden_image(env: Mapping[str, str] = os.environ, rootfs_mib: int = ROOTFS_M
                  "mkfs.ext4 -d")
         esp = _esp(work / "scratch", tree / EFI_CORE)
         _disk(work / "disk.raw", rootfs, esp, tree / BIOS_CORE.parent)
+        _squashfs(tree, work)
         for scratch in (tree, work / "overlay", work / "scratch"):
             shutil.rmtree(scratch)
 
     entry = cache.build("golden", recipe, make)
-    return GoldenImage(entry / "rootfs.ext4", entry / "disk.raw", marker)
+    return GoldenImage(entry / "rootfs.ext4", entry / "disk.raw", entry / "root.squashfs", entry / "vmlinuz", marker)
+
+
+def _squashfs(tree: Path, work: Path) -> None:
+    """root.squashfs of the tree (owners, modes, set-id bits as they are), root.squashfs.sha256 as sha256sum
+    writes it, and the tree's kernel as vmlinuz."""
+    squashfs = work / "root.squashfs"
+    debs.run(["mksquashfs", str(tree), str(squashfs), *SQUASHFS], "mksquashfs")
+    digest = hashlib.sha256()
+    with open(squashfs, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    (work / "root.squashfs.sha256").write_text(f"{digest.hexdigest()}  root.squashfs\n")
+    shutil.copy2((tree / "vmlinuz").resolve(), work / "vmlinuz")
 
 
 def _bootstrap(tree: Path, overlay: Path, deb_cache: Path, sources: Path) -> None:

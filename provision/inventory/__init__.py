@@ -68,7 +68,7 @@ def _inventory(f: Fields, path: Path, data: Any) -> Inventory | None:
     if top is None:
         return None
     sections, checks = Sections(f, path), Checks(f)
-    nodes = Nodes(f, checks)
+    nodes = Nodes(f, checks, path)
     cluster = f.text(("cluster",), top["cluster"]) if "cluster" in top else path.stem
     server = sections.server(top.get("server"))
     network = sections.network(top.get("network"))

@@ -4,9 +4,11 @@ checks across nodes need is kept on the way (their identities, which nodes share
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from provision.fields import Fields
+from provision.inventory.bmc import Bmcs
 from provision.inventory.checks import Checks, DiskUse, Identity
 from provision.inventory.disks import Disks
 from provision.inventory.schema import NODE_SETTINGS, SETTING_DEFAULTS, keys, required
@@ -16,8 +18,9 @@ _INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
 class Nodes:
-    def __init__(self, fields: Fields, checks: Checks):
+    def __init__(self, fields: Fields, checks: Checks, path: Path):
         self.f, self.checks, self.disks = fields, checks, Disks(fields)
+        self.bmcs = Bmcs(fields, path)
         self.identities: list[Identity] = []
         self.disk_use: DiskUse = {}
 
@@ -32,8 +35,11 @@ class Nodes:
             values, out = {k: data[k] for k in NODE_SETTINGS if k in data}, dict(base)
         ok = True
         for key, value in values.items():
-            parsed = self.setting(path + (key,), key, value)
-            ok = ok and (parsed is not None or (key == "root_password_hash" and value is None))
+            if key == "bmc":  # a node's bmc keys go over the defaults' ones
+                parsed = self.bmcs.bmc(path + (key,), value, (base or {}).get("bmc"))
+            else:
+                parsed = self.setting(path + (key,), key, value)
+            ok = ok and (parsed is not None or (key in ("root_password_hash", "bmc") and value is None))
             out[key] = parsed
         return out if ok else None
 
@@ -82,6 +88,9 @@ class Nodes:
                                           ("defaults", "disk")))
         self.checks.bootloader(node, next((p + (k,) for k in ("bootloader", "firmware", "disk") if k in m),
                                           ("defaults", "bootloader")))
+        if node.bmc is not None and (lacking := self.bmcs.missing(node.bmc)):
+            self.checks.say_once(p + ("bmc",) if "bmc" in m else ("defaults", "bmc"),
+                                 f"the BMC lacks {', '.join(lacking)} (give them here or in defaults.bmc)")
         given = p + ("disk",) if "disk" in m else None if node.disk is DEFAULT_DISK else ("defaults", "disk")
         self.disk_use.setdefault((id(node.disk), node.disk_label, given), (node.disk, []))[1].append(name)
         return node

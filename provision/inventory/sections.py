@@ -74,12 +74,15 @@ class Sections:
         initrd = self.f.checked(m, p, "initrd", self.f.text, WORD, "path")
         append = self.f.kernel_args(p + ("append",), m.get("append", default(Boot, "append")))
         transport = self.f.choice(p + ("transport",), m.get("transport", default(Boot, "transport")), Transport)
+        diskless = self.f.checked(m, p, "diskless", self.f.text, WORD, "path")
+        if "diskless" in m and diskless is None:
+            return None
         if kernel and initrd and Path(kernel).name == Path(initrd).name:
             self.f.problem(p + ("initrd",), "kernel and initrd need different file names", initrd)
             return None
         if None in (kernel, initrd, append, transport):
             return None
-        return Boot(kernel, initrd, append, transport)
+        return Boot(kernel, initrd, append, transport, diskless)
 
     def images(self, data: Any) -> tuple[Image, ...] | None:
         items = self.f.nonempty_sequence(("images",), data, "image")

@@ -10,6 +10,8 @@
                                        one of the node's SSH host key files (ssh_host_<type>_key[.pub]), if a
                                        `host_key` callable was given: only to the node's own address (403 for
                                        any other), 503 when its keys cannot be made (the node makes its own)
+    GET  /api/nodes/<name>/identity    a diskless node's identity script (<kickstart_dir>/<name>.identity, rendered
+                                       for diskless nodes only; else 404), to the node's own address only
     GET  /api/nodes/<name>/credentials {"name", "token", "ring_secret"}: the node's credentials for this install, if a
                                        `credentials` callable was given; once per node and run (403 after), only
                                        to the node's own address under node_auth; 404 for a node not installing
@@ -43,6 +45,7 @@ import math
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -65,6 +68,7 @@ _KICKSTART = re.compile(r"^/kickstart/([A-Za-z0-9][A-Za-z0-9.-]*)\.ks$")
 _REPORT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/state$")
 _BOOT = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/boot$")
 _CREDENTIALS = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/credentials$")
+_IDENTITY = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/identity$")
 _HOST_KEY = re.compile(r"^/api/nodes/([A-Za-z0-9][A-Za-z0-9.-]*)/host-keys/([A-Za-z0-9_.-]+)$")
 BOOT_FILES = "/boot/"  # URL prefix of the boot files (the same relative paths as in the TFTP root)
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -77,13 +81,14 @@ HostKey = Callable[[str, str], bytes]  # (node, file name) -> the file; KeyError
 Credentials = Callable[[str], dict]  # node -> its credentials; KeyError: not installing; CredentialsTaken: given
 
 # What a node asks for itself; the 403 message for a request from another address
-KICKSTART, REPORT, BOOT_QUERY, HOST_KEYS, CREDENTIALS = (
-    "kickstart", "state report", "boot query", "host keys", "credentials")
+KICKSTART, REPORT, BOOT_QUERY, HOST_KEYS, CREDENTIALS, IDENTITY = (
+    "kickstart", "state report", "boot query", "host keys", "credentials", "identity")
 _ELSEWHERE = {KICKSTART: "the kickstart of {name} goes only to {address}",
               REPORT: "reports for {name} come only from {address}",
               BOOT_QUERY: "the boot query of {name} is answered only to {address}",
               HOST_KEYS: "the host keys of {name} go only to {address}",
-              CREDENTIALS: "the credentials of {name} go only to {address}"}
+              CREDENTIALS: "the credentials of {name} go only to {address}",
+              IDENTITY: "the identity of {name} goes only to {address}"}
 _TOKENED = frozenset({REPORT, HOST_KEYS})  # the node has its token (from the kickstart) when it asks these
 
 
@@ -251,6 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
                 f"its reply did not move for {self.server.limits.send_idle_seconds:g} s"
             log.warning("http: %s too slow (%s): connection closed", self.client_address[0], why)
             self.close_connection = True
+            # closed with a reset, not a FIN: a loader that jumped into its kernel (GRUB) never closes its side,
+            # and a FIN nobody acknowledges keeps the address and port pair, which its next boot uses again
+            # (a UEFI machine rebooted within minutes: GRUB's "connection timeout" fetching the initrd)
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _refused(self, route: str, name: str) -> bool:
         """Answer 403 (one log line) if the request for `route` of node `name` is not the node's own."""
@@ -284,6 +293,14 @@ class _Handler(BaseHTTPRequestHandler):
             if name not in self.server.nodes or not file.is_file():
                 return self._error(HTTPStatus.NOT_FOUND, f"no kickstart for node {name!r}")
             if self._refused(KICKSTART, name):
+                return None
+            return self._send(HTTPStatus.OK, file.read_bytes(), "text/plain; charset=utf-8")
+        if m := _IDENTITY.match(path):
+            name = m.group(1)
+            file = self.server.kickstart_dir / f"{name}.identity"
+            if name not in self.server.nodes or not file.is_file():
+                return self._error(HTTPStatus.NOT_FOUND, f"no identity for node {name!r} (not in diskless boot)")
+            if self._refused(IDENTITY, name):
                 return None
             return self._send(HTTPStatus.OK, file.read_bytes(), "text/plain; charset=utf-8")
         if path == "/api/nodes" and self.server.states is not None:
