@@ -53,11 +53,11 @@ def emulator(tmp_path):
         proc = subprocess.Popen([emulator_bin, "--config", str(tmp_path / "emulator.py"), "--fake"],
                                 stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
-    while True:
+    while True:  # up once it lists both systems (its fake driver makes its state on the first requests)
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
+            if all(boot_of(port, name) is not None for name in SYSTEMS):
+                break
+        except (OSError, ValueError, KeyError):
             if time.monotonic() > deadline or proc.poll() is not None:
                 proc.kill()
                 pytest.fail(f"sushy-emulator did not start: {(tmp_path / 'emulator.log').read_text()[-2000:]}")
@@ -104,7 +104,7 @@ def test_every_verb_over_redfish(tmp_path, emulator, capsys, monkeypatch):
     url = f"http://127.0.0.1:{emulator}"
     inventory = inventory_for(tmp_path, node_entry(1, url, ", system: m1") + node_entry(2, url, ", system: m2"))
     status, nodes = power(inventory, capsys, "status", "--all")
-    assert status == 0 and {n: v["power"] for n, v in nodes.items()} == {"m1": "off", "m2": "off"}
+    assert status == 0 and {n: v["power"] for n, v in nodes.items()} == {"m1": "off", "m2": "off"}, nodes
     assert nodes["m1"]["bmc"] == f"redfish {url}"
 
     assert power(inventory, capsys, "on", "m1", "--pxe-once")[0] == 0

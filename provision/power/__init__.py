@@ -23,7 +23,7 @@ class PowerError(Exception):
 
 
 class Unreachable(PowerError):
-    """No answer from the BMC within the timeout (worth a retry)."""
+    """No answer from the BMC within the timeout, or a Redfish service busy (HTTP 5xx): worth a retry."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,7 +78,8 @@ class RedfishDriver:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read(_MAX_BODY)
         except urllib.error.HTTPError as exc:
-            raise PowerError(f"{method} {path}: HTTP {exc.code} {exc.reason}{_said(exc.read(_MAX_BODY))}") from None
+            said = f"{method} {path}: HTTP {exc.code} {exc.reason}{_said(exc.read(_MAX_BODY))}"
+            raise (Unreachable if exc.code >= 500 else PowerError)(said) from None  # 5xx: busy, try again
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise Unreachable(f"{method} {path}: no answer ({reason})") from None
