@@ -35,7 +35,7 @@ def vm_lab(tmp_path):
     """inventory/lab-vm.yaml with its lab files under tmp_path (only the nodes in `keep`, if given; the DHCP
     server `dhcp`, if given), a private state dir and namespace prefix, the shared build cache; everything of
     the lab removed afterwards."""
-    require_vm(Firmware.UEFI, "mmdebstrap")  # the lab has UEFI machines too
+    require_vm(Firmware.UEFI, "mmdebstrap", "mksquashfs", "ipmi_sim", "ipmitool")  # UEFI machines too; BMCs
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state"), "PROVISION_LAB_PREFIX": f"pvv-{uuid.uuid4().hex[:5]}",
            "PROVISION_CACHE": str(Cache.of(os.environ).root)}
 
@@ -144,12 +144,19 @@ def _assert_served_loaders(inv, install_log: Path) -> None:
 @vm
 @pytest.mark.root
 def test_demo_vm_installs_three_machines_that_boot_their_own_disks(vm_lab, tmp_path):
-    """`make demo-vm`: 2 BIOS + 1 UEFI machines install over the network, reboot from their own disks and
-    answer over SSH as themselves; the clones hold the golden image's files byte for byte."""
+    """`make demo-vm`, no human step: `provision install --power-cycle` powers 2 BIOS + 1 UEFI machines on
+    through their BMCs (ipmi_sim, IPMI over LAN); they install over the network, reboot from their own disks and
+    answer over SSH as themselves; the clones hold the golden image's files byte for byte. Then the diskless
+    round: a BIOS and the UEFI machine, flipped to diskless and powered on through their BMCs, run the golden
+    squashfs from RAM as themselves with their disks untouched, and flipped back to local boot their disks."""
     make_inventory, env = vm_lab
     inv = load_inventory(make_inventory())
     result = lab_vm_demo.run_vm_demo(inv, env=env, show=print, logs=tmp_path / "logs")
     summary = lab_vm_demo.summary(result)
+    served = (tmp_path / "logs" / "install.log").read_text()
+    for node in inv.nodes:  # powered on by the install, through the node's own BMC (no `lab boot`)
+        assert f"{node.name}: next boot from the network; power cycled through {node.bmc.where}" in served, \
+            served[-3000:]
     assert result.install_status == 0 and result.verify_status == 0, summary
     for node in result.nodes:
         assert (node.state, node.boot) == ("done", "local"), summary
@@ -158,9 +165,16 @@ def test_demo_vm_installs_three_machines_that_boot_their_own_disks(vm_lab, tmp_p
         assert node.booted_from_disk, summary  # /proc/cmdline of the disk's GRUB entry, not the installer's
         assert node.installs == 1, summary     # no second installer fetch after the flip
     _assert_served_loaders(inv, tmp_path / "logs" / "install.log")
-    served = (tmp_path / "logs" / "install.log").read_text()
     for node in inv.nodes:  # and `verify` ran with --host-key-policy reject: each clone holds the keys it got
         assert f"sent ssh_host_ed25519_key of {node.name} to {node.ip}" in served, served[-3000:]
+    assert [(o.name, o.firmware) for o in result.diskless] == [("n01", "bios"), ("n03", "uefi")], summary
+    for diskless in result.diskless:
+        assert diskless.verified is not None, summary  # verify over SSH: host name, address, the kept host key
+        assert diskless.image_verified, summary        # the initramfs checked the squashfs's sha256
+        assert diskless.identical, summary             # golden files byte for byte
+        assert diskless.root == "overlay", summary     # tmpfs over the squashfs, not the disk
+        assert diskless.disk_untouched, summary        # sha256 of the disk image before = after
+        assert diskless.back_on_disk, summary          # flip-to-local: its own disk again, verified
     assert result.ok
     assert not [ns for ns in netns.list_namespaces() if ns.startswith(env["PROVISION_LAB_PREFIX"])]
     print("\n" + summary)
@@ -175,7 +189,7 @@ def test_demo_vm_one_machine_killed_mid_clone(vm_lab, tmp_path):
     inv = load_inventory(make_inventory())
     result = lab_vm_demo.run_vm_demo(inv, kill="n02", env=env, show=print, logs=tmp_path / "logs")
     summary = lab_vm_demo.summary(result)
-    assert result.install_status == 1, summary
+    assert result.install_status == 1 and not result.diskless, summary
     outcome = {n.name: n for n in result.nodes}
     for name in ("n01", "n03"):
         node = outcome[name]

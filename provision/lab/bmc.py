@@ -72,9 +72,15 @@ def lan_conf(bmc: LabBmc, control: Sequence[str]) -> str:
     ])
 
 
-def write_files(bmc: LabBmc, machine: Sequence[str]) -> Path:
-    """lan.conf (mode 0600: it holds the password), emu.cmd and machine.json in the machine's directory; returns
-    lan.conf's path."""
+def write_machine(directory: Path, machine: Sequence[str]) -> None:
+    """The machine's command (what power on starts) into <directory>/machine.json."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MACHINE).write_text(json.dumps(list(machine)) + "\n")
+
+
+def write_files(bmc: LabBmc) -> Path:
+    """lan.conf (mode 0600: it holds the password) and emu.cmd in the machine's directory; returns lan.conf's
+    path."""
     d = bmc.directory
     d.mkdir(parents=True, exist_ok=True)
     control = [sys.executable, "-m", "provision.lab.bmc", str(d.absolute())]
@@ -83,33 +89,40 @@ def write_files(bmc: LabBmc, machine: Sequence[str]) -> Path:
     with os.fdopen(fd, "w") as f:
         f.write(lan_conf(bmc, control))
     (d / "emu.cmd").write_text(EMU_COMMANDS)
-    (d / MACHINE).write_text(json.dumps(list(machine)) + "\n")
     return conf
 
 
-def sim_argv(bmc: LabBmc) -> list[str]:
-    """The ipmi_sim command line for `bmc` (no persistent state: -n; its state dir under the machine's)."""
-    d = bmc.directory.absolute()
+def sim_argv(directory: Path) -> list[str]:
+    """The ipmi_sim command line for the BMC whose files are in `directory` (no persistent state: -n; its state
+    dir under the machine's)."""
+    d = directory.absolute()
     return [IPMI_SIM, "-c", str(d / "lan.conf"), "-f", str(d / "emu.cmd"), "-n", "-s", str(d / "ipmi-state")]
 
 
 def start(bmc: LabBmc, machine: Sequence[str], wrap: Sequence[str] = ()) -> subprocess.Popen:
-    """Write the files and start ipmi_sim (under `wrap`, e.g. `ip netns exec NS`); it listens once this returns
-    (waits up to 5 s for its UDP port). Its log: <dir>/ipmi_sim.log."""
-    write_files(bmc, machine)
-    log = open(bmc.directory / "ipmi_sim.log", "ab")
-    with log:
-        proc = subprocess.Popen([*wrap, *sim_argv(bmc)], stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, env={**os.environ, "PYTHONPATH": _package_root()})
+    """Write the machine's command and the BMC's files, start ipmi_sim (under `wrap`, e.g. `ip netns exec NS`);
+    see run_sim."""
+    write_machine(bmc.directory, machine)
+    write_files(bmc)
+    return run_sim(bmc.directory, bmc.port, wrap)
+
+
+def run_sim(directory: Path, port: int, wrap: Sequence[str] = ()) -> subprocess.Popen:
+    """Start ipmi_sim on the files in `directory` (under `wrap`); it listens once this returns (waits up to 5 s
+    for its UDP `port`). Its log: <dir>/ipmi_sim.log."""
+    with open(directory / "ipmi_sim.log", "ab") as log:
+        proc = subprocess.Popen([*wrap, *sim_argv(directory)], stdin=subprocess.PIPE, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": _package_root()})
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and proc.poll() is None:
-        if _listening(bmc.port, wrap):
+        if listening(port, wrap):
             return proc
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    raise RuntimeError(f"{IPMI_SIM} for {bmc.name} did not start listening on UDP {bmc.address}:{bmc.port} "
-                       f"(see {bmc.directory / 'ipmi_sim.log'})")
+    raise RuntimeError(f"{IPMI_SIM} in {directory} did not start listening on UDP port {port} "
+                       f"(see {directory / 'ipmi_sim.log'})")
 
 
 def _package_root() -> str:
@@ -119,7 +132,8 @@ def _package_root() -> str:
     return f"{root}:{rest}" if rest else root
 
 
-def _listening(port: int, wrap: Sequence[str]) -> bool:
+def listening(port: int, wrap: Sequence[str] = ()) -> bool:
+    """Something listens on UDP `port` (in the namespace `wrap` enters)."""
     out = subprocess.run([*wrap, "ss", "-Hlun", f"sport = :{port}"], capture_output=True, text=True).stdout
     return bool(out.strip())
 
@@ -142,10 +156,10 @@ def stop_machine(directory: Path) -> None:
     (directory / PID).unlink(missing_ok=True)
 
 
-def start_machine(directory: Path) -> None:
-    """Start the machine's command unless it runs; the boot device asked for is used up."""
+def start_machine(directory: Path) -> subprocess.Popen | None:
+    """Start the machine's command unless it runs (then None); the boot device asked for is used up."""
     if _running(directory) is not None:
-        return
+        return None
     argv = json.loads((directory / MACHINE).read_text())
     boot = _boot(directory)
     with open(directory / LOG, "ab") as log:
@@ -153,6 +167,7 @@ def start_machine(directory: Path) -> None:
                                 start_new_session=True, env={**os.environ, "PROVISION_LAB_BOOT": boot})
     (directory / PID).write_text(f"{proc.pid}\n")
     (directory / BOOT).write_text("default\n")
+    return proc
 
 
 def _boot(directory: Path) -> str:

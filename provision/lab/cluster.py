@@ -34,7 +34,7 @@ from provision.lab import vm as lab_vm, netns
 from provision.cluster import ClusterFiles
 from provision.errors import InputError, ProvisionError
 from provision.inventory import state_dir
-from provision.model import Firmware, Inventory
+from provision.model import IPMI_PORT, Firmware, Inventory
 from provision.state import write_json_atomic
 
 PREFIX = "pv"  # namespaces pv-sw, pv-<server>, pv-<node>; $PROVISION_LAB_PREFIX overrides (test rigs: pvt-...)
@@ -53,6 +53,7 @@ class LabNode:
     disk: str  # directory the node's dollyC writes under (--root); a VM node: its disk image
     work: str  # its firmware/installer files and log; a VM node: serial.log, qemu.log, OVMF_VARS.fd
     firmware: str | None = None  # a VM node's firmware (bios or uefi); None: a namespace node
+    bmc: str | None = None  # a VM node's BMC (ipmi_sim in its namespace): address:port; None: none
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
             raise InputError(f"{flag}: {exc}") from None
     if vm:
         lab_vm.check_prerequisites(inv)
+        lab_vm.check_bmcs(inv, count)
         if not 1 <= disk_gib <= 1024:
             raise InputError(f"--disk-gib {disk_gib}: expected 1 to 1024")
     lab_down(env)
@@ -185,7 +187,8 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
     lab_nodes = tuple(
         LabNode(name=n.name, ns=f"{prefix}-{n.name}", mac=n.mac, ip=str(n.ip),
                 disk=str(base / "disks" / (f"{n.name}.raw" if vm else n.name)), work=str(base / "nodes" / n.name),
-                firmware=str(n.firmware) if vm else None)
+                firmware=str(n.firmware) if vm else None,
+                bmc=f"{n.bmc.address}:{n.bmc.port or IPMI_PORT}" if vm and n.bmc is not None else None)
         for n in inv.nodes[:count])
     lab = Lab(inventory=str(Path(inv.path).resolve()), prefix=prefix, switch_ns=f"{prefix}-sw",
               server_ns=f"{prefix}-{inv.server.name}", server_name=inv.server.name,
@@ -202,6 +205,10 @@ def lab_up(inv: Inventory, nodes: int | None = None, rate: str | None = DEFAULT_
                 net.add_host(node.name)
                 lab_vm.attach_tap(node.ns)
                 lab_vm.create_disk(Path(node.disk), disk_gib)
+                lab_vm.install_machine(node.ns, lab_vm.machine(node.name, node.mac, Firmware(node.firmware),
+                                                               Path(node.disk), Path(node.work)))
+                if node.bmc is not None:
+                    lab_vm.start_bmc(node.ns, inv.node(node.name), Path(node.work), inv.network.prefixlen)
             else:
                 net.add_host(node.name, mac=node.mac)
                 Path(node.disk).mkdir(parents=True)
@@ -283,10 +290,10 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
     procs = {}
     for node in _select(lab, names):
         subprocess.run(["ip", "-n", node.ns, "link", "set", netns.HOST_IFACE, "up"], check=True)
-        if lab.vm:
-            netns.kill_processes(node.ns)
-            vm = lab_vm.machine(node.name, node.mac, Firmware(node.firmware), Path(node.disk), Path(node.work))
-            procs[node.name] = lab_vm.power_on(node.ns, vm)
+        if lab.vm:  # the machine's power button (its BMC's chassis control presses the same)
+            if node.bmc is not None:
+                lab_vm.ensure_bmc(node.ns, node.bmc, Path(node.work))
+            procs[node.name] = lab_vm.power_on(Path(node.work))
             netns.wait_inside(node.ns, procs[node.name])
             continue
         work = Path(node.work)

@@ -1,8 +1,9 @@
-"""The whole install on QEMU machines (`make demo-vm`): lab up --vm -> `provision install` in the server
-namespace -> machines power on (real firmware, our installer) -> (optionally one machine's QEMU killed
-mid-clone) -> every survivor reboots from its own disk -> `provision verify` over SSH from the server
-namespace -> checks from inside each clone (clone_checks.py) -> a per-node, per-phase timing table
-(vm_watch.py) -> lab down.
+"""The whole install on QEMU machines (`make demo-vm`), no human step: lab up --vm (each machine with its
+BMC) -> `provision install --power-cycle` in the server namespace, which powers the machines on through their
+BMCs (real firmware, our installer) -> (optionally one machine's QEMU killed mid-clone) -> every survivor
+reboots from its own disk -> `provision verify` over SSH from the server namespace -> checks from inside each
+clone (clone_checks.py) -> a per-node, per-phase timing table (vm_watch.py) -> (optionally) the diskless round
+(vm_diskless.py) -> lab down.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from provision.errors import ProvisionError
 from provision.inventory import state_dir
 from provision.lab import cluster as lab, vm as lab_vm
 from provision.lab.clone_checks import CHECK_COMMAND, golden_digests, installer_fetches, parse_checks, parse_disks
-from provision.lab.provision_cli import in_server, install_args, node_records
+from provision.lab.provision_cli import (in_server, install_args, node_records, run_in_server, ssh_args,
+                                         verify_nodes)
 from provision.lab.verdict import node_as_expected, run_as_expected, summary_table, yes_no
+from provision.lab.vm_diskless import DisklessOutcome, diskless_round, summary as diskless_summary
 from provision.lab.vm_watch import PHASES, NodeClock, Watcher
 from provision.model import Inventory
 
@@ -64,17 +67,19 @@ class VmDemoResult:
     clocks: tuple[NodeClock, ...]
     seconds: float
     logs: Path
+    diskless: tuple[DisklessOutcome, ...] = ()  # the diskless round, if it ran
 
     @property
     def ok(self) -> bool:
-        return run_as_expected(self.install_status, self.nodes)
+        return run_as_expected(self.install_status, self.nodes) and all(o.ok for o in self.diskless)
 
 
 def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = None, ring_timeout: float = 20.0,
                 env: Mapping[str, str] = os.environ, show: Callable[[str], None] = print,
                 logs: Path | None = None, boot_wait: float = 900.0) -> VmDemoResult:
     """Run the demo; logs (install, verify, every serial console, TFTP) are kept in `logs`
-    (default <state dir>/demo-vm/) after lab down."""
+    (default <state dir>/demo-vm/) after lab down. Without `kill`, and if the inventory has boot.diskless, the
+    first BIOS and the first UEFI machine then do the diskless round (vm_diskless.py)."""
     started = time.monotonic()
     logs = logs or state_dir(env) / "demo-vm"
     shutil.rmtree(logs, ignore_errors=True)
@@ -94,8 +99,8 @@ def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = Non
         watcher = Watcher(built, files, clocks)
         watcher.start()
         try:
-            _power_on(built, clocks)
-            show(f"machines powered on; following {install_log}")
+            _follow_power_cycle(install, install_log, clocks)
+            show(f"provision install --power-cycle powered the machines on; following {install_log}")
             if kill is not None:
                 _kill_mid_clone(inv, built, files, kill, show)
             install_status = install.wait(timeout=1800)
@@ -105,11 +110,22 @@ def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = Non
         finally:
             watcher.stop()
         outcomes = _outcomes(inv, built, node_records(inv, env), kill, booted, logs, run_env, install_log.read_text())
+        round_nodes = _diskless_nodes(inv, built, booted) if kill is None and verify_status == 0 else []
+        diskless = diskless_round(inv, built, round_nodes, logs, run_env, show) if round_nodes else ()
     finally:
         _keep_serial_logs(built, logs)
         lab.lab_down(env)
     return VmDemoResult(install_status, verify_status, outcomes, tuple(clocks[n] for n in names),
-                        time.monotonic() - started, logs)
+                        time.monotonic() - started, logs, diskless)
+
+
+def _diskless_nodes(inv: Inventory, built: lab.Lab, booted: Sequence[str]) -> list[str]:
+    """The first booted machine of each firmware kind, if the inventory has a diskless image."""
+    first: dict[str | None, str] = {}
+    for node in built.nodes:
+        if inv.boot.diskless and node.name in booted:
+            first.setdefault(node.firmware, node.name)
+    return list(first.values())
 
 
 def _start_install(inv: Inventory, built: lab.Lab, names: Sequence[str], ring_timeout: float, log: Path,
@@ -117,7 +133,8 @@ def _start_install(inv: Inventory, built: lab.Lab, names: Sequence[str], ring_ti
     """`provision install -v` in the server's namespace, its output in `log`, once its DHCP server serves."""
     with open(log, "wb") as out:
         install = subprocess.Popen(
-            in_server(built, install_args(inv, names, ring_timeout, 600, 900, "--linger", "60", "-v")),
+            in_server(built, install_args(inv, names, ring_timeout, 600, 900, "--linger", "60", "--power-cycle",
+                                          "-v")),
             env=dict(env), stdout=out, stderr=subprocess.STDOUT)
     serving = f" serving {inv.network.subnet} "  # "dhcpd serving ..." or "kea-dhcp4 serving ..."
     _wait_for(lambda: serving in log.read_text() or install.poll() is not None, 120,
@@ -127,10 +144,17 @@ def _start_install(inv: Inventory, built: lab.Lab, names: Sequence[str], ring_ti
     return install
 
 
-def _power_on(built: lab.Lab, clocks: Mapping[str, NodeClock]) -> None:
-    for name, clock in clocks.items():
-        clock.powered_on = time.monotonic()
-        lab.boot_nodes(built, [name])
+def _follow_power_cycle(install: subprocess.Popen, log: Path, clocks: Mapping[str, NodeClock]) -> None:
+    """Start each machine's clock when `provision install --power-cycle` says it cycled it through its BMC
+    (return once each one is cycled or failed)."""
+    def cycled() -> bool:
+        text = log.read_text()
+        for name, clock in clocks.items():
+            if not clock.powered_on and f"{name}: next boot from the network; power cycled through" in text:
+                clock.powered_on = time.monotonic()
+        return install.poll() is not None or all(
+            c.powered_on or f"{c.name}: FAILED: --power-cycle:" in text for c in clocks.values())
+    _wait_for(cycled, 300, "provision install --power-cycle did not power every machine on")
 
 
 def _wait_booted(files: ClusterFiles, clocks: Mapping[str, NodeClock], names: Sequence[str],
@@ -183,29 +207,10 @@ def _kill_mid_clone(inv: Inventory, built: lab.Lab, files: ClusterFiles, name: s
     raise ProvisionError(f"{name} never started receiving the image: nothing to kill mid-clone")
 
 
-def _in_server(built: lab.Lab, argv: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(in_server(built, argv), capture_output=True, text=True, env=dict(env), timeout=600)
-
-
-def _ssh_args(inv: Inventory) -> list[str]:
-    return ["--inventory", str(inv.path), *(a for k in lab_vm.key_pairs(inv) for a in ("--key", str(k))),
-            "--host-key-policy", "reject", "--connect-timeout", "20"]  # only the keys the server gave the nodes
-
-
 def _verify(inv: Inventory, built: lab.Lab, names: list[str], logs: Path, env, clocks) -> int:
-    """`provision verify` from the server namespace, a few tries (sshd may still be starting)."""
-    for _ in range(10):
-        proc = _in_server(built, ["verify", *_ssh_args(inv), ",".join(names)], env)
-        (logs / "verify.log").write_text(proc.stdout + proc.stderr)
-        now = time.monotonic()
-        for line in proc.stdout.splitlines():
-            m = re.match(r"(\S+) \([0-9.]+\): ok:", line)
-            if m and m.group(1) in clocks:
-                clocks[m.group(1)].mark("verified", now)
-        if proc.returncode == 0:
-            return 0
-        time.sleep(3)
-    return proc.returncode
+    """`provision verify` from the server namespace (a few tries); each node's clock marks when it passed."""
+    return verify_nodes(inv, built, names, logs / "verify.log", env,
+                        lambda name, now: clocks[name].mark("verified", now) if name in clocks else None)
 
 
 def _outcomes(inv: Inventory, built: lab.Lab, records: Mapping[str, dict], kill: str | None, booted: list[str],
@@ -214,7 +219,7 @@ def _outcomes(inv: Inventory, built: lab.Lab, records: Mapping[str, dict], kill:
     checks: dict[str, tuple[dict[str, str], str]] = {}
     disks: dict[str, tuple[str, int, int]] = {}
     if booted:
-        proc = _in_server(built, ["run", *_ssh_args(inv), ",".join(booted), "--", CHECK_COMMAND], env)
+        proc = run_in_server(built, ["run", *ssh_args(inv), ",".join(booted), "--", CHECK_COMMAND], env)
         (logs / "checks.log").write_text(proc.stdout + proc.stderr)
         checks, disks = parse_checks(proc.stdout), parse_disks(proc.stdout)
     outcomes = []
@@ -259,4 +264,5 @@ def summary(result: VmDemoResult) -> str:
                            f" {n.note}"] for n in result.nodes),
         f"demo-vm: {len(result.nodes)} machine(s) in {result.seconds:.0f} s, install exit status "
         f"{result.install_status}, verify {result.verify_status}", result.ok, f" (logs in {result.logs})")
-    return "\n".join(["seconds after power-on at the end of each phase:", timing_table(result), "", table])
+    lines = ["seconds after power-on at the end of each phase:", timing_table(result), "", table]
+    return "\n".join(lines + ([diskless_summary(result.diskless)] if result.diskless else []))
