@@ -6,14 +6,16 @@ best CPU-seconds (user + system, all threads, from wait4) per GiB of each role: 
 the clients (their mean and worst). The peer is a raw TCP stream of the same file on the same
 loopback (a sender and a receiver that discards, or writes to the target), so the table shows
 what the ring adds to moving the bytes. --profile samples one run with perf and splits each role's
-CPU into stages (the server and the first client of the first ring size): receive, check (SHA-256
-or CRC-32 work in a client's receiving thread: the pieces' tags), hash (such work elsewhere: the
+CPU into stages (the server and the first client of the first ring size): receive, check (SHA-256,
+BLAKE3 or CRC-32 work in a client's receiving thread: the pieces' tags), hash (such work elsewhere: the
 server's SHA-256 and tags; before protocol 2 also a client's piece hash list), write, forward, read
-(the server), other (the interpreter, locks, thread wake-ups, page faults).
+(the server), other (the interpreter, locks, thread wake-ups, page faults). --tag: dollyS --tag
+(the pieces' tag algorithm; default dollyS's own).
 
     .venv/bin/python bench/ring_cpu_bench.py --secret --nodes 1 --target tmpfs,disk,loop --profile
     .venv/bin/python bench/ring_cpu_bench.py --secret --nodes 2,4,8 --target disk,tmpfs --no-raw --repeat 2
     .venv/bin/python bench/ring_cpu_bench.py --code /tmp/before ...   # another copy of dolly_core
+    .venv/bin/python bench/ring_cpu_bench.py --secret --tag sha256 ...  # HMAC-SHA256 piece tags
 
 Targets: tmpfs (/dev/shm), disk (a file on the ext4 root, /var/tmp), loop (a loop device with
 direct I/O over a sparse file on the disk; root). Needs the image and every tmpfs target in RAM.
@@ -140,7 +142,8 @@ def write_config(path: Path, image: Path, n: int) -> None:
                                *names, "endconfig"]) + "\n")
 
 
-def ring_run(code: Path, image: Path, targets: Targets, secret: list[str], profile: Path | None) -> dict:
+def ring_run(code: Path, image: Path, targets: Targets, secret: list[str], profile: Path | None,
+             server_args: tuple[str, ...] = ()) -> dict:
     """One clone; with `profile`, the server and the first client run under perf record."""
     n = len(targets.roots)
     config, report = SHM / "dolly.conf", SHM / "report.json"
@@ -157,7 +160,7 @@ def ring_run(code: Path, image: Path, targets: Targets, secret: list[str], profi
                for i, root in enumerate(targets.roots, 1)]
     time.sleep(1.0 if profile else 0.3)
     server = subprocess.Popen([*command("server"), "server", "-q", "-f", str(config), "--json", str(report),
-                               *secret], env=env, cwd="/")
+                               *secret, *server_args], env=env, cwd="/")
     server_cpu = wait_cpu(server)
     client_cpu = [wait_cpu(c) for c in clients]
     result = json.loads(report.read_text())
@@ -198,13 +201,14 @@ def samples(data: Path):
 
 
 def stage_shares(data: Path, role: str) -> dict[str, float]:
-    """Share of each stage in one process's samples. SHA-256 (libcrypto) and CRC-32 (libz) are a 'check'
-    in a client's receiving thread and a 'hash' elsewhere (the writer; the server's reader, which tags)."""
+    """Share of each stage in one process's samples. SHA-256 (libcrypto), BLAKE3 (the blake3 module) and
+    CRC-32 (libz) are a 'check' in a client's receiving thread and a 'hash' elsewhere (the writer; the
+    server's reader, which tags)."""
     rows = [(tid, dso, SYSCALL_STAGE.get(syscall or "")) for tid, dso, syscall in samples(data)]
     receivers = {tid for tid, _, stage in rows if stage == "receive"}
     counts: collections.Counter[str] = collections.Counter()
     for tid, dso, stage in rows:
-        if stage is None and ("libcrypto" in dso or "libz" in dso):
+        if stage is None and ("libcrypto" in dso or "libz" in dso or "blake3" in dso):
             stage = "check" if tid in receivers and role == "client" else "hash"
         counts[stage or "other"] += 1
     total = sum(counts.values()) or 1
@@ -229,6 +233,7 @@ def main() -> int:
     parser.add_argument("--no-raw", action="store_true", help="skip the raw TCP stream peer")
     parser.add_argument("--profile", action="store_true", help="one more run under perf: the stage shares")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--tag", help="dollyS --tag: the pieces' tag algorithm (default: dollyS's)")
     args = parser.parse_args()
     SHM.mkdir(parents=True, exist_ok=True)
     DISK.mkdir(parents=True, exist_ok=True)
@@ -241,9 +246,11 @@ def main() -> int:
         secret = ["--secret-file", str(SHM / "ring.secret")]
     code = Path(args.code).resolve()
     sizes = [int(x) for x in args.nodes.split(",")]
-    print(f"{args.size_mib} MiB random image, code {code}, secret {args.secret}, best of {args.repeat}")
+    server_args = ("--tag", args.tag) if args.tag else ()
+    print(f"{args.size_mib} MiB random image, code {code}, secret {args.secret}, tag {args.tag or 'default'}, "
+          f"best of {args.repeat}")
     print(f"{'run':<28} {'MB/s':>8} {'dollyS s/GiB':>10} {'dollyC mean':>10} {'dollyC max':>10}")
-    results: dict = {"size_mib": args.size_mib, "secret": args.secret, "code": str(code), "runs": {}}
+    results: dict = {"size_mib": args.size_mib, "secret": args.secret, "tag": args.tag, "code": str(code), "runs": {}}
     for kind in args.target.split(","):
         if not args.no_raw:
             for label, write in (("raw TCP, discard", False), (f"raw TCP -> {kind}", True)):
@@ -257,7 +264,7 @@ def main() -> int:
         for n in sizes:
             targets = Targets(kind, n, size)
             try:
-                runs = [ring_run(code, image, targets, secret, None) for _ in range(args.repeat)]
+                runs = [ring_run(code, image, targets, secret, None, server_args) for _ in range(args.repeat)]
             finally:
                 targets.clean()
             label = f"ring N={n} -> {kind}"
@@ -268,7 +275,7 @@ def main() -> int:
         if args.profile:
             targets = Targets(kind, sizes[0], size)
             try:
-                ring_run(code, image, targets, secret, SHM)
+                ring_run(code, image, targets, secret, SHM, server_args)
             finally:
                 targets.clean()
             for role in ("server", "client"):

@@ -89,6 +89,10 @@ class Downlink:
             header, payload = link.read_frame(sock, keys)
             if header.kind is p.Kind.ABORT:
                 raise Aborted(p.parse_control(header, payload).get("reason", "aborted"))
+            if header.kind is p.Kind.REFUSED:
+                sock.close()
+                why = p.parse_control(header, payload).get("reason")
+                raise SuccessorDead(f"{host}:{port} refused the run: {why}")
             if header.kind is not p.Kind.RESUME:
                 raise p.ProtocolError(f"expected RESUME, got {header.kind.name}")
             body = p.parse_control(header, payload)

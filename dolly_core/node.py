@@ -179,7 +179,7 @@ class Node:
         try:
             setup = self.uplink.wait_for_run(None if wait is None else time.monotonic() + wait)
         except TimeoutError:
-            why = f"; last rejected: {self.uplink.last_auth_error}" if self.uplink.last_auth_error else ""
+            why = f"; last rejected: {self.uplink.last_refusal}" if self.uplink.last_refusal else ""
             self.log.error("no run started within %g s%s", wait, why)
             return 1
         self.started = time.monotonic()

@@ -22,14 +22,16 @@ or one piece of it (sparse images cost only their data). Control frames (SETUP, 
 carry JSON payloads and a crc: CRC-32 of the payload, continued over the header with crc=0; a piece's
 crc is 0 (its tag is its check).
 
-tag = HMAC-SHA256(key, header payload) cut to 16 bytes with a secret, SHA-256(header payload) cut to 16
-bytes without, so a piece is hashed once on every member: the tag is checked before the piece is stored,
-written or forwarded, and the tags of a file's pieces make its end-to-end hash list (digest.py).
+tag = a control frame's: HMAC-SHA256(key, header payload) cut to 16 bytes with a secret, SHA-256 without;
+a piece's: the same, or keyed BLAKE3 (plain BLAKE3 without a secret), as the run's SETUP says (tags.py).
+A piece is hashed once on every member: the tag is checked before the piece is stored, written or
+forwarded, and the tags of a file's pieces make its end-to-end hash list (digest.py).
 A control frame's key belongs to its connection and direction: HMAC(secret, "dolly-frames-up" or
 "dolly-frames-down" nonce_l nonce_d), so a frame cannot be moved into another connection or sent back.
 A piece's key belongs to the run: HMAC(secret, "dolly-run" run id), so the server tags each piece once
 and every node checks it and forwards it with its tag unchanged; the header's file, chunk and offset are
-under the tag, so a piece can only stand where the server put it, in this run.
+under the tag, so a piece can only stand where the server put it, in this run. A member that cannot check
+the run's tag algorithm answers SETUP with REFUSED, saying why.
 
 MAGIC ends in the protocol version: a member of another version is refused in the handshake, naming both.
 """
@@ -45,13 +47,14 @@ import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
-MAGIC = b"DOLLY\x02"  # the last byte is the protocol version
+from dolly_core.tags import TAG_LEN, Blake3Tagger, Tagger
+
+MAGIC = b"DOLLY\x03"  # the last byte is the protocol version
 NONCE_LEN = 32
 MAC_LEN = 32
 HELLO_LEN = len(MAGIC) + 1 + NONCE_LEN
 AUTH_LEN = len(MAGIC) + 1 + NONCE_LEN + MAC_LEN
 RESULT_LEN = 1 + MAC_LEN
-TAG_LEN = 16  # every frame's tag, between header and payload
 HEADER = struct.Struct("!BBHIQQII")
 HEADER_LEN = HEADER.size
 WIRE_HEADER_LEN = HEADER_LEN + TAG_LEN  # a header as it travels: with its tag
@@ -78,6 +81,7 @@ class Kind(enum.IntEnum):
     ABORT = 8      # {"reason": text}: the run cannot finish (server gone); travels both ways
     RESEND = 9     # downstream -> upstream: {"next": seq, "at": byte} a piece failed its checksum
     REPLACED = 10  # downstream -> old upstream: {"by": index} you were short-cut out of the ring
+    REFUSED = 11   # listener -> dialer, instead of RESUME: {"reason": text} it cannot take this run
 
 
 class Status(enum.IntEnum):
@@ -147,35 +151,6 @@ def run_key(secret: bytes | None, run: str) -> bytes | None:
     return hmac.new(secret, b"dolly-run" + run.encode(), hashlib.sha256).digest()
 
 
-_IPAD, _OPAD = (bytes(b ^ pad for b in range(256)) for pad in (0x36, 0x5C))
-
-
-class Tagger:
-    """Tags frames under one key: HMAC-SHA256 (RFC 2104) with the key's pads hashed once, or SHA-256 without
-    a key, of header and payload, cut to TAG_LEN. Per frame that is its bytes' hashing and a few calls."""
-
-    def __init__(self, key: bytes | None):
-        self.inner, self.outer = hashlib.sha256(), None
-        if key is not None:
-            key = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
-            self.inner.update(key.translate(_IPAD))
-            self.outer = hashlib.sha256(key.translate(_OPAD))
-
-    def tag(self, header, payload=None) -> bytes:
-        inner = self.inner.copy()
-        inner.update(header)
-        if payload is not None:
-            inner.update(payload)
-        if self.outer is None:
-            return inner.digest()[:TAG_LEN]
-        outer = self.outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[:TAG_LEN]
-
-    def ok(self, header, tag, payload=None) -> bool:
-        return hmac.compare_digest(self.tag(header, payload), tag)
-
-
 def frame_tag(key: bytes | None, header, payload=None) -> bytes:
     return Tagger(key).tag(header, payload)
 
@@ -235,6 +210,13 @@ def pack_header(kind: Kind, file: int, seq: int, offset: int, length: int,
     crc = 0 if kind in (Kind.CHUNK, Kind.HOLE) else frame_crc(fields, payload)
     header = HEADER.pack(*fields[:-1], crc)
     return header + frame_tag(key, header, payload)
+
+
+def pack_piece(tagger: Tagger | Blake3Tagger, kind: Kind, file: int, seq: int, offset: int, length: int,
+               payload=None) -> bytes:
+    """A piece's header as it goes on the wire, with its tag under the run's `tagger` (tags.piece_tagger)."""
+    header = HEADER.pack(kind, 0, 0, file, seq, offset, length, 0)
+    return header + tagger.tag(header, payload)
 
 
 def unpack_header(data) -> Header:

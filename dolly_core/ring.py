@@ -1,6 +1,7 @@
 """What the server tells every ring member (sent in SETUP on every connection): the ring with
-resolved addresses, the files, the chunk plan and settings. Index 0 is the server's head, 1..N
-are the clients in config order, N+1 is the server's tail (where the last client sends)."""
+resolved addresses, the files, the chunk plan, settings and the pieces' tag algorithm. Index 0 is the
+server's head, 1..N are the clients in config order, N+1 is the server's tail (where the last client
+sends)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ class RunSetup:
     chunk_size: int
     timeout: float
     wait: float  # how long a member keeps trying to reach its first successor (it may start late)
+    tag: str = "sha256"  # the pieces' tag algorithm (tags.py); a member that cannot check it refuses the run
 
     @property
     def chunks(self) -> int:
@@ -81,7 +83,7 @@ class RunSetup:
             "run": self.run, "sender": sender, "target": target,
             "ring": [[m.name, m.host, m.port] for m in self.ring.members],
             "files": [[f.source, f.out, f.cook, f.size] for f in self.files],
-            "chunk_size": self.chunk_size, "timeout": self.timeout, "wait": self.wait,
+            "chunk_size": self.chunk_size, "timeout": self.timeout, "wait": self.wait, "tag": self.tag,
         }
 
     @classmethod
@@ -99,6 +101,7 @@ class RunSetup:
             chunk_size=_bounded(int, body["chunk_size"], 1, MAX_CHUNK),
             timeout=_bounded(float, body["timeout"], 0.001, MAX_SECONDS),
             wait=_bounded(float, body["wait"], 0, MAX_SECONDS),
+            tag=_text(body["tag"]),
         )
         chunks = sum(setup.file_chunks(f) for f in setup.files)
         if chunks > MAX_CHUNKS:

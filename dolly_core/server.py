@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dolly_core import protocol as p
+from dolly_core import tags
 from dolly_core.config import DEFAULT_PORT, DollyConfig, Endpoint
 from dolly_core.cook import cook_plan
 from dolly_core.digest import TagList
@@ -40,6 +41,7 @@ class Settings:
     timeout: float = 10.0
     connect_wait: float = 60.0
     rate: float = 0.0
+    tag: str = tags.DEFAULT  # the pieces' tag algorithm (tags.py)
 
 
 def resolve(endpoint: Endpoint, what: str) -> str:
@@ -78,8 +80,10 @@ def plan_run(config: DollyConfig, settings: Settings) -> RunSetup:
     members += [Member(c.host if c.port == DEFAULT_PORT else str(c), resolve(c, "client"), c.port)
                 for c in config.clients]
     members.append(Member(f"{config.server.host} (tail)", server_ip, config.server.port))
+    if settings.tag not in tags.AVAILABLE:
+        raise SetupError(tags.cannot_check(settings.tag, "this dollyS"))
     return RunSetup(uuid.uuid4().hex, Ring(tuple(members)), tuple(files), settings.chunk_size, settings.timeout,
-                    settings.connect_wait)
+                    settings.connect_wait, settings.tag)
 
 
 class DataMap:
@@ -139,7 +143,7 @@ class Source:
 
     def __init__(self, setup: RunSetup, window: Window, piece_key: bytes | None):
         self.setup, self.window = setup, window
-        self.piece_key = piece_key  # tags every piece (the run's key, with a secret)
+        self.tagger = tags.piece_tagger(setup.tag, piece_key)  # tags every piece (the run's key, with a secret)
         self.sha256: list[str] = []
         self.digests: list[str] = []  # tag lists (digest.py)
         self.tags = TagList()  # of the file being read
@@ -210,7 +214,7 @@ class Source:
     def _hole(self, index: int, seq: int, offset: int, length: int) -> None:
         self.window.reserve_hole()
         entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
-        self._piece(entry, p.pack_header(p.Kind.HOLE, index, seq, offset, length, key=self.piece_key), 0, length)
+        self._piece(entry, p.pack_piece(self.tagger, p.Kind.HOLE, index, seq, offset, length), 0, length)
 
     def _chunk(self, index: int, seq: int, offset: int, buf: mmap.mmap, length: int, holes: list[bool]) -> None:
         """A chunk with data; its all-zero pieces travel as HOLE frames."""
@@ -219,9 +223,9 @@ class Source:
         for k, start in enumerate(range(0, max(length, 1), p.PIECE)):
             piece = data[start:start + p.PIECE]
             if length and holes[k]:
-                wire = p.pack_header(p.Kind.HOLE, index, seq, offset + start, len(piece), key=self.piece_key)
+                wire = p.pack_piece(self.tagger, p.Kind.HOLE, index, seq, offset + start, len(piece))
             else:
-                wire = p.pack_header(p.Kind.CHUNK, index, seq, offset + start, len(piece), piece, key=self.piece_key)
+                wire = p.pack_piece(self.tagger, p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
             self._piece(entry, wire, start, len(piece))
 
     def _piece(self, entry: Entry, wire: bytes, start: int, length: int) -> None:
@@ -323,5 +327,5 @@ class Server:
                   "sha256": sha} for f, sha, read in zip(self.setup.files, self.source.sha256, self.source.data_bytes)]
         return {"ok": all(n["ok"] for n in nodes) and self.got_end.is_set(), "run": self.setup.run,
                 "seconds": round(self.seconds or time.monotonic() - self.started, 3),
-                "chunk_size": self.setup.chunk_size, "files": files, "nodes": nodes,
+                "chunk_size": self.setup.chunk_size, "tag": self.setup.tag, "files": files, "nodes": nodes,
                 "error": None if self.got_end.is_set() else (self.abort or "the END report never came back")}

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from dolly_core import link
 from dolly_core import protocol as p
+from dolly_core import tags
 from dolly_core.downlink import Aborted
 from dolly_core.ring import RunSetup
 from dolly_core.window import Entry, Window, WindowClosed
@@ -45,7 +46,7 @@ class Uplink:
         self.progress = progress
         self.setup = setup
         self.me = me
-        self.piece_tags = p.Tagger(p.run_key(secret, setup.run)) if setup is not None else None
+        self.piece_tags = tags.piece_tagger(setup.tag, p.run_key(secret, setup.run)) if setup is not None else None
         self.window: Window | None = None
         self.cond = threading.Condition()
         self.current: Upstream | None = None
@@ -59,7 +60,7 @@ class Uplink:
         self.discarding = False  # a piece failed: drop what follows until the RESEND is answered
         self.relay: Callable[[Entry, int], bool] | None = None  # the downlink's, once it streams (window.py)
         self.bytes = 0
-        self.last_auth_error: str | None = None
+        self.last_refusal: str | None = None  # of a connection refused: a wrong secret, a run we cannot check
         self._admitting = threading.BoundedSemaphore(MAX_ADMITTING)
         self._turned_away = 0
 
@@ -98,12 +99,19 @@ class Uplink:
                 raise p.ProtocolError(f"expected SETUP, got {header.kind.name}")
             setup, sender, target = parse_setup(p.parse_control(header, payload))
         except p.AuthError as exc:
-            self.last_auth_error = f"{peer}: {exc}"
+            self.last_refusal = f"{peer}: {exc}"
             self.log.error("rejected connection from %s: %s", peer, exc)
             sock.close()
             return
         except (link.PeerGone, p.ProtocolError, socket.timeout, OSError, KeyError, ValueError, TypeError) as exc:
             self.log.warning("dropped connection from %s: %s", peer, exc or type(exc).__name__)
+            sock.close()
+            return
+        why = tags.cannot_check(setup.tag)
+        if why is not None:
+            self.last_refusal = f"{peer}: {why}"
+            self.log.error("refused run %s from %s: %s", setup.run, peer, why)
+            link.Sender(sock, keys).send_quietly(p.Kind.REFUSED, {"reason": why})
             sock.close()
             return
         with self.cond:
@@ -115,7 +123,7 @@ class Uplink:
                 return
             if self.setup is None:
                 self.setup, self.me = setup, target
-                self.piece_tags = p.Tagger(p.run_key(self.secret, setup.run))
+                self.piece_tags = tags.piece_tagger(setup.tag, p.run_key(self.secret, setup.run))
                 self.window = self.window_for(setup)
             old = self.current
             if old is not None and old.sender != sender:

@@ -1,12 +1,15 @@
-"""dolly_core's pure parts: the config grammar, the handshake and frame checksums."""
+"""dolly_core's pure parts: the config grammar, the handshake, frame checksums and tags, SETUP."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 
 import pytest
 
 from dolly_core import protocol as p
+from dolly_core import tags
 from dolly_core.config import ConfigError, Endpoint, IOFile, parse_config
 from dolly_core.cook import CookError, cook_plan
 
@@ -125,6 +128,49 @@ def test_a_piece_tag_catches_flips_in_payload_and_header(key):
     moved = p.pack_header(p.Kind.CHUNK, 2, 7, (5 << 32) + 1, len(payload), payload, key=key)[:p.HEADER_LEN]
     assert not p.tag_ok(key, moved, tag, payload)
     assert not p.tag_ok(b"K" * 32 if key else b"k" * 32, header, tag, payload)
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["blake3", "keyed-blake3"])
+def test_a_blake3_piece_tag_is_blake3_of_header_and_payload_under_a_derived_key(key):
+    from blake3 import blake3
+
+    tagger = tags.piece_tagger(tags.BLAKE3, key)
+    payload = os.urandom(1000)
+    wire = p.pack_piece(tagger, p.Kind.CHUNK, 2, 7, 5 << 32, len(payload), payload)
+    header, tag = wire[:p.HEADER_LEN], wire[p.HEADER_LEN:]
+    if key is None:
+        expected = blake3(header + payload).digest(p.TAG_LEN)
+    else:
+        expected = blake3(header + payload, key=hmac.new(key, b"dolly-blake3", hashlib.sha256).digest()).digest(16)
+    assert tag == expected and tagger.ok(header, tag, payload) and p.unpack_header(header).crc == 0
+    flipped = bytearray(payload)
+    flipped[500] ^= 1
+    assert not tagger.ok(header, tag, flipped)
+    moved = p.pack_piece(tagger, p.Kind.CHUNK, 2, 7, (5 << 32) + 1, len(payload), payload)[:p.HEADER_LEN]
+    assert not tagger.ok(moved, tag, payload)
+    assert not tags.piece_tagger(tags.BLAKE3, b"K" * 32 if key else b"k" * 32).ok(header, tag, payload)
+    assert not tags.piece_tagger(tags.SHA256, key).ok(header, tag, payload)  # the algorithms do not mix
+
+
+@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["digest", "hmac"])
+def test_a_sha256_piece_is_tagged_as_pack_header_tags_it(key):
+    payload = os.urandom(3000)
+    assert (p.pack_piece(tags.piece_tagger(tags.SHA256, key), p.Kind.CHUNK, 1, 2, 3, len(payload), payload)
+            == p.pack_header(p.Kind.CHUNK, 1, 2, 3, len(payload), payload, key=key))
+
+
+def test_setup_carries_the_tag_algorithm_and_an_unknown_one_is_named():
+    from dolly_core.ring import FileSpec, Member, Ring, RunSetup
+    from dolly_core.uplink import parse_setup
+
+    ring = Ring((Member("s", "127.0.0.1", 1), Member("n", "127.0.0.2", 2), Member("t", "127.0.0.1", 1)))
+    setup = RunSetup("run", ring, (FileSpec("src", "/out", False, 10),), 4096, 1.0, 0.0, tags.BLAKE3)
+    assert parse_setup(setup.to_body(sender=0, target=1))[0] == setup
+    assert tags.cannot_check(tags.BLAKE3) is None and tags.cannot_check(tags.SHA256) is None
+    assert tags.cannot_check("md5") == ("this dollyC does not know the tag algorithm 'md5' "
+                                        "(it knows sha256, blake3)")
+    with pytest.raises(ValueError, match="unknown tag algorithm 'md5'"):
+        tags.piece_tagger("md5", None)
 
 
 def test_a_member_of_another_protocol_version_is_named_in_the_handshake():

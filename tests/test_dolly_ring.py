@@ -35,8 +35,11 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def dolly(tool: str, *args, env=None, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dolly_core.cli", tool, *map(str, args)], cwd=REPO,
+def dolly(tool: str, *args, env=None, stdlib_only=False, **kw) -> subprocess.Popen:
+    """dollyS or dollyC; stdlib_only: on this Python without its site-packages (no blake3), as on an installer
+    whose initrd does not ship it."""
+    python = [sys.executable, "-S"] if stdlib_only else [sys.executable]
+    return subprocess.Popen([*python, "-m", "dolly_core.cli", tool, *map(str, args)], cwd=REPO,
                             env={**os.environ, **(env or {})}, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -115,6 +118,7 @@ def test_one_client(tmp_path, rings):
     assert sha(ring.roots[0] / "disk.img") == sha(image)
     report = ring.report()
     assert report["files"][0]["sha256"] == sha(image) and report["seconds"] > 0
+    assert report["tag"] == "blake3"  # the default where dollyS has the blake3 module
     node = report["nodes"][0]
     assert node["ok"] and node["error"] is None and node["bytes"] == 3_000_001
     assert node["files"] == [{"path": "/disk.img", "sha256": sha(image)}]
@@ -284,6 +288,47 @@ def test_a_member_of_another_protocol_version_is_refused_by_name(tmp_path, rings
     assert first["ok"] and not second["ok"] and message in second["error"]
 
 
+def test_a_member_that_cannot_check_the_runs_tags_refuses_it_by_name(tmp_path, rings):
+    """A dollyC on a Python without blake3 (as on an installer whose initrd lacks it) refuses a BLAKE3 run,
+    saying why in its log and to its predecessor, which short-cuts it; the same ring with --tag sha256 runs
+    on it, authenticated."""
+    image = make_image(tmp_path / "disk.img", 1_000_000)
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")], env={"DOLLY_SECRET": "s3cret"})
+
+    def start(wait: float) -> None:
+        ring.clients = [dolly("client", "-v", "--listen", ring.addrs[0], "--root", ring.roots[0], env=ring.env),
+                        dolly("client", "-v", "--listen", ring.addrs[1], "--root", ring.roots[1], "--wait", wait,
+                              env=ring.env, stdlib_only=True)]
+    start(4)
+    rc, err = ring.run()
+    (first_rc, _), (second_rc, second_err) = ring.finish_clients()
+    why = ("this dollyC cannot check blake3 tags: its Python has no blake3 module (it checks sha256: "
+           "run dollyS with --tag sha256, or install blake3 here)")
+    assert rc == 1 and first_rc == 0 and second_rc == 1, (err, second_err)
+    assert f"refused run {ring.report()['run']} from 127.0.0.1" in second_err and why in second_err
+    assert "no run started within 4 s; last rejected: 127.0.0.1:" in second_err
+    first, second = ring.report()["nodes"]
+    assert first["ok"] and not second["ok"] and f"{ring.addrs[1]} refused the run: {why}" in second["error"]
+    assert sha(ring.roots[0] / "disk.img") == sha(image) and not (ring.roots[1] / "disk.img").exists()
+    start(60)
+    rc, err = ring.run("--tag", "sha256")
+    assert rc == 0 and [r for r, _ in ring.finish_clients()] == [0, 0], err
+    assert ring.report()["tag"] == "sha256" and sha(ring.roots[1] / "disk.img") == sha(image)
+
+
+def test_dolly_s_without_blake3_tags_with_sha256_and_refuses_to_be_asked_for_blake3(tmp_path, rings):
+    image = make_image(tmp_path / "disk.img", 300_000)
+    ring = rings(tmp_path, 1, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    server = dolly("server", "-f", ring.config, "--json", ring.report_path, stdlib_only=True)
+    _, err = server.communicate(timeout=90)
+    assert server.returncode == 0 and ring.finish_clients()[0][0] == 0, err
+    assert ring.report()["tag"] == "sha256" and sha(ring.roots[0] / "disk.img") == sha(image)
+    server = dolly("server", "-f", ring.config, "--tag", "blake3", stdlib_only=True)
+    _, err = server.communicate(timeout=30)
+    assert server.returncode == 3 and "this dollyS cannot check blake3 tags: its Python has no blake3" in err
+
+
 @pytest.mark.parametrize("server_secret, client_secret", [("alpha", "beta"), ("alpha", ""), ("", "beta")])
 def test_secret_mismatch_is_an_error_on_both_sides(tmp_path, rings, server_secret, client_secret):
     image = make_image(tmp_path / "disk.img", 100_000)
@@ -308,13 +353,15 @@ def test_shared_secret_from_file_and_env(tmp_path, rings):
     assert [r for r, _ in ring.finish_clients()] == [0, 0]
 
 
-@pytest.mark.parametrize("secret", ["", "s3cret-of-the-run"], ids=["digest", "hmac"])
-def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret):
-    """The piece's tag catches the flipped byte: its SHA-256 without a secret, its HMAC with one."""
+@pytest.mark.parametrize("tag", ["sha256", "blake3"])
+@pytest.mark.parametrize("secret", ["", "s3cret-of-the-run"], ids=["digest", "keyed"])
+def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret, tag):
+    """The piece's tag catches the flipped byte: its SHA-256 or BLAKE3 without a secret, its HMAC or keyed
+    BLAKE3 with one."""
     image = make_image(tmp_path / "disk.img", 3_000_000)
     ring = rings(tmp_path, 2, [(image, ">", "/disk.img")], env={"DOLLY_SECRET": secret})
     ring.start_clients()
-    rc, err = ring.run(env={"DOLLY_FAULT_FLIP_CHUNK": "3"})
+    rc, err = ring.run("--tag", tag, env={"DOLLY_FAULT_FLIP_CHUNK": "3"})
     assert rc == 0, (err, ring.finish_clients())
     assert "flipping a byte of chunk 3" in err
     results = ring.finish_clients()
@@ -322,7 +369,7 @@ def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret):
     assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
 
 
-def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out: str, size: int):
+def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out: str, size: int, tag: str):
     """Connect to a dollyC as a ring's server would, with the right secret: handshake, SETUP (a ring of the
     server, this client and `tail`, which listens but does not answer for 10 s), RESUME. Returns the socket,
     its frame keys and the run."""
@@ -332,7 +379,7 @@ def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out
     host, port = address.split(":")
     ring = Ring((Member("server", "127.0.0.1", 1), Member("n1", host, int(port)),
                  Member("tail", *tail.getsockname())))
-    setup = RunSetup("run-" + os.urandom(4).hex(), ring, (FileSpec("src", out, False, size),), CHUNK, 3.0, 0.0)
+    setup = RunSetup("run-" + os.urandom(4).hex(), ring, (FileSpec("src", out, False, size),), CHUNK, 3.0, 0.0, tag)
     for _ in range(50):
         try:
             sock = socket.create_connection((host, int(port)), timeout=5)
@@ -346,11 +393,13 @@ def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out
     return sock, keys, setup
 
 
-def test_frames_without_a_valid_tag_are_never_acted_on(tmp_path):
+@pytest.mark.parametrize("tag", ["sha256", "blake3"])
+def test_frames_without_a_valid_tag_are_never_acted_on(tmp_path, tag):
     """On a connection that passed the handshake, frames injected by someone without the secret (their tags
     made with a guessed key) are not written and not obeyed: a forged piece is asked for again, a forged
     control frame ends the connection; a piece tagged with the run's key is written."""
     from dolly_core import link, protocol as p
+    from dolly_core.tags import piece_tagger
 
     secret = b"s3cret-of-the-run"
     address = f"127.0.0.2:{free_port('127.0.0.2')}"
@@ -358,16 +407,16 @@ def test_frames_without_a_valid_tag_are_never_acted_on(tmp_path):
                    env={"DOLLY_SECRET": secret.decode()})
     tail = socket.create_server(("127.0.0.1", 0))
     try:
-        sock, keys, setup = authenticated_upstream(address, tail, secret, "/disk.img", 4096)
+        sock, keys, setup = authenticated_upstream(address, tail, secret, "/disk.img", 4096, tag)
         forged, good = b"evil" * 1024, b"good" * 1024
-        guessed = p.run_key(b"a guessed secret", setup.run)
-        sock.sendall(p.pack_header(p.Kind.CHUNK, 0, 0, 0, len(forged), forged, key=guessed) + forged)
+        guessed = piece_tagger(tag, p.run_key(b"a guessed secret", setup.run))
+        sock.sendall(p.pack_piece(guessed, p.Kind.CHUNK, 0, 0, 0, len(forged), forged) + forged)
         header, body = link.read_frame(sock, keys)
         while header.kind is p.Kind.PING:
             header, body = link.read_frame(sock, keys)
         assert header.kind is p.Kind.RESEND and p.parse_control(header, body)["next"] == 0
-        sock.sendall(p.pack_header(p.Kind.CHUNK, 0, 0, 0, len(good), good,
-                                   key=p.run_key(secret, setup.run)) + good)
+        sock.sendall(p.pack_piece(piece_tagger(tag, p.run_key(secret, setup.run)), p.Kind.CHUNK, 0, 0, 0,
+                                  len(good), good) + good)
         written = tmp_path / "root" / "disk.img"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (written.exists() and written.read_bytes() == good):

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from dolly_core import tags
 from provision.lab import netns
 from provision.cli import main
 from provision.errors import ExitStatus, ProvisionError
@@ -20,7 +23,8 @@ from provision.images.cache import CACHE_ENV, Cache, cache_key
 from provision.images.cpio import write_newc
 from provision.images.bootsector import mbr_partition_table, write_bios_grub
 from provision.images.golden import BIOS_CORE, EFI_CORE, MARKER_FILE, golden_image
-from provision.images.initrd import MARKER, PCI_DRIVERS, installer_initrd, project_digest
+from provision.images.initrd import (MARKER, PCI_DRIVERS, copy_distributions, distributions, installer_initrd,
+                                     project_digest, project_root)
 from provision.images.kernel import installer_kernel
 from provision.images.modules import dep_lines, load_order, module_name, parse_modules_dep, pci_alias_lines
 from provision.inventory import load_inventory
@@ -148,6 +152,27 @@ def test_project_digest_follows_the_sources(tmp_path):
     assert project_digest(tmp_path) != before
 
 
+def test_dolly_c_runs_on_the_stdlib_and_checks_blake3_with_the_distributions_the_initrd_ships(tmp_path):
+    """dolly_core on this Python without its site-packages: with the standard library only it tags with
+    SHA-256; with the distributions copied as the initrd copies them, with BLAKE3 (the wheel's extension)."""
+    probe = ("from dolly_core import cli, node, server, tags\n"
+             "print(','.join(tags.AVAILABLE), tags.piece_tagger(tags.DEFAULT, b'k' * 32).tag(b'head', b'body').hex())")
+    site = tmp_path / "site"
+    shutil.copytree(project_root() / "dolly_core", site / "dolly_core")
+
+    def probed() -> list[str]:
+        proc = subprocess.run([sys.executable, "-S", "-c", probe], env={**os.environ, "PYTHONPATH": str(site)},
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.split()
+    assert probed() == ["sha256", tags.Tagger(b"k" * 32).tag(b"head", b"body").hex()]
+    copy_distributions(distributions(), site, f"python{sys.version_info[0]}.{sys.version_info[1]}")
+    assert probed() == ["sha256,blake3", tags.Blake3Tagger(b"k" * 32).tag(b"head", b"body").hex()]
+    with pytest.raises(ProvisionError, match=r"blake3's extension module blake3\.cpython-\d+-.*\.so is not built "
+                                             r"for the initrd's python3\.99"):
+        copy_distributions(distributions(["blake3"]), tmp_path / "other", "python3.99")
+
+
 @pytest.fixture(scope="module")
 def initrd():
     require_root()
@@ -184,14 +209,17 @@ def test_installer_initrd_from_debian_packages(initrd, tmp_path):
     kickstart = render_files(load_inventory(LAB))["kickstart/n01.ks"]
     (tree / "n01.ks").write_text(kickstart)
     probe = ("import sys, json, dolly_core.cli, dolly_core.server, dolly_core.node, dolly_core.cook\n"
+             "from dolly_core import tags\n"
              "import provision.installer\n"
              "from pykickstart.parser import KickstartParser\n"
              "from pykickstart.version import RHEL9, makeVersion\n"
              "parser = KickstartParser(makeVersion(RHEL9))\n"
              "parser.readKickstartFromString(open('/n01.ks').read())\n"
-             "print(sys.version_info[:2] >= (3, 11), [s.script.count('dollyC') > 0 for s in parser.handler.scripts])")
+             "print(sys.version_info[:2] >= (3, 11), [s.script.count('dollyC') > 0 for s in parser.handler.scripts],\n"
+             "      tags.piece_tagger('blake3', b'k' * 32).tag(b'head', b'body').hex())")
     result = subprocess.run(["chroot", str(tree), "/usr/bin/python3", "-c", probe], capture_output=True, text=True)
-    assert result.stdout.strip() == "True [True]", result.stderr  # the kickstart's %post runs dollyC
+    blake3_tag = tags.Blake3Tagger(b"k" * 32).tag(b"head", b"body").hex()  # dollyC checks BLAKE3 tags there
+    assert result.stdout.strip() == f"True [True] {blake3_tag}", result.stderr  # the kickstart's %post runs dollyC
     for program in ("mke2fs", "e2fsck", "resize2fs"):  # e2fsprogs' own, their libraries found (version line)
         version = subprocess.run(["chroot", str(tree), f"/sbin/{program}", "-V"], capture_output=True, text=True,
                                  check=False)

@@ -1,5 +1,5 @@
-"""The installer initrd: a gzip'd newc cpio with busybox, python3-minimal and this project (with pykickstart
-and what it requires, from this Python's site-packages), and the NIC and disk modules of the installer
+"""The installer initrd: a gzip'd newc cpio with busybox, python3-minimal and this project (with pykickstart,
+blake3 and what they require, from this Python's site-packages), and the NIC and disk modules of the installer
 kernel in load order, plus real machines' PCI drivers that /init loads for the devices it finds; /init is
 provision/scripts/installer-init.sh.
 
@@ -49,7 +49,9 @@ LIB_PACKAGES = ("libc6", "zlib1g", "libexpat1", "libtinfo6", "libgcc-s1",
 E2FSPROGS = ("mke2fs", "e2fsck", "resize2fs")  # of package e2fsprogs, into /sbin (before busybox's mke2fs)
 PROJECT_PACKAGES = ("dolly_core", "provision")
 SITE = Path("usr") / "lib" / "python3" / "dist-packages"  # where they and DISTRIBUTIONS go
-DISTRIBUTIONS = ("pykickstart",)  # the installer reads kickstarts with it (not packaged by Debian 12)
+# pykickstart: the installer reads kickstarts with it (not packaged by Debian 12); blake3: dollyC checks the
+# ring's BLAKE3 piece tags with it (its extension module must be built for the initrd's Python).
+DISTRIBUTIONS = ("pykickstart", "blake3")
 _UNUSED_EXTENSIONS = re.compile(r"^(_test|_xx|xx|_ctypes_test|ossaudiodev|audioop|_lsprof)")  # of lib-dynload
 _NEEDED = re.compile(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]")
 
@@ -214,9 +216,19 @@ def _add_python(tree: Path, unpacked: Mapping[str, Path], python_debs: Sequence[
     for package in PROJECT_PACKAGES:
         shutil.copytree(project_root() / package, site / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_distributions(dists, site, python)
+
+
+def copy_distributions(dists: Sequence[metadata.Distribution], site: Path, python: str) -> None:
+    """Copy the files of `dists` into `site` (no byte code); ProvisionError for an extension module that is not
+    built for `python` (python3.11: a cpython-311 or abi3 module)."""
+    abi = re.compile(rf"\.(cpython-{python.removeprefix('python').replace('.', '')}-[^.]+|abi3)\.so$")
     for dist in dists:
         for file in dist.files or ():
             rel = Path(str(file))
+            if rel.suffix == ".so" and not abi.search(rel.name):
+                raise ProvisionError(f"initrd: {dist.name}'s extension module {rel.name} is not built for the "
+                                     f"initrd's {python}: install this project on a {python} to build it")
             if ".." not in rel.parts and "__pycache__" not in rel.parts and rel.suffix != ".pyc":
                 copy_file(Path(dist.locate_file(file)), site / rel)
 
@@ -227,7 +239,8 @@ def _stdlib(python: str) -> Path:
 
 def _add_libraries(tree: Path, unpacked: Mapping[str, Path], python: str) -> None:
     """The shared libraries the interpreter, bash, e2fsprogs and the kept extension modules need, from the
-    lib packages; an extension module needing one that is not there is removed."""
+    lib packages; a stdlib extension module needing one that is not there is removed, a distribution's is an
+    error."""
     libdir = Path("lib") / "x86_64-linux-gnu"
     available = {p.name: p for package in LIB_PACKAGES for d in (unpacked[package] / libdir,
                  unpacked[package] / "usr" / libdir) if d.is_dir() for p in d.iterdir()}
@@ -238,7 +251,10 @@ def _add_libraries(tree: Path, unpacked: Mapping[str, Path], python: str) -> Non
     wanted: set[str] = {"ld-linux-x86-64.so.2", "libgcc_s.so.1"}
     for elf in elves:
         needed = needed_libraries(elf)
-        if elf.suffix == ".so" and not all(n in available for n in needed):
+        missing = [n for n in needed if n not in available]
+        if elf.suffix == ".so" and missing and tree / SITE in elf.parents:  # a distribution's: needed
+            raise ProvisionError(f"initrd: {elf.name} needs {', '.join(missing)}, in none of {', '.join(LIB_PACKAGES)}")
+        if elf.suffix == ".so" and missing:
             elf.unlink()  # e.g. _ssl, _hashlib (libssl), _lzma (liblzma): not shipped
             continue
         wanted.update(needed)
