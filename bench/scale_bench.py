@@ -171,6 +171,16 @@ def phases(log: str, started: float, reset: float, ended: float) -> dict[str, fl
     return out
 
 
+KEYS_MADE = re.compile(r"host keys: made ")
+
+
+def keys_made(log: str, reset: float) -> float | None:
+    """Seconds from the reset to the last node's host keys made by the server (None: none made)."""
+    times = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+             for line in log.splitlines() if (m := LOG_TIME.match(line)) and KEYS_MADE.search(line)]
+    return max(times) - reset if times else None
+
+
 def make_boot_files(inv, boot_bytes: int) -> None:
     """The inventory's kernel (syslinux's memdisk) and an initrd padded so both together are `boot_bytes`;
     lab_up keeps existing files."""
@@ -185,7 +195,8 @@ def run(n: int, args, work: Path) -> dict:
     prefix = f"psb-{uuid.uuid4().hex[:4]}"
     env = {"PROVISION_STATE_DIR": str(work / f"state-{n}"), "PROVISION_LAB_PREFIX": prefix}
     inventory = work / "lab-scale.yaml"
-    inventory.write_text(INVENTORY.read_text().replace("/var/lib/provision/lab-scale", str(work / "files")))
+    inventory.write_text(INVENTORY.read_text().replace("/var/lib/provision/lab-scale", str(work / "files"))
+                         + f"ring: {{count: {args.rings}}}\n")
     inv = load_inventory(inventory)
     make_boot_files(inv, args.boot_kb * 1000)
     boot_bytes = Path(inv.boot.kernel).stat().st_size + Path(inv.boot.initrd).stat().st_size
@@ -202,10 +213,12 @@ def run(n: int, args, work: Path) -> dict:
     ring = max((records[o.name]["seconds"] or 0.0) for o in result.nodes)
     failed = [o.name for o in result.nodes if not o.as_expected]
     reset = sampler.reset_at or started
-    split = phases(install_log.read_text(errors="replace"), started, reset, ended)
+    log = install_log.read_text(errors="replace")
+    split = phases(log, started, reset, ended)
     seconds = sum(split[phase] for phase in PHASES[1:-1])  # reset to the last node booted from its disk
     return {"n": n, "seconds": seconds, "lab_up_seconds": reset - started, "phases": split,
-            "ring_seconds": ring, "as_expected": result.ok, "failed": failed, "boot_bytes": boot_bytes,
+            "ring_seconds": ring, "host_keys_made": keys_made(log, reset), "as_expected": result.ok, "failed": failed,
+            "boot_bytes": boot_bytes,
             "processes": sampler.summary(), "min_mem_available_mb": (sampler.min_available or 0) / 1e6,
             "loadavg": os.getloadavg()}
 
@@ -268,6 +281,7 @@ def main() -> int:
     parser.add_argument("--image-mib", type=int, default=64, help="the random image's size (default 64 MiB)")
     parser.add_argument("--boot-kb", type=int, default=2400,
                         help="kernel + initrd each node fetches, in kB (default 2400: a tenth of the installer's)")
+    parser.add_argument("--rings", type=int, default=1, help="the inventory's ring.count (default 1)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--name", default="scale_bench", help="stem of the saved .json and .png (default scale_bench)")
     args = parser.parse_args()
@@ -283,7 +297,8 @@ def main() -> int:
                 print(f"N={n:3d}: FAILED: {str(exc)[:300]}", flush=True)
                 break
             row = rows[-1]
-            print(f"N={n:3d}: {row['seconds']:.0f} s from reset, ring {row['ring_seconds']:.1f} s, "
+            keys = "" if row["host_keys_made"] is None else f"host keys all made at {row['host_keys_made']:.1f} s, "
+            print(f"N={n:3d}: {row['seconds']:.0f} s from reset, ring {row['ring_seconds']:.1f} s, {keys}"
                   f"{'as expected' if row['as_expected'] else 'NOT as expected: ' + ' '.join(row['failed'])}"
                   f" (load {row['loadavg'][0]:.1f})", flush=True)
     if not rows:
@@ -294,7 +309,7 @@ def main() -> int:
     print_tables(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"rate": args.rate, "server_rate": args.server_rate, "image_mib": args.image_mib,
+    results = {"rate": args.rate, "server_rate": args.server_rate, "image_mib": args.image_mib, "rings": args.rings,
                "boot_kb": args.boot_kb, "rows": rows}
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / f"{args.name}.png")

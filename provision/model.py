@@ -210,6 +210,14 @@ class Dolly:
 
 
 @dataclass(frozen=True, slots=True)
+class Ring:
+    """How `provision install` clones: the ready nodes split into `count` rings (contiguous slices of the
+    ring order), one dollyS each, all started together; ring i closes back to the server's dolly_port + i."""
+
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Dhcp:
     """The cluster's DHCP server."""
 
@@ -231,6 +239,8 @@ class BmcType(enum.StrEnum):
 
 
 IPMI_PORT = 623
+# RMCP+ cipher suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128): the one IPMI v2.0 requires every BMC to have
+IPMI_CIPHER_SUITE = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +255,9 @@ class Bmc:
     password_file: Path | None = None  # absolute (a relative one is taken from the inventory file's directory)
     password_env: str | None = None
     system: str | None = None  # Redfish: the ComputerSystem's id under /redfish/v1/Systems (None: the only one)
+    cipher_suite: int | None = None  # IPMI: the RMCP+ cipher suite (ipmitool -C; None: IPMI_CIPHER_SUITE)
+    verify: bool = True  # Redfish over https: check the service's certificate (false: accept any)
+    ca_file: Path | None = None  # Redfish over https: check it against these CA certificates (PEM), not the system's
 
     @property
     def where(self) -> str:
@@ -305,7 +318,10 @@ class Inventory:
     kickstart: KickstartSettings = KickstartSettings()
     dolly: Dolly = Dolly()
     dhcp: Dhcp = Dhcp()
+    ring: Ring = Ring()
     nodes: tuple[Node, ...]  # ring order
+    # defaults.bmc: what a node given only `bmc: {address: ..}` has (discovery through a BMC range writes that)
+    default_bmc: Bmc | None = field(default=None, metadata=NOT_A_KEY)
     _by_name: dict[str, Node] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -263,24 +263,29 @@ def authorized_keys(inv: Inventory, node: Node, key_files: dict[str, list[str]])
     return keys
 
 
-def dolly_ring(inv: Inventory, nodes: Sequence[Node] | None = None, by_address: bool = False) -> dict[str, Any]:
+def dolly_ring(inv: Inventory, nodes: Sequence[Node] | None = None, by_address: bool = False,
+               server_port: int | None = None) -> dict[str, Any]:
     """Ring members for dolly.conf in ring order (all nodes unless `nodes` is given), by name or, with
-    `by_address`, by IP (so nothing needs to resolve names); NAME:PORT where a port is not dolly's default."""
+    `by_address`, by IP (so nothing needs to resolve names); NAME:PORT where a port is not dolly's default.
+    The ring closes back to the server's `server_port` (default its dolly_port)."""
 
     def entry(name: str, ip: Any, port: int) -> str:
         host = str(ip) if by_address else name
         return host if port == DOLLY_PORT else f"{host}:{port}"
 
     return {
-        "server": entry(inv.server.name, inv.server.ip, inv.server.dolly_port),
+        "server": entry(inv.server.name, inv.server.ip, server_port or inv.server.dolly_port),
         "clients": [entry(node.name, node.ip, node.dolly_port) for node in (inv.nodes if nodes is None else nodes)],
     }
 
 
-def render_ring_config(inv: Inventory, nodes: Sequence[Node], site_templates: Path | str | None = None) -> str:
-    """dolly.conf for a run over `nodes` only (the ones that are ready), by address."""
+def render_ring_config(inv: Inventory, nodes: Sequence[Node], site_templates: Path | str | None = None,
+                       server_port: int | None = None) -> str:
+    """dolly.conf for a run over `nodes` only (the ones that are ready, or one ring of them), by address,
+    closing back to the server's `server_port` (default its dolly_port)."""
     env = environment(Path(site_templates).resolve() if site_templates is not None else None)
-    context = {"inv": inv, "default_dolly_port": DOLLY_PORT, **dolly_ring(inv, nodes, by_address=True)}
+    context = {"inv": inv, "default_dolly_port": DOLLY_PORT,
+               **dolly_ring(inv, nodes, by_address=True, server_port=server_port)}
     return render_template(template(env, "dolly.conf.j2"), context)
 
 

@@ -1,4 +1,4 @@
-"""One run of dollyS for `provision install`: its command line, its progress while it runs, its verdicts."""
+"""The runs of dollyS for `provision install` (one per ring): command line, progress while they run, verdicts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,16 +82,30 @@ def read_progress(files: RingFiles, names: list[str]) -> dict:
     return ring_status
 
 
-def follow(ring: subprocess.Popen, snapshot: Snapshot, live: bool, show: Callable[[str], None]) -> None:
-    """Show the clone while dollyS runs: a live per-node table on a terminal, else a line every 5 s."""
+def merge_progress(rings: Sequence[dict]) -> dict:
+    """The progress files of rings that run together, as one: their nodes in order, the longest time."""
+    if len(rings) == 1:
+        return rings[0]
+    return {"total_bytes": max((r.get("total_bytes") or 0 for r in rings), default=0),
+            "seconds": max((r.get("seconds") or 0 for r in rings), default=0),
+            "nodes": [node for r in rings for node in r.get("nodes", [])]}
+
+
+def follow(rings: Sequence[subprocess.Popen], snapshot: Snapshot, live: bool, show: Callable[[str], None]) -> None:
+    """Show the clone while the dollyS of `rings` run: a live per-node table on a terminal, else a line
+    every 5 s."""
+
+    def running() -> bool:
+        return any(ring.poll() is None for ring in rings)
+
     if live:
         with Live(clone_table(*snapshot()), refresh_per_second=2, transient=True) as table:
-            while ring.poll() is None:
+            while running():
                 time.sleep(0.5)
                 table.update(clone_table(*snapshot()))
         return
     next_line = time.monotonic() + 5
-    while ring.poll() is None:
+    while running():
         time.sleep(0.2)
         if time.monotonic() >= next_line:
             next_line += 5

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from provision.cluster import ClusterFiles
 from provision.diskless_stage import diskless_nodes
-from provision.errors import ProvisionError
 from provision.flip import apply_modes, current_modes
-from provision.host_keys import KEY_FILES, HostKeyKeeper, HostKeyStore, KeyedNode
+from provision.host_keys import HostKeyKeeper, HostKeyStore, KeyedNode
 from provision.model import BOOT_TFTP_DIR, Firmware, Inventory
 from provision.services.http import HttpServer, NodeAuth
 from provision.services.tftp import TftpServer, install_boot_files
@@ -38,7 +37,8 @@ def serve(inv: Inventory, env: Mapping[str, str] = os.environ, site_templates: P
         dhcp.start()
     diskless = [inv.node(name) for name in diskless_nodes(modes)]
     keeper = HostKeyKeeper(HostKeyStore(files.host_keys), files.known_hosts,
-                           [KeyedNode(n.name, str(n.ip), f"root@{inv.fqdn(n.name)}") for n in diskless])
+                           [KeyedNode(n.name, str(n.ip), f"root@{inv.fqdn(n.name)}") for n in diskless],
+                           on_error=lambda name, error: show(f"WARNING: {error}: {name} makes its own"))
     tftp = TftpServer(files.tftp_root, host=str(inv.server.ip), port=tftp_port)
     http = HttpServer(files.kickstarts, nodes=inv.node_names, on_report=store.report,
                       host=str(inv.server.ip), port=inv.server.http_port,
@@ -48,11 +48,7 @@ def serve(inv: Inventory, env: Mapping[str, str] = os.environ, site_templates: P
                       node_auth=NodeAuth({n.name: str(n.ip) for n in inv.nodes}, enforce=inv.server.node_auth))
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    for node in diskless:  # made (or found) and written into known_hosts before any node asks: verify works
-        try:
-            keeper.key_file(node.name, KEY_FILES[1])
-        except ProvisionError as exc:
-            show(f"WARNING: host keys: {exc}: {node.name} makes its own")
+    keeper.start(urgent=True).wait()  # made (or found) by the pool, trusted in known_hosts before any node asks
     keeper.close()
     tftp.start()
     try:

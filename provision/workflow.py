@@ -1,8 +1,8 @@
 """`provision install`: from "reset pushed" to "every node cloned, personalised and on local boot".
 
 render -> boot files -> DHCP (dhcpd or Kea) -> TFTP + HTTP -> wait for nodes to report ready (ARP probe as a fallback)
--> dollyS over the ready nodes in inventory order -> as each node reports done, flip it to local boot
--> final table. Node state lives in the state store, so `provision status` follows from another terminal
+-> dollyS over the ready nodes in inventory order (one per ring: `ring.count`) -> as each node reports done, flip it
+to local boot -> final table. Node state lives in the state store, so `provision status` follows from another terminal
 and a rerun after a crash of provision itself does not clone finished nodes again.
 """
 
@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,9 @@ from provision.power import Verb
 from provision.power.pool import run as power_nodes
 from provision.probe import answering_arp
 from provision.render import render_ring_config
-from provision.ring_run import RingFiles, RingSettings, follow, read_progress, read_ring_report, server_argv
+from provision.ring_run import (RingSettings, follow, merge_progress, read_progress, read_ring_report,
+                                server_argv)
+from provision.rings import RingPlan, plan_rings
 from provision.services.http import HttpServer, NodeAuth
 from provision.services.ra import RouterAdvertiser, interface_with
 from provision.services.tftp import TftpServer, install_boot_files
@@ -81,6 +84,23 @@ class Install:
         pending = self.prepare_state()
         credentials = RunCredentials.fresh([n.name for n in pending], self.inv.dolly.secret_file)
         modes = current_modes(self.inv, self.files)
+        # the missing host keys are made from here on, ahead of the nodes' requests (before any node can boot)
+        keeper = HostKeyKeeper(HostKeyStore(self.files.host_keys), self.files.known_hosts,
+                               [KeyedNode(n.name, str(n.ip), f"root@{self.inv.fqdn(n.name)}")
+                                for n in [*pending, *(self.inv.node(name) for name in diskless_nodes(modes))]],
+                               on_error=lambda name, error: self.show(f"{name}: no host keys from the server, "
+                                                                      f"it makes its own: {error}")).start()
+        try:
+            self.prepare_and_serve(pending, credentials, modes, keeper)
+        finally:
+            keeper.close()
+        selected = set(self.options.nodes or self.inv.node_names)
+        return InstallResult(tuple(r for r in self.records() if r.name in selected))
+
+    def prepare_and_serve(self, pending: list[Node], credentials: RunCredentials, modes: dict[str, BootMode],
+                          keeper: HostKeyKeeper) -> None:
+        """The rendered files and boot files in place, then serve() (with IPv6 router advertisements if the
+        network asks for them); the ring secret file only while serving."""
         apply_modes(self.inv, self.files, modes, self.options.site_templates)
         install_boot_files(self.files.tftp_root, self.inv.boot,
                            uefi=any(node.firmware is Firmware.UEFI for node in self.inv.nodes))
@@ -91,18 +111,19 @@ class Install:
             advertiser = RouterAdvertiser(interface_with(str(self.inv.server.ip))).start()
         credentials.write_secret(self.files.ring_secret)
         try:
-            self.serve(pending, credentials, boot_dir=self.files.tftp_root / BOOT_TFTP_DIR if over_http else None,
+            self.serve(pending, credentials, keeper,
+                       boot_dir=self.files.tftp_root / BOOT_TFTP_DIR if over_http else None,
                        ra=f"; IPv6 router advertisements on {advertiser.iface}" if advertiser else "")
         finally:
             self.files.ring_secret.unlink(missing_ok=True)
             if advertiser is not None:
                 advertiser.stop()
-        selected = set(self.options.nodes or self.inv.node_names)
-        return InstallResult(tuple(r for r in self.records() if r.name in selected))
 
-    def serve(self, pending: list[Node], credentials: RunCredentials, boot_dir: Path | None, ra: str) -> None:
+    def serve(self, pending: list[Node], credentials: RunCredentials, keeper: HostKeyKeeper, boot_dir: Path | None,
+              ra: str) -> None:
         """DHCP, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
-        done or failed; each pending node fetches its `credentials` once, from its own address."""
+        done or failed; each pending node fetches its `credentials` once, from its own address, and its host
+        keys from `keeper`."""
         dhcp = self.files.dhcp()
         if not dhcp.running():
             dhcp.start()
@@ -111,10 +132,6 @@ class Install:
                   f"{len(pending)} node(s) to install, {selected - len(pending)} done before")
         tftp = TftpServer(self.files.tftp_root, host=str(self.inv.server.ip), port=self.options.tftp_port)
         flipper = Flipper(self.flip_to_local, self.fail)
-        diskless = [self.inv.node(name) for name in diskless_nodes(current_modes(self.inv, self.files))]
-        keeper = HostKeyKeeper(HostKeyStore(self.files.host_keys), self.files.known_hosts,
-                               [KeyedNode(n.name, str(n.ip), f"root@{self.inv.fqdn(n.name)}")
-                                for n in [*pending, *diskless]])
         http = HttpServer(self.files.kickstarts, nodes=self.inv.node_names,
                           on_report=lambda n, s, m: self.on_report(flipper, n, s, m),
                           host=str(self.inv.server.ip), port=self.inv.server.http_port,
@@ -127,7 +144,6 @@ class Install:
             self.show("WARNING: server.node_auth is false: any host on the install network can fetch kickstarts "
                       "and credentials and report for any node")
         tftp.start()
-        keeper.start()
         try:
             http.start()
             try:
@@ -144,7 +160,6 @@ class Install:
         finally:
             tftp.stop()
             flipper.close()
-            keeper.close()
 
     def power_cycle(self, pending: list[Node]) -> list[Node]:
         """--power-cycle, once everything serves: each pending node's next boot (only) from the network, then a
@@ -203,31 +218,44 @@ class Install:
         return ready
 
     def clone(self, ready: list[Node], secret: Path) -> None:
-        """Run dollyS over the ready nodes, in inventory order, with the run's ring secret; record its verdict
-        per node."""
-        files = RingFiles(self.files.dolly)
-        files.directory.mkdir(parents=True, exist_ok=True)
-        files.config.write_text(render_ring_config(self.inv, ready, self.options.site_templates), encoding="utf-8")
-        files.report.unlink(missing_ok=True)
-        files.progress.unlink(missing_ok=True)
-        argv = server_argv(files, RingSettings(self.options.dolly_timeout, secret, self.options.chunk_size,
-                                               self.options.verbose))
-        self.show(f"cloning {', '.join(str(i.source) for i in self.inv.images)} through a ring of "
-                  f"{len(ready)} node(s): {' -> '.join([self.inv.server.name, *(n.name for n in ready)])}")
-        names = [n.name for n in ready]
+        """Clone the ready nodes, in inventory order, split into the inventory's rings (`ring.count`): one
+        dollyS per ring, all started together with the run's ring secret; record each ring's verdicts per node."""
+        rings = plan_rings(self.files.dolly, self.inv.server.dolly_port, ready, self.inv.ring.count)
+        settings = RingSettings(self.options.dolly_timeout, secret, self.options.chunk_size, self.options.verbose)
+        images = ", ".join(str(i.source) for i in self.inv.images)
+        if len(rings) > 1:
+            self.show(f"cloning {images} through {len(rings)} rings at once")
+        for ring in rings:
+            ring.files.directory.mkdir(parents=True, exist_ok=True)
+            ring.files.config.write_text(render_ring_config(self.inv, ring.nodes, self.options.site_templates,
+                                                            ring.tail_port), encoding="utf-8")
+            ring.files.report.unlink(missing_ok=True)
+            ring.files.progress.unlink(missing_ok=True)
+            members = " -> ".join([self.inv.server.name, *ring.names])
+            self.show(f"ring {ring.number} of {ring.count}: {len(ring.nodes)} node(s): {members}" if len(rings) > 1
+                      else f"cloning {images} through a ring of {len(ring.nodes)} node(s): {members}")
+        names = [name for ring in rings for name in ring.names]
 
         def snapshot() -> tuple[list[NodeRecord], dict]:
             stored = self.store.load()
-            return [stored.get(name, NodeRecord(name)) for name in names], read_progress(files, names)
+            return ([stored.get(name, NodeRecord(name)) for name in names],
+                    merge_progress([read_progress(ring.files, ring.names) for ring in rings]))
 
-        with open(files.log, "wb") as log_file:
-            ring = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **self.env})
-            follow(ring, snapshot, self.live, self.show)
-        for node, verdict in zip(ready, read_ring_report(files.report, len(ready))):
+        with ExitStack() as logs:
+            procs = [subprocess.Popen(server_argv(ring.files, settings), stdin=subprocess.DEVNULL,
+                                      stdout=logs.enter_context(open(ring.files.log, "wb")),
+                                      stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+                     for ring in rings]
+            follow(procs, snapshot, self.live, self.show)
+        for ring, proc in zip(rings, procs):
+            self.record_verdicts(ring, proc.returncode)
+
+    def record_verdicts(self, ring: RingPlan, returncode: int) -> None:
+        """One ring's verdicts from its dollyS report: a node not verified is failed with the reason."""
+        for node, verdict in zip(ring.nodes, read_ring_report(ring.files.report, len(ring.nodes))):
             if verdict is None:
-                self.fail(node.name, f"dollyS exited with status {ring.returncode} and reported nothing on this "
-                                     f"node (see {files.log})")
+                self.fail(node.name, f"dollyS exited with status {returncode} and reported nothing on this "
+                                     f"node (see {ring.files.log})")
             elif not verdict.get("ok"):
                 self.fail(node.name, f"clone failed: {verdict.get('error') or 'not verified'}")
             else:

@@ -4,6 +4,7 @@ before the atomic replace, the old file kept as .bak)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import struct
 from pathlib import Path
@@ -11,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from provision.cli import main
+from provision.discovery import bmc_range
 from provision.discovery.appender import append_nodes, replace_inventory
 from provision.discovery.dhcp_packet import DHCPDISCOVER, DHCPREQUEST, parse_bootp, parse_frame
 from provision.discovery.naming import Allocator, NewNode, default_name_format
 from provision.errors import InputError
 from provision.inventory import load_inventory, parse_inventory
+from provision.model import Firmware
 from tests.fixtures.inventories import LAB, inventory_yaml, write
 
 # busybox 1.35 `udhcpc -i va -V PXEClient:Arch:00000:UNDI:002001 -x 0x5d:0000 -x hostname:lab-node` on a veth
@@ -47,6 +50,17 @@ def test_a_captured_udhcpc_discover():
     assert request is not None and request.is_discover
     assert (request.mac, request.xid) == ("02:77:00:00:00:99", 0xA912363F)
     assert (request.hostname, request.vendor_class) == ("lab-node", "PXEClient:Arch:00000:UNDI:002001")
+    assert (request.client_arch, request.firmware) == (0, Firmware.BIOS)  # option 93: x86 BIOS
+
+
+@pytest.mark.parametrize("arch, firmware", [(b"\x00\x07", Firmware.UEFI), (b"\x00\x09", Firmware.UEFI),
+                                            (b"\x00\x06", Firmware.UEFI), (b"\x00\x10", Firmware.UEFI),
+                                            (b"\x00\x00", Firmware.BIOS), (b"\x00\x0b", None), (b"\x07", None)])
+def test_option_93_tells_the_firmware(arch, firmware):
+    """EFI BC / x86-64 / IA32 / HTTP boot: uefi; x86 BIOS: bios; ARM64 EFI (11) or a short option: not said."""
+    options = b"\x35\x01\x01\x5d" + bytes([len(arch)]) + arch + b"\xff"
+    assert parse_frame(frame(bootp(options=options))).firmware == firmware
+    assert parse_frame(frame(bootp())).firmware is None  # no option 93
 
 
 def test_built_requests_and_what_is_not_one():
@@ -166,3 +180,61 @@ def test_command_refuses_bad_options_before_listening(tmp_path, capsys):
     # outside a lab's server namespace nobody holds 10.77.0.1
     assert main(["discover", "--inventory", str(path), "--timeout", "1"], {}) == 1
     assert "no interface here has the server address 10.77.0.1" in capsys.readouterr().err
+
+
+def test_a_node_found_through_its_bmc_gets_its_address_in_either_style():
+    node = NewNode("n17", "02:00:00:00:00:a1", ipaddress.IPv4Address("10.77.0.27"), bmc_address="10.78.0.17")
+    flow = append_nodes(LAB.read_text(), [node], Path("lab.yaml"))
+    assert flow.endswith('  - {name: n17, mac: "02:00:00:00:00:a1", ip: 10.77.0.27, bmc: {address: 10.78.0.17}}\n')
+    text = inventory_yaml(0).replace("nodes:\n", 'nodes:\n  - name: n16\n    mac: "02:00:00:00:00:10"\n'
+                                     "    ip: 10.9.0.26\n")
+    block = append_nodes(text, [node], Path("c.yaml"))
+    assert block.endswith('  - name: n17\n    mac: "02:00:00:00:00:a1"\n    ip: 10.77.0.27\n'
+                          "    bmc: {address: 10.78.0.17}\n")
+
+
+def test_a_node_whose_request_said_its_firmware_gets_it_in_either_style(tmp_path):
+    node = NewNode("n17", "02:00:00:00:00:a1", ipaddress.IPv4Address("10.77.0.27"), bmc_address="10.78.0.17",
+                   firmware=Firmware.UEFI)
+    flow = append_nodes(LAB.read_text(), [node], Path("lab.yaml"))
+    assert flow.endswith('  - {name: n17, mac: "02:00:00:00:00:a1", ip: 10.77.0.27, firmware: uefi, '
+                         'bmc: {address: 10.78.0.17}}\n')
+    text = inventory_yaml(0).replace("nodes:\n", 'nodes:\n  - name: n16\n    mac: "02:00:00:00:00:10"\n'
+                                     "    ip: 10.9.0.26\n")
+    block = append_nodes(text, [dataclasses.replace(node, bmc_address=None)], Path("c.yaml"))
+    assert block.endswith('  - name: n17\n    mac: "02:00:00:00:00:a1"\n    ip: 10.77.0.27\n    firmware: uefi\n')
+    path = write(tmp_path, LAB.read_text(), "lab.yaml")
+    replace_inventory(path, append_nodes(path.read_text(), [dataclasses.replace(node, bmc_address=None)], path))
+    assert load_inventory(path).node("n17").firmware is Firmware.UEFI  # what the loader makes of it
+
+
+@pytest.mark.parametrize("text, message", [
+    ("10.0.1.9-10.0.1.1", "the last address comes before the first"),
+    ("10.0.1.1-10.0.2", "want FIRST-LAST, two IPv4 addresses"),
+    ("bmc1-bmc9", "want FIRST-LAST, two IPv4 addresses"),
+    ("10.0.0.0-10.0.16.0", "4097 addresses, at most 4096"),
+])
+def test_bad_bmc_ranges(text, message):
+    with pytest.raises(InputError, match=f"--bmc-range '{text}': {message}"):
+        bmc_range.parse_range(text)
+
+
+def test_the_range_is_defaults_bmc_at_each_address_less_the_nodes_ones(tmp_path):
+    defaults = "bmc: {type: ipmi, user: admin, password_file: bmc.secret, port: 6230, cipher_suite: 17}"
+    known = '  - {name: b1, mac: "02:00:00:00:09:01", ip: 10.9.0.101, bmc: {address: 10.8.0.3}}\n'
+    inv = load_inventory(write(tmp_path, inventory_yaml(0, defaults=defaults, extra_nodes=known)))
+    plan = bmc_range.plan(["10.8.0.2-10.8.0.4", "10.8.0.1", "10.8.0.4-10.8.0.5"], inv)
+    assert [b.address for b in plan.bmcs] == ["10.8.0.2", "10.8.0.4", "10.8.0.1", "10.8.0.5"]
+    assert plan.known == ("10.8.0.3 (b1's)",)
+    assert {(b.port, b.user, b.cipher_suite, b.password_file) for b in plan.bmcs} == {
+        (6230, "admin", 17, tmp_path / "bmc.secret")}
+    assert dataclasses.replace(plan.bmcs[0], address="10.8.0.3") == inv.node("b1").bmc  # what its entry means
+
+
+def test_a_range_needs_defaults_bmc(tmp_path, capsys):
+    path = write(tmp_path, inventory_yaml(1))
+    assert main(["discover", "--inventory", str(path), "--bmc-range", "10.8.0.1-10.8.0.4"], {}) == 3
+    assert (f"{path}: --bmc-range: the BMCs of the range are defaults.bmc at their addresses: give defaults.bmc "
+            "with user and password_file or password_env") in capsys.readouterr().err
+    assert main(["discover", "--inventory", str(path), "--bmc-range", "10.8.0.1", "--bmc-timeout", "0"], {}) == 3
+    assert "--bmc-timeout 0.0 / --bmc-retries 2: expected a positive time-out" in capsys.readouterr().err

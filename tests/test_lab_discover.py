@@ -78,13 +78,13 @@ def test_unknown_nodes_are_discovered_in_boot_order_then_installed(unknown_nodes
     rest, _ = discover.communicate(timeout=60)
     output += rest
     assert discover.returncode == 0, output
-    assert "discover: n02 02:77:00:00:00:f2 10.77.0.12\ndiscover: n03 02:77:00:00:00:a3 10.77.0.13\n" in output
+    assert "discover: n02 02:77:00:00:00:f2 10.77.0.12 bios\ndiscover: n03 02:77:00:00:00:a3 10.77.0.13 bios\n" in output
     assert f"discover: 2 node(s) added to {path} (the old file: lab.yaml.bak)\n" in output
     assert path.read_text() == known.replace(
         '  - {name: n01, mac: "02:77:00:00:00:01", ip: 10.77.0.11}\n',
         '  - {name: n01, mac: "02:77:00:00:00:01", ip: 10.77.0.11}\n'
-        '  - {name: n02, mac: "02:77:00:00:00:f2", ip: 10.77.0.12}\n'
-        '  - {name: n03, mac: "02:77:00:00:00:a3", ip: 10.77.0.13}\n')
+        '  - {name: n02, mac: "02:77:00:00:00:f2", ip: 10.77.0.12, firmware: bios}\n'  # their option 93: x86 BIOS
+        '  - {name: n03, mac: "02:77:00:00:00:a3", ip: 10.77.0.13, firmware: bios}\n')
     assert path.with_name("lab.yaml.bak").read_text() == known
     # the running dhcpd heard them too, and gave unknown MACs nothing
     files = ClusterFiles.of(load_inventory(path), env)
@@ -116,7 +116,7 @@ def test_more_macs_than_count_and_a_time_out(unknown_nodes):
     lab.boot_nodes(built, ["n02", "n03"], dhcp_wait=60)
     output, _ = discover.communicate(timeout=60)
     assert discover.returncode == 1, output
-    [mac] = re.findall(r"discover: n02 (\S+) 10\.77\.0\.12\n", output)
+    [mac] = re.findall(r"discover: n02 (\S+) 10\.77\.0\.12 bios\n", output)
     [other] = set(MACS.values()) - {mac}
     assert (f"more MACs than --count 1: {other} not added; 1 node(s) added to {path} "
             f"(the old file: lab.yaml.bak)\n") in output, output

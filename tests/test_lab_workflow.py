@@ -20,6 +20,7 @@ from provision.host_keys import KEY_FILES, HostKeyStore
 from provision.inventory import load_inventory
 from provision.state import NodeState
 from tests.conftest import REPO, require_tool
+from tests.fixtures.diskless import diskless_dir
 from tests.fixtures.inventories import lab_copy
 from tests.test_host_keys import known
 
@@ -170,6 +171,48 @@ def test_rerun_after_a_crash_does_not_clone_finished_nodes(lab_inventory, tmp_pa
     assert (Path(n02.disk) / "dev" / "sda1").read_bytes() == image
     records = ClusterFiles.of(inv, env).store().load()
     assert [(records[n].state, records[n].boot) for n in ("n01", "n02")] == [("done", "local")] * 2
+
+
+def test_a_diskless_node_boots_from_a_running_install(lab_inventory, tmp_path):
+    """n03 is in diskless boot while `provision install` installs n01 and n02: the install's own DHCP, TFTP and
+    HTTP serve its diskless boot (loader config, kernel and initramfs, the squashfs checked against its sha256,
+    its identity, its kept host keys) while the others install; n01 and n02 end done, cloned and on local
+    boot, n03 is never in the ring and stays in diskless boot."""
+    inv, env = lab_inventory
+    text = Path(inv.path).read_text()
+    Path(inv.path).write_text(text.replace("  transport: http ", f"  diskless: {diskless_dir(tmp_path)}\n  transport: http "))
+    inv = load_inventory(inv.path)
+    built = lab.lab_up(inv, nodes=3, env=env, image_mib=8)
+    assert main(["flip-to-diskless", "--inventory", str(inv.path), "n03"], env) == 0
+    install = subprocess.Popen(
+        netns.ns_argv(built.server_ns, [sys.executable, "-m", "provision", "install", "--inventory", str(inv.path),
+                                        "--nodes", "n01,n02", "--wait", "120", "--finish-wait", "60",
+                                        "--linger", "15", "-v"]),  # serving n03 even if n01 and n02 are quick
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    booted = lab.boot_nodes(built, ["n01", "n02"], reboot_seconds=0.5)
+    n03 = built.node("n03")
+    subprocess.run(["ip", "-n", n03.ns, "link", "set", netns.HOST_IFACE, "up"], check=True)
+    work = tmp_path / "n03-diskless"
+    diskless = subprocess.run(netns.ns_argv(n03.ns, [
+        sys.executable, "-m", "provision.lab.diskless_node", "--name", "n03", "--mac", n03.mac, "--work", str(work),
+        "--tries", "30", "--retry-seconds", "1"]), cwd=REPO, capture_output=True, text=True, timeout=300)
+    running = install.poll() is None  # n03 was served while the install still ran
+    output, _ = install.communicate(timeout=300)
+    result = json.loads((work / "result.json").read_text())
+    assert diskless.returncode == 0 and result["ok"], diskless.stdout + diskless.stderr + output[-3000:]
+    assert running, output[-3000:]
+    assert [s["step"] for s in result["steps"]] == ["dhcp", "pxe", "kernel", "fetch", "identity"], result
+    assert "image verified (sha256" in result["steps"][3]["detail"], result
+    assert (work / "root" / "etc" / "hostname").read_text() == "n03\n"
+    assert [booted[n].wait(timeout=60) for n in ("n01", "n02")] == [0, 0], output
+    assert install.returncode == 0, output
+    assert "ring of 2 node(s): lab-srv -> n01 -> n02" in output, output
+    assert re.search(r"http: sent /?boot/diskless/root\.squashfs to 10\.77\.0\.13: \d+ bytes", output), output
+    records = ClusterFiles.of(inv, env).store().load()
+    assert [(records[n].state, records[n].boot) for n in ("n01", "n02")] == [("done", "local")] * 2
+    assert records["n03"].boot == "diskless", records["n03"]
+    image = (tmp_path / "files" / "image.raw").read_bytes()
+    assert all((Path(built.node(n).disk) / "dev" / "sda1").read_bytes() == image for n in ("n01", "n02"))
 
 
 def test_enough_ready_nodes_start_the_ring_without_the_rest(lab_inventory, tmp_path):

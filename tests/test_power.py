@@ -132,7 +132,7 @@ def test_bad_bmcs_fail_per_node_while_the_others_go_on(tmp_path, sims, capsys):
         hanging.bind(("127.0.0.1", 0))
         nodes = (node_entry(1, sims[0]) + node_entry(2, sims[1], ", password_file: wrong.secret")
                  + node_entry(3, free_udp_port()) + node_entry(4, hanging.getsockname()[1])
-                 + node_entry(5, sims[1], ", password_file: open.secret"))
+                 + node_entry(5, free_udp_port(), ", password_file: open.secret"))
         defaults = f"bmc: {{user: {USER}, password_file: bmc.secret}}"
         inventory = write(tmp_path, inventory_yaml(0, defaults=defaults, extra_nodes=nodes))
         status = main(["power", "on", "--all", "--timeout", "2", "--retries", "1", "--inventory", str(inventory)])
@@ -148,22 +148,38 @@ def test_bad_bmcs_fail_per_node_while_the_others_go_on(tmp_path, sims, capsys):
     assert machine_pid(tmp_path, "m1") is not None and machine_pid(tmp_path, "m2") is None
 
 
+def test_the_cipher_suite_asked_for_is_used(tmp_path, sims, capsys):
+    """bmc.cipher_suite goes to ipmitool: ipmi_sim speaks suite 2 (SHA1, no encryption) but has no SHA-256, so
+    suite 17 is refused by the BMC, which says so, and is not retried."""
+    (tmp_path / "bmc.secret").write_text(PASSWORD + "\n")
+    (tmp_path / "bmc.secret").chmod(0o600)
+    defaults = f"bmc: {{user: {USER}, password_file: bmc.secret}}"
+    nodes = node_entry(1, sims[0], ", cipher_suite: 2") + node_entry(2, sims[1], ", cipher_suite: 17")
+    inventory = write(tmp_path, inventory_yaml(0, defaults=defaults, extra_nodes=nodes))
+    status, found = power(inventory, capsys, "status", "--all")
+    assert status == 1 and found["m1"]["power"] == "off", found
+    assert found["m2"]["error"].startswith(f"ipmi 127.0.0.1:{sims[1]}: the BMC does not offer cipher suite 17 ("
+                                           "Error in open session response message : invalid authentication "
+                                           "algorithm"), found["m2"]
+    assert found["m2"]["error"].endswith("): set bmc.cipher_suite") and found["m2"]["attempts"] == 1
+
+
 def test_install_power_cycle_sets_pxe_once_and_cycles_each_node_and_fails_the_refused(tmp_path, sims, inventory):
     """Install.power_cycle (what `install --power-cycle` does once it serves): the node is started with a
     network boot and stays pending; a node whose BMC refuses the login is failed in the state store, by name."""
     (tmp_path / "wrong.secret").write_text("not-the-password\n")
     (tmp_path / "wrong.secret").chmod(0o600)
-    text = inventory.read_text() + node_entry(3, sims[1], ", password_file: wrong.secret")
+    text = inventory.read_text().replace(node_entry(2, sims[1]), node_entry(2, sims[1], ", password_file: wrong.secret"))
     inv = load_inventory(write(tmp_path, text, "cycle.yaml"))
     env = {"PROVISION_STATE_DIR": str(tmp_path / "state")}
     install = Install(inv, InstallOptions(power_cycle=True), env, show=lambda line: None)
     install.store.ensure(inv.node_names)
-    pending = install.power_cycle([inv.node("m1"), inv.node("m3")])
+    pending = install.power_cycle([inv.node("m1"), inv.node("m2")])
     assert [n.name for n in pending] == ["m1"]
     assert (tmp_path / "bmc-m1" / "boots").read_text().split() == ["pxe"]  # powered on from off: PXE once
     assert (tmp_path / "bmc-m1" / "boot").read_text().strip() == "default"  # used up
-    assert machine_pid(tmp_path, "m2") is None  # not asked
-    failed = install.record("m3")
+    assert machine_pid(tmp_path, "m2") is None  # refused
+    failed = install.record("m2")
     assert failed.state is NodeState.FAILED
     assert failed.error == f"--power-cycle: ipmi 127.0.0.1:{sims[1]}: wrong password (RAKP 2 HMAC is invalid)"
 

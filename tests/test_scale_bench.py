@@ -41,6 +41,14 @@ def test_each_phase_ends_at_the_last_log_line_of_its_kind():
     assert list(split) == list(sb.PHASES)
 
 
+def test_when_the_last_nodes_host_keys_were_made():
+    at = datetime(2026, 12, 6, 10, 0, 0).timestamp()
+    log = LOG + ("2026-12-06 10:00:03,000 provision.host_keys: host keys: made n001's (rsa, ecdsa, ed25519)\n"
+                 "2026-12-06 10:00:03,250 provision.host_keys: host keys: made n002's (rsa, ecdsa, ed25519)\n")
+    assert sb.keys_made(log, reset=at) == pytest.approx(3.25)
+    assert sb.keys_made(LOG, reset=at) is None
+
+
 def test_processes_are_told_apart_by_their_command_line():
     py = "/work/main/.venv/bin/python"
     assert sb.kind_of([py, "/work/main/.venv/bin/dollyC", "--listen", "0.0.0.0:9998"]) == "dollyC"
@@ -65,6 +73,7 @@ def test_two_nodes_with_a_boot_payload_and_a_faster_server_link(tmp_path):
     assert row["boot_bytes"] == pytest.approx(300_000, rel=0.005)
     assert all(seconds >= 0 for seconds in row["phases"].values()) and row["phases"]["ring"] > 0
     assert row["seconds"] == pytest.approx(sum(row["phases"][p] for p in sb.PHASES[1:-1]))
+    assert row["host_keys_made"] is not None  # the nodes' keys made by the server during the install
     processes = row["processes"]
     assert processes["dollyC"]["processes"] == 2 and processes["node player"]["processes"] == 2
     assert processes["dollyC"]["peak_rss_mb"] > 5 and processes["provision install"]["peak_rss_mb"] > 5

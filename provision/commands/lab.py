@@ -130,6 +130,9 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
     demo.add_argument("--vm", action="store_true",
                       help="QEMU machines: install, reboot from their own disks, provision verify, phase timings")
     demo.add_argument("--kill", metavar="NODE", help="pull this node's plug in the middle of the clone")
+    demo.add_argument("--discover", metavar="NODE,...", type=lambda text: text.split(","), default=[],
+                      help="with --vm: install from the inventory without these (its last) machines, found first by "
+                           "provision discover --bmc-range")
     demo.add_argument("--rate", default=lab.DEFAULT_RATE, metavar="RATE", help="tc rate of every link")
     demo.add_argument("--image-mib", type=int, default=lab.DEFAULT_IMAGE_MIB, metavar="MIB",
                       help="size of the random image made if the inventory's image source is missing")
@@ -138,7 +141,7 @@ def _demo_arguments(demo: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
     inv = load_inventory(resolve_inventory_path(args.inventory, env))
     if args.vm:
-        vm_result = lab_vm_demo.run_vm_demo(inv, args.nodes, kill=args.kill, env=env)
+        vm_result = lab_vm_demo.run_vm_demo(inv, args.nodes, kill=args.kill, env=env, discover=args.discover)
         print(lab_vm_demo.summary(vm_result))
         return ExitStatus.SUCCESS if vm_result.ok else ExitStatus.ERROR
     result = lab_demo.run_demo(inv, args.nodes or 4, kill=args.kill, rate=None if args.rate == "none" else args.rate,

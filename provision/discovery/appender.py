@@ -19,7 +19,9 @@ from provision.outputs import write_atomic
 
 def append_nodes(text: str, nodes: Sequence[NewNode], path: Path) -> str:
     """`text` with `nodes` added after the last item of its top-level `nodes:` list, in that item's style
-    (a flow mapping `- {name: .., mac: "..", ip: ..}` or a block mapping) and indentation. Pure."""
+    (a flow mapping `- {name: .., mac: "..", ip: ..}` or a block mapping) and indentation; a node found through
+    its BMC gets `bmc: {address: ..}` too (the rest of its BMC is defaults.bmc), and one whose request said its
+    firmware `firmware: bios|uefi`. Pure."""
     items = _nodes_sequence(text, path)
     last = items.value[-1]
     lines = text.splitlines(keepends=True)
@@ -32,10 +34,14 @@ def append_nodes(text: str, nodes: Sequence[NewNode], path: Path) -> str:
     key_indent = " " * last.start_mark.column
     new = []
     for node in nodes:
+        extra = ([f"firmware: {node.firmware}"] if node.firmware else []) + \
+            ([f"bmc: {{address: {node.bmc_address}}}"] if node.bmc_address else [])
         if isinstance(last, yaml.MappingNode) and last.flow_style:
-            new.append(f'{indent}- {{name: {node.name}, mac: "{node.mac}", ip: {node.ip}}}\n')
+            new.append(f'{indent}- {{name: {node.name}, mac: "{node.mac}", ip: {node.ip}'
+                       + "".join(f", {e}" for e in extra) + "}\n")
         else:
-            new.append(f'{indent}- name: {node.name}\n{key_indent}mac: "{node.mac}"\n{key_indent}ip: {node.ip}\n')
+            new.append(f'{indent}- name: {node.name}\n{key_indent}mac: "{node.mac}"\n{key_indent}ip: {node.ip}\n'
+                       + "".join(f"{key_indent}{e}\n" for e in extra))
     end = _last_line(last) + 1
     if end == len(lines) and lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"

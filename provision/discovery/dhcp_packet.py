@@ -5,6 +5,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from provision.model import Firmware
+
 ETH_P_IP = 0x0800
 ETH_P_8021Q = 0x8100
 UDP = 17
@@ -15,7 +17,10 @@ BOOTP_FIXED = 236  # op .. file, before the magic cookie
 
 # option 53 values
 DHCPDISCOVER, DHCPREQUEST = 1, 3
-OPT_PAD, OPT_END, OPT_HOSTNAME, OPT_MESSAGE_TYPE, OPT_VENDOR_CLASS = 0, 255, 12, 53, 60
+OPT_PAD, OPT_END, OPT_HOSTNAME, OPT_MESSAGE_TYPE, OPT_VENDOR_CLASS, OPT_CLIENT_ARCH = 0, 255, 12, 53, 60, 93
+# option 93 (RFC 4578, IANA "Processor Architecture Types"): x86 BIOS; EFI IA32, EFI BC (x86-64), EFI x86-64,
+# x86-64 UEFI HTTP boot
+ARCH_FIRMWARE = {0: Firmware.BIOS, 6: Firmware.UEFI, 7: Firmware.UEFI, 9: Firmware.UEFI, 16: Firmware.UEFI}
 
 
 @dataclass(frozen=True)
@@ -27,10 +32,16 @@ class DhcpRequest:
     xid: int
     hostname: str | None = None  # option 12
     vendor_class: str | None = None  # option 60, e.g. PXEClient:Arch:00000:UNDI:002001
+    client_arch: int | None = None  # option 93's first architecture type
 
     @property
     def is_discover(self) -> bool:
         return self.message_type == DHCPDISCOVER
+
+    @property
+    def firmware(self) -> Firmware | None:
+        """What firmware the client's option 93 says it boots with (x86 BIOS or UEFI); None: not said or other."""
+        return ARCH_FIRMWARE.get(self.client_arch) if self.client_arch is not None else None
 
 
 def parse_frame(frame: bytes) -> DhcpRequest | None:
@@ -76,9 +87,11 @@ def parse_bootp(payload: bytes) -> DhcpRequest | None:
     if options is None:
         return None
     message_type = options.get(OPT_MESSAGE_TYPE)
+    arch = options.get(OPT_CLIENT_ARCH)
     return DhcpRequest(mac=mac, message_type=message_type[0] if message_type and len(message_type) == 1 else None,
                        xid=xid, hostname=_text(options.get(OPT_HOSTNAME)),
-                       vendor_class=_text(options.get(OPT_VENDOR_CLASS)))
+                       vendor_class=_text(options.get(OPT_VENDOR_CLASS)),
+                       client_arch=struct.unpack_from("!H", arch)[0] if arch and len(arch) >= 2 else None)
 
 
 def _options(data: bytes) -> dict[int, bytes] | None:

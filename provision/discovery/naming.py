@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from provision.errors import InputError
-from provision.model import Inventory
+from provision.model import Firmware, Inventory
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,8 @@ class NewNode:
     name: str
     mac: str
     ip: ipaddress.IPv4Address
+    bmc_address: str | None = None  # the BMC that powered it on (sequential discovery): its entry's bmc.address
+    firmware: Firmware | None = None  # what its DHCPDISCOVER said (option 93): its entry's firmware
 
 
 def default_name_format(last_name: str) -> str:
@@ -76,11 +78,11 @@ class Allocator:
                 yield name
             index += 1
 
-    def next(self, mac: str) -> NewNode:
+    def next(self, mac: str, bmc_address: str | None = None, firmware: Firmware | None = None) -> NewNode:
         ip = next(self._ips, None)
         if ip is None:
             raise InputError(f"no free address left in the subnet for {mac}")
-        return NewNode(name=next(self._names), mac=mac, ip=ip)
+        return NewNode(name=next(self._names), mac=mac, ip=ip, bmc_address=bmc_address, firmware=firmware)
 
 
 def _addresses_from(first: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) -> Iterator[ipaddress.IPv4Address]:

@@ -77,14 +77,16 @@ def _inventory(f: Fields, path: Path, data: Any) -> Inventory | None:
     kickstart = sections.kickstart({} if top.get("kickstart") is None else top["kickstart"])
     dolly = sections.dolly({} if top.get("dolly") is None else top["dolly"])
     dhcp = sections.dhcp({} if top.get("dhcp") is None else top["dhcp"])
+    ring = sections.ring({} if top.get("ring") is None else top["ring"], server)
     defaults = nodes.settings(("defaults",), {} if top.get("defaults") is None else top["defaults"], None)
     node_list = nodes.nodes(top.get("nodes"), defaults)
     if network is not None:
         checks.addresses(network, server, nodes.identities)
     if images is not None:
         checks.image_targets(images, nodes.disk_use)
-    parts = (cluster, server, network, boot, images, kickstart, dolly, dhcp, defaults, node_list)
+    parts = (cluster, server, network, boot, images, kickstart, dolly, dhcp, ring, defaults, node_list)
     if f.problems or any(p is None for p in parts):
         return None
     return Inventory(path=path, cluster=cluster, server=server, network=network, boot=boot, images=images,
-                     kickstart=kickstart, dolly=dolly, dhcp=dhcp, nodes=tuple(node_list))
+                     kickstart=kickstart, dolly=dolly, dhcp=dhcp, ring=ring, nodes=tuple(node_list),
+                     default_bmc=defaults.get("bmc"))

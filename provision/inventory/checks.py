@@ -4,10 +4,12 @@ label and bootloader against its firmware, raw image targets against the nodes' 
 from __future__ import annotations
 
 from ipaddress import IPv4Address
+from urllib.parse import urlsplit
 
 from provision.fields import Fields, format_path
 from provision.inventory.disks import numbered_partitions, partition_number
-from provision.model import Bootloader, Disk, DiskLabel, Firmware, Image, Network, Node, Server
+from provision.model import (IPMI_PORT, Bmc, BmcType, Bootloader, Disk, DiskLabel, Firmware, Image, Network, Node,
+                             Server)
 
 ESP_MOUNT = "/boot/efi"  # the EFI system partition (the installer's `esp` role)
 MBR_PRIMARY = 4  # partitions an msdos label holds (the installer writes no extended ones)
@@ -24,6 +26,7 @@ class Checks:
     def __init__(self, fields: Fields):
         self.f = fields
         self.reported: set[tuple[tuple, str]] = set()  # (path, message) of node-level problems said once
+        self.bmc_users: dict[tuple, tuple[int, str]] = {}  # a BMC's identity -> (index, name) of its first node
 
     def say_once(self, path: tuple, message: str, *value: str) -> None:
         if (path, message) not in self.reported:
@@ -66,6 +69,17 @@ class Checks:
             return
         value = {"bootloader": node.bootloader, "firmware": node.firmware}.get(path[-1])
         self.say_once(path, message, *([str(value)] if value else []))
+
+    def bmc(self, node: Node, index: int, path: tuple) -> None:
+        """No two nodes with the same BMC (the same protocol, address and port; for Redfish also the same system):
+        a power action would hit the wrong machine. Reported at the second node's `path`."""
+        if node.bmc is None or node.bmc.address is None:
+            return
+        first, name = self.bmc_users.setdefault(bmc_identity(node.bmc), (index, node.name))
+        if first != index:
+            system = f" system {node.bmc.system}" if node.bmc.system else ""
+            self.f.problem(path, f"the BMC {node.bmc.where}{system} is already nodes[{first}] ({name})'s",
+                           node.bmc.address)
 
     def image_targets(self, images: tuple[Image, ...], disks: DiskUse) -> None:
         """A raw image target that is a partition of a node's disk (/dev/sda2, /dev/nvme0n1p2) must be one the
@@ -123,6 +137,21 @@ class Checks:
                     self.f.problem(p + (key,), f"already used by {seen[value]}", str(value))
                 else:
                     seen[value] = f"nodes[{i}] ({name or '?'})"
+
+
+def bmc_identity(bmc: Bmc) -> tuple:
+    """What tells BMCs apart: protocol, host (lower case), port (the default one if not given) and, for Redfish,
+    the system (None: the service's only one). https://h, h and https://h:443 are one Redfish service."""
+    if bmc.type == BmcType.REDFISH:
+        scheme, _, rest = (bmc.address or "").lower().rpartition("://")
+        url = urlsplit(f"{scheme or 'https'}://{rest}")
+        try:
+            given = url.port
+        except ValueError:
+            given = None
+        port = bmc.port or given or (443 if url.scheme == "https" else 80)
+        return (BmcType.REDFISH, url.hostname, port, bmc.system)
+    return (bmc.type, (bmc.address or "").lower(), bmc.port or IPMI_PORT, None)
 
 
 def of_nodes(names: list[str], thing: str) -> str:

@@ -91,6 +91,8 @@ class Nodes:
         if node.bmc is not None and (lacking := self.bmcs.missing(node.bmc)):
             self.checks.say_once(p + ("bmc",) if "bmc" in m else ("defaults", "bmc"),
                                  f"the BMC lacks {', '.join(lacking)} (give them here or in defaults.bmc)")
+        own = m.get("bmc") if isinstance(m.get("bmc"), dict) else {}
+        self.checks.bmc(node, p[-1], p + ("bmc", "address") if "address" in own else p + ("bmc",) if own else p)
         given = p + ("disk",) if "disk" in m else None if node.disk is DEFAULT_DISK else ("defaults", "disk")
         self.disk_use.setdefault((id(node.disk), node.disk_label, given), (node.disk, []))[1].append(name)
         return node

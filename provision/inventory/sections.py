@@ -1,4 +1,4 @@
-"""The cluster-wide sections of the inventory: server, network, boot, images, kickstart, dolly, dhcp."""
+"""The cluster-wide sections of the inventory: server, network, boot, images, kickstart, dolly, dhcp, ring."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 
 from provision.fields import Fields
 from provision.inventory.schema import default, keys, required
-from provision.model import Boot, Dhcp, DhcpServer, Dolly, Image, KickstartSettings, Network, Server, Transport
+from provision.model import Boot, Dhcp, DhcpServer, Dolly, Image, KickstartSettings, Network, Ring, Server, Transport
 
 WORD = re.compile(r"^[A-Za-z0-9_./+-]+$")
 MOUNT = re.compile(r"^/[A-Za-z0-9_./-]*$")
+MAX_RINGS = 1024  # dollyS processes at once on the install server
 
 
 class Sections:
@@ -128,3 +129,26 @@ class Sections:
             return Dolly()
         text = self.f.text(p + ("secret_file",), m["secret_file"], WORD, "path")
         return None if text is None else Dolly((self.path.parent / text).absolute())
+
+    def ring(self, data: Any, server: Server | None) -> Ring | None:
+        """How many rings clone at once; ring i's tail listens on the server's dolly_port + i, which must be
+        a port and not the HTTP port."""
+        p = ("ring",)
+        m = self.f.mapping(p, data, keys(Ring))
+        if m is None:
+            return None
+        count = self.f.integer(p + ("count",), m.get("count", default(Ring, "count")), 1, MAX_RINGS)
+        if count is None:
+            return None
+        if server is not None:
+            last = server.dolly_port + count - 1
+            if last > 65535:
+                self.f.problem(p + ("count",), f"rings 1-{count} close back to the server's ports "
+                                               f"{server.dolly_port}-{last}: past 65535", count)
+                return None
+            if server.dolly_port < server.http_port <= last:
+                self.f.problem(p + ("count",), f"rings 1-{count} close back to the server's ports "
+                                               f"{server.dolly_port}-{last}, which hold its http_port "
+                                               f"{server.http_port}", count)
+                return None
+        return Ring(count)

@@ -21,7 +21,7 @@ from pathlib import Path
 from provision.cluster import ClusterFiles
 from provision.errors import ProvisionError
 from provision.inventory import state_dir
-from provision.lab import cluster as lab, vm as lab_vm
+from provision.lab import cluster as lab, vm as lab_vm, vm_discover
 from provision.lab.clone_checks import CHECK_COMMAND, golden_digests, installer_fetches, parse_checks, parse_disks
 from provision.lab.provision_cli import (in_server, install_args, node_records, run_in_server, ssh_args,
                                          verify_nodes)
@@ -68,6 +68,7 @@ class VmDemoResult:
     seconds: float
     logs: Path
     diskless: tuple[DisklessOutcome, ...] = ()  # the diskless round, if it ran
+    discovered: tuple[str, ...] = ()  # what `provision discover` appended (name mac ip firmware bmc), if it ran
 
     @property
     def ok(self) -> bool:
@@ -76,10 +77,12 @@ class VmDemoResult:
 
 def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = None, ring_timeout: float = 20.0,
                 env: Mapping[str, str] = os.environ, show: Callable[[str], None] = print,
-                logs: Path | None = None, boot_wait: float = 900.0) -> VmDemoResult:
+                logs: Path | None = None, boot_wait: float = 900.0, discover: Sequence[str] = ()) -> VmDemoResult:
     """Run the demo; logs (install, verify, every serial console, TFTP) are kept in `logs`
     (default <state dir>/demo-vm/) after lab down. Without `kill`, and if the inventory has boot.diskless, the
-    first BIOS and the first UEFI machine then do the diskless round (vm_diskless.py)."""
+    first BIOS and the first UEFI machine then do the diskless round (vm_diskless.py). With `discover` (the
+    inventory's last node names) the install's inventory first lacks those machines and `provision discover
+    --bmc-range` finds them (vm_discover.py)."""
     started = time.monotonic()
     logs = logs or state_dir(env) / "demo-vm"
     shutil.rmtree(logs, ignore_errors=True)
@@ -92,6 +95,14 @@ def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = Non
             raise ProvisionError(f"--kill {kill}: not a machine of this lab ({', '.join(names)})")
         show(f"lab up --vm: {len(names)} QEMU machines ({', '.join(f'{n.name} {n.firmware}' for n in built.nodes)}) "
              f"+ server {built.server_name} in {built.server_ns}")
+        discovered = ()
+        if discover:
+            found = vm_discover.discover(inv, built, discover, logs, run_env)
+            if not found.ok:
+                raise ProvisionError(f"provision discover did not find {', '.join(found.expected)} as the lab has "
+                                     f"them; it appended {list(found.found)}:\n{found.output[-3000:]}")
+            inv, discovered = found.inventory, found.found
+            show(f"provision discover --bmc-range found in {found.seconds:.0f} s: " + "; ".join(discovered))
         files = ClusterFiles.of(inv, env)
         clocks = {name: NodeClock(name) for name in names}
         install_log = logs / "install.log"
@@ -116,7 +127,7 @@ def run_vm_demo(inv: Inventory, nodes: int | None = None, kill: str | None = Non
         _keep_serial_logs(built, logs)
         lab.lab_down(env)
     return VmDemoResult(install_status, verify_status, outcomes, tuple(clocks[n] for n in names),
-                        time.monotonic() - started, logs, diskless)
+                        time.monotonic() - started, logs, diskless, discovered)
 
 
 def _diskless_nodes(inv: Inventory, built: lab.Lab, booted: Sequence[str]) -> list[str]:
@@ -264,5 +275,6 @@ def summary(result: VmDemoResult) -> str:
                            f" {n.note}"] for n in result.nodes),
         f"demo-vm: {len(result.nodes)} machine(s) in {result.seconds:.0f} s, install exit status "
         f"{result.install_status}, verify {result.verify_status}", result.ok, f" (logs in {result.logs})")
-    lines = ["seconds after power-on at the end of each phase:", timing_table(result), "", table]
+    lines = ([f"found by provision discover: {'; '.join(result.discovered)}"] if result.discovered else []) + [
+        "seconds after power-on at the end of each phase:", timing_table(result), "", table]
     return "\n".join(lines + ([diskless_summary(result.diskless)] if result.diskless else []))

@@ -47,10 +47,10 @@ def diskless_round(inv: Inventory, built: lab.Lab, names: Sequence[str], logs: P
                    show: Callable[[str], None]) -> tuple[DisklessOutcome, ...]:
     """Run the round on the installed, running machines `names`; logs (serve, verify, checks, serial) in `logs`."""
     nodes = [built.node(name) for name in names]
-    _cli(built, env, "power", "off", *names)
+    _cli(inv, built, env, "power", "off", *names)
     _wait_off(nodes)
     before = {n.name: disk_sha256(Path(n.disk)) for n in nodes}
-    _cli(built, env, "flip-to-diskless", *names)
+    _cli(inv, built, env, "flip-to-diskless", *names)
     serve_log = logs / "serve.log"
     with open(serve_log, "wb") as out:
         serve = subprocess.Popen(in_server(built, ["serve", "--inventory", str(inv.path), "-v"]), env=dict(env),
@@ -59,7 +59,7 @@ def diskless_round(inv: Inventory, built: lab.Lab, names: Sequence[str], logs: P
         _wait(lambda: SERVE_READY in serve_log.read_text() or serve.poll() is not None, 120, "provision serve")
         if serve.poll() is not None:
             raise ProvisionError(f"provision serve ended at once:\n{serve_log.read_text()[-3000:]}")
-        started = _power_on(built, env, nodes)
+        started = _power_on(inv, built, env, nodes)
         login = _wait_login(nodes, started, 600)
         show("diskless: " + ", ".join(f"{n} login prompt {s:.0f} s after power-on" for n, s in login.items()))
         verified: dict[str, float] = {}
@@ -68,12 +68,12 @@ def diskless_round(inv: Inventory, built: lab.Lab, names: Sequence[str], logs: P
         consoles = {n.name: _serial(n) for n in nodes}
         checks = run_in_server(built, ["run", *ssh_args(inv), ",".join(names), "--", CHECKS], env)
         (logs / "checks-diskless.log").write_text(checks.stdout + checks.stderr)
-        _cli(built, env, "power", "off", *names)
+        _cli(inv, built, env, "power", "off", *names)
         _wait_off(nodes)
         after = {n.name: disk_sha256(Path(n.disk)) for n in nodes}
         _keep_serial(nodes, logs, "diskless")
-        _cli(built, env, "flip-to-local", *names)
-        local_started = _power_on(built, env, nodes)
+        _cli(inv, built, env, "flip-to-local", *names)
+        local_started = _power_on(inv, built, env, nodes)
         _wait_login(nodes, local_started, 600)
         back = _back_on_disk(inv, built, names, logs, env)
         _keep_serial(nodes, logs, "local-again")
@@ -94,17 +94,18 @@ def disk_sha256(path: Path) -> str:
         return hashlib.file_digest(disk, "sha256").hexdigest()
 
 
-def _cli(built: lab.Lab, env: Mapping[str, str], *argv: str) -> None:
-    proc = run_in_server(built, [*argv, "--inventory", built.inventory], env)
+def _cli(inv: Inventory, built: lab.Lab, env: Mapping[str, str], *argv: str) -> None:
+    proc = run_in_server(built, [*argv, "--inventory", str(inv.path)], env)
     if proc.returncode != 0:
         raise ProvisionError(f"provision {' '.join(argv)}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
 
 
-def _power_on(built: lab.Lab, env: Mapping[str, str], nodes: Sequence[lab.LabNode]) -> dict[str, float]:
+def _power_on(inv: Inventory, built: lab.Lab, env: Mapping[str, str],
+              nodes: Sequence[lab.LabNode]) -> dict[str, float]:
     """Fresh serial logs, then `provision power on` (the BMCs start the machines); the time of the power-on."""
     for node in nodes:
         (Path(node.work) / lab_vm.SERIAL_LOG).unlink(missing_ok=True)
-    _cli(built, env, "power", "on", *(n.name for n in nodes))
+    _cli(inv, built, env, "power", "on", *(n.name for n in nodes))
     now = time.monotonic()
     return {n.name: now for n in nodes}
 

@@ -8,27 +8,30 @@ import math
 import os
 import subprocess
 
-from provision.model import IPMI_PORT, Bmc
+from provision.model import IPMI_CIPHER_SUITE, IPMI_PORT, Bmc
 from provision.power import PowerError, Unreachable, Verb
 
 IPMITOOL = "ipmitool"
-# RMCP+ cipher suite 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128): the one IPMI v2.0 requires every BMC to
-# have; naming it spares the Get Channel Cipher Suites round trip, which some BMCs (ipmi_sim) never answer.
-CIPHER_SUITE = "3"
 _CONTROL = {Verb.ON: "on", Verb.OFF: "off", Verb.RESET: "reset", Verb.CYCLE: "cycle"}
 # What ipmitool -v says when the BMC gave no answer, and what it says for a refused login
 _NO_ANSWER = ("get auth capabilities error", "no response", "timeout")
 _REFUSED = {"rakp 2 hmac is invalid": "wrong password (RAKP 2 HMAC is invalid)",
             "unauthorized name": "unknown user (RAKP 2: unauthorized name)"}
+# What ipmitool says when the BMC does not offer the cipher suite asked for (its open session response)
+_NO_SUITE = ("invalid authentication algorithm", "invalid integrity algorithm", "invalid confidentiality algorithm")
 
 
 class IpmiDriver:
     """ipmitool calls to one BMC, each a session of its own, given about `timeout` seconds: half per packet
-    (-N), as ipmitool asks twice before it gives up on a BMC; the retries are provision.power.pool's."""
+    (-N), as ipmitool asks twice before it gives up on a BMC; the retries are provision.power.pool's. The cipher
+    suite is always named (-C): that spares the Get Channel Cipher Suites round trip, which some BMCs (ipmi_sim)
+    never answer."""
 
     def __init__(self, bmc: Bmc, password: str, timeout: float):
-        self.argv = [IPMITOOL, "-v", "-I", "lanplus", "-C", CIPHER_SUITE, "-H", bmc.address or "", "-p", str(bmc.port or IPMI_PORT),
-                     "-U", bmc.user or "", "-E", "-N", str(max(1, math.ceil(timeout / 2))), "-R", "1"]
+        self.suite = bmc.cipher_suite if bmc.cipher_suite is not None else IPMI_CIPHER_SUITE
+        self.argv = [IPMITOOL, "-v", "-I", "lanplus", "-C", str(self.suite), "-H", bmc.address or "",
+                     "-p", str(bmc.port or IPMI_PORT), "-U", bmc.user or "", "-E",
+                     "-N", str(max(1, math.ceil(timeout / 2))), "-R", "1"]
         self.env = {**os.environ, "IPMI_PASSWORD": password}
         self.timeout = timeout
 
@@ -67,6 +70,8 @@ class IpmiDriver:
             refused = next((why for key, why in _REFUSED.items() if key in said.lower()), None)
             if refused:
                 raise PowerError(refused)
+            if any(s in said.lower() for s in _NO_SUITE):
+                raise PowerError(f"the BMC does not offer cipher suite {self.suite} ({said}): set bmc.cipher_suite")
             if any(s in said.lower() for s in _NO_ANSWER):
                 raise Unreachable(f"no answer ({said})")
             raise PowerError(said)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from provision.errors import InputError
-from provision.model import BmcType, Node
+from provision.model import Bmc, BmcType, Node
 from provision.power import Driver, Outcome, PowerError, Unreachable, Verb
 from provision.power.credentials import password
 from provision.power.ipmi import IpmiDriver
@@ -20,13 +20,12 @@ RETRIES = 2  # more attempts after a BMC gave no answer
 BACKOFF = 1.0  # seconds before the first retry, doubled each time
 
 
-def connect(node: Node, timeout: float) -> Driver:
-    """A session to the node's BMC with the driver of its protocol."""
-    assert node.bmc is not None
-    secret = password(node.bmc, node.name)
-    if node.bmc.type == BmcType.REDFISH:
-        return RedfishDriver(node.bmc, secret, timeout)
-    return IpmiDriver(node.bmc, secret, timeout)
+def connect(name: str, bmc: Bmc, timeout: float) -> Driver:
+    """A session to the BMC (of node `name`) with the driver of its protocol."""
+    secret = password(bmc, name)
+    if bmc.type == BmcType.REDFISH:
+        return RedfishDriver(bmc, secret, timeout)
+    return IpmiDriver(bmc, secret, timeout)
 
 
 def apply(driver: Driver, verbs: Sequence[Verb]) -> str:
@@ -39,22 +38,28 @@ def apply(driver: Driver, verbs: Sequence[Verb]) -> str:
     return driver.power()
 
 
-def run_node(node: Node, verbs: Sequence[Verb], timeout: float = TIMEOUT, retries: int = RETRIES,
-             backoff: float = BACKOFF, sleep: Callable[[float], None] = time.sleep) -> Outcome:
-    """The verbs on one node; a BMC that does not answer is tried again after backoff, 2*backoff, ..."""
+def run_node(node: Node, verbs: Sequence[Verb], **kw) -> Outcome:
+    """The verbs on one node through its BMC (see run_bmc)."""
+    return run_bmc(node.name, node.bmc, verbs, **kw)
+
+
+def run_bmc(name: str, bmc: Bmc | None, verbs: Sequence[Verb], timeout: float = TIMEOUT, retries: int = RETRIES,
+            backoff: float = BACKOFF, sleep: Callable[[float], None] = time.sleep) -> Outcome:
+    """The verbs on the machine behind `bmc` (node `name`); a BMC that does not answer is tried again after
+    backoff, 2*backoff, ..."""
     start, attempt, verb = time.monotonic(), 0, verbs[-1]
-    where = node.bmc.where if node.bmc else "no BMC"
+    where = bmc.where if bmc else "no BMC"
 
     def outcome(**kw) -> Outcome:
-        return Outcome(node.name, where, verb, attempts=attempt, seconds=time.monotonic() - start, **kw)
+        return Outcome(name, where, verb, attempts=attempt, seconds=time.monotonic() - start, **kw)
 
-    if node.bmc is None:
+    if bmc is None:
         return outcome(error="no bmc: in the inventory for this node")
     while True:
         attempt += 1
         driver = None
         try:
-            driver = connect(node, timeout)
+            driver = connect(name, bmc, timeout)
             return outcome(power=apply(driver, verbs))
         except InputError as exc:
             return outcome(error=str(exc))
@@ -71,8 +76,14 @@ def run_node(node: Node, verbs: Sequence[Verb], timeout: float = TIMEOUT, retrie
 
 def run(nodes: Iterable[Node], verbs: Sequence[Verb], workers: int = WORKERS, **kw) -> list[Outcome]:
     """The verbs on every node, `workers` nodes at a time; outcomes in the nodes' order."""
-    nodes = list(nodes)
-    if not nodes:
+    return run_bmcs([(n.name, n.bmc) for n in nodes], verbs, workers, **kw)
+
+
+def run_bmcs(targets: Iterable[tuple[str, Bmc | None]], verbs: Sequence[Verb], workers: int = WORKERS,
+             **kw) -> list[Outcome]:
+    """The verbs on every (name, BMC), `workers` at a time; outcomes in their order."""
+    targets = list(targets)
+    if not targets:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(nodes)))) as pool:
-        return list(pool.map(lambda n: run_node(n, verbs, **kw), nodes))
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(targets)))) as pool:
+        return list(pool.map(lambda t: run_bmc(*t, verbs, **kw), targets))

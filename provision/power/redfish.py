@@ -1,15 +1,19 @@
 """DMTF Redfish over HTTP(S) with the standard library: the ComputerSystem's PowerState, its
-#ComputerSystem.Reset action, and Boot.BootSourceOverride for the next boot."""
+#ComputerSystem.Reset action, and Boot.BootSourceOverride for the next boot. Over https the service's
+certificate is checked against the system's CA store, or the inventory's bmc.ca_file, or not at all
+(bmc.verify: false)."""
 
 from __future__ import annotations
 
 import base64
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
 
+from provision.errors import InputError
 from provision.model import Bmc
 from provision.power import PowerError, Unreachable, Verb
 
@@ -27,6 +31,7 @@ class RedfishDriver:
         token = base64.b64encode(f"{bmc.user}:{password}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
         self.timeout = timeout
+        self.tls = tls_context(bmc) if self.base.startswith("https:") else None
         self.system = self._system(bmc.system)
 
     def power(self) -> str:
@@ -75,13 +80,16 @@ class RedfishDriver:
         headers = {**self.headers, **({"Content-Type": "application/json"} if data else {})}
         request = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout, context=self.tls) as response:
                 text = response.read(_MAX_BODY)
         except urllib.error.HTTPError as exc:
             said = f"{method} {path}: HTTP {exc.code} {exc.reason}{_said(exc.read(_MAX_BODY))}"
             raise (Unreachable if exc.code >= 500 else PowerError)(said) from None  # 5xx: busy, try again
         except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):  # no retry: it would be refused again
+                raise PowerError(f"{method} {path}: the service's certificate is not trusted "
+                                 f"({reason.verify_message}): give bmc.ca_file, or bmc.verify: false") from None
             raise Unreachable(f"{method} {path}: no answer ({reason})") from None
         if not text.strip():
             return {}
@@ -90,6 +98,20 @@ class RedfishDriver:
         except ValueError:
             raise PowerError(f"{method} {path}: the answer is not JSON") from None
         return found if isinstance(found, dict) else {}
+
+
+def tls_context(bmc: Bmc) -> ssl.SSLContext:
+    """How https requests check the service: the system's CA store, the CA certificates of bmc.ca_file, or
+    (verify: false) not at all."""
+    try:
+        context = ssl.create_default_context(cafile=None if bmc.ca_file is None else str(bmc.ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise InputError(f"{bmc.ca_file}: bmc.ca_file: cannot load CA certificates from it: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not bmc.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def _said(body: bytes) -> str:
