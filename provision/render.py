@@ -230,7 +230,8 @@ def _render_files(
         if mode is BootMode.DISKLESS:
             host_keys_url = f"{inv.server.url}/api/nodes/{node.name}/host-keys"
             files[identity_path(node)] = render_template(identity, {**context, "host_keys_url": host_keys_url})
-    files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
+    if inv.nodes:  # an inventory before discovery has no ring yet
+        files[DOLLY_CONF] = render_template(template(env, "dolly.conf.j2"), {**shared, **dolly_ring(inv)})
     hosts = [(node, modes[node.name]) for node in inv.nodes]
     loaders = {"loader": pxe_loader(inv), "uefi_loader": GRUB_EFI_LOADER, "ipxe_loader": ipxe_pxe_loader(inv)}
     conf = KEA_CONF if inv.dhcp.server is DhcpServer.KEA else DHCPD_CONF

@@ -183,16 +183,18 @@ def test_demo_vm_installs_three_machines_that_boot_their_own_disks(vm_lab, tmp_p
 @vm
 @pytest.mark.root
 def test_demo_vm_discovered_then_one_machine_killed_mid_clone(vm_lab, tmp_path):
-    """The install's inventory lacks n02 and n03: `provision discover --bmc-range` (beside the running dhcpd)
-    powers them on one at a time through their BMCs and appends them as the lab has them (n03's DHCPDISCOVER says
-    UEFI: firmware uefi). Then n02's QEMU is killed while the ring feeds it: n01 and n03 finish and boot from
-    disk; n02 is reported failed and stays on install boot."""
+    """The install's inventory has no nodes (`nodes: []`): `provision discover --bmc-range` (beside the running
+    dhcpd) powers the three machines on one at a time through their BMCs and appends them as the lab has them
+    (n03's DHCPDISCOVER says UEFI: firmware uefi); `provision install --power-cycle` installs them. n02's QEMU is
+    killed while the ring feeds it: n01 and n03 finish and boot from disk; n02 is reported failed and stays on
+    install boot."""
     make_inventory, env = vm_lab
     inv = load_inventory(make_inventory())
     result = lab_vm_demo.run_vm_demo(inv, kill="n02", env=env, show=print, logs=tmp_path / "logs",
-                                     discover=("n02", "n03"))
+                                     discover=("n01", "n02", "n03"))
     summary = lab_vm_demo.summary(result)
-    assert result.discovered == ("n02 02:78:00:00:00:02 10.78.0.12 bios 10.78.0.112",
+    assert result.discovered == ("n01 02:78:00:00:00:01 10.78.0.11 bios 10.78.0.111",
+                                 "n02 02:78:00:00:00:02 10.78.0.12 bios 10.78.0.112",
                                  "n03 02:78:00:00:00:03 10.78.0.13 uefi 10.78.0.113"), summary
     inv = load_inventory(tmp_path / "logs" / "discovered.yaml")  # what the install used
     assert result.install_status == 1 and not result.diskless, summary

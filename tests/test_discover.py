@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from provision.discovery.naming import Allocator, NewNode, default_name_format
 from provision.errors import InputError
 from provision.inventory import load_inventory, parse_inventory
 from provision.model import Firmware
+from tests.conftest import require_tool
 from tests.fixtures.inventories import LAB, inventory_yaml, write
 
 # busybox 1.35 `udhcpc -i va -V PXEClient:Arch:00000:UNDI:002001 -x 0x5d:0000 -x hostname:lab-node` on a veth
@@ -140,7 +142,6 @@ def test_appending_to_block_style_nodes_before_the_next_section():
 
 
 @pytest.mark.parametrize("nodes, message", [
-    ("nodes: []\n", "nodes: discovery appends to a block list"),
     ("nodes: [{name: n1, mac: '02:00:00:00:00:01', ip: 10.9.0.2}]\n", "nodes: discovery appends to a block list"),
     ("", "nodes: no top-level `nodes:` list"),
     ("nodes:\n  -\n    name: n1\n    mac: '02:00:00:00:00:01'\n    ip: 10.9.0.2\n", "nodes: cannot tell the list"),
@@ -149,6 +150,43 @@ def test_no_list_to_append_to(nodes, message):
     text = inventory_yaml(0).replace("nodes:\n", nodes)
     with pytest.raises(InputError, match=message):
         append_nodes(text, NEW, Path("c.yaml"))
+
+
+@pytest.mark.parametrize("empty", ["nodes: []\n", "nodes: []   # found by provision discover\n"])
+def test_appending_to_an_inventory_without_nodes(tmp_path, empty):
+    """A cluster's inventory before discovery: server, network, defaults and no nodes; the first ones become a block
+    list of flow lines under `nodes:` (its comment kept), and what follows `nodes:` stays."""
+    text = inventory_yaml(0).replace("nodes:\n", empty) + "# the end\n"
+    assert parse_inventory(text, Path("c.yaml")).nodes == ()
+    new = [NewNode("n01", "02:00:00:00:00:01", ipaddress.IPv4Address("10.9.0.11"), firmware=Firmware.UEFI),
+           NewNode("n02", "02:00:00:00:00:02", ipaddress.IPv4Address("10.9.0.12"))]
+    out = append_nodes(text, new, Path("c.yaml"))
+    head = "nodes:  # found by provision discover\n" if "#" in empty else "nodes:\n"
+    assert out == text.replace(empty, head + '  - {name: n01, mac: "02:00:00:00:00:01", ip: 10.9.0.11, firmware: uefi}\n'
+                                            '  - {name: n02, mac: "02:00:00:00:00:02", ip: 10.9.0.12}\n')
+    assert [n.name for n in parse_inventory(out, Path("c.yaml")).nodes] == ["n01", "n02"]
+    assert append_nodes(out, [NewNode("n03", "02:00:00:00:00:03", ipaddress.IPv4Address("10.9.0.13"))],
+                        Path("c.yaml")).endswith('  - {name: n03, mac: "02:00:00:00:00:03", ip: 10.9.0.13}\n# the end\n')
+
+
+def test_an_inventory_without_nodes_renders_a_dhcpd_config_that_serves_nobody(tmp_path):
+    """What `provision dhcp start` needs before the first discovery: dhcpd's config (checked with dhcpd -t), no
+    dolly.conf (no ring yet)."""
+    require_tool("dhcpd")
+    path = write(tmp_path, inventory_yaml(0).replace("nodes:\n", "nodes: []\n"))
+    out = tmp_path / "out"
+    assert main(["render", "--inventory", str(path), "--out", str(out)], {"PROVISION_STATE_DIR": str(tmp_path)}) == 0
+    assert (out / "dhcpd.conf").is_file() and "host " not in (out / "dhcpd.conf").read_text()
+    assert not (out / "dolly.conf").exists()
+    check = subprocess.run(["dhcpd", "-t", "-4", "-cf", str(out / "dhcpd.conf")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def test_install_refuses_an_inventory_without_nodes(tmp_path, capsys):
+    path = write(tmp_path, inventory_yaml(0).replace("nodes:\n", "nodes: []\n"))
+    assert main(["install", "--inventory", str(path)], {"PROVISION_STATE_DIR": str(tmp_path / "state")}) == 3
+    assert f"{path}: nodes: none yet (provision discover adds them); nothing was done" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
 
 
 def test_replace_validates_keeps_a_backup_and_the_mode(tmp_path):

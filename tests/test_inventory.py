@@ -257,7 +257,7 @@ BAD = [
      "nodes[1].bootloader", "bootloader lilo, disk label gpt: LILO boots only from an msdos (MBR) disk", "node002"),
     ("key-given-twice", BASE.replace("  name: srv\n", "  name: srv\n  name: srv2\n"),
      "server.name", "key given twice", "srv2"),
-    ("no-nodes", BASE.split("nodes:")[0] + "nodes: []\n", "nodes", "at least one node", "nodes:"),
+    ("nodes-not-a-list", BASE.split("nodes:")[0] + "nodes: n1\n", "nodes", "expected a list: 'n1'", "nodes:"),
     ("bad-transport", BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: ftp\n"),
      "boot.transport", "expected one of http, tftp: 'ftp'", "transport: ftp"),
     ("diskless-bad-path", BASE.replace("  initrd: /srv/boot/initrd.img\n",

@@ -186,6 +186,58 @@ def test_a_client_asking_again_is_not_counted_twice(serve):
         first.close()
 
 
+def not_from(sock: socket.socket, *peers) -> tuple[bytes, tuple]:
+    """The next packet from a peer other than `peers` (the old transfer keeps sending its unacknowledged block)."""
+    while True:
+        packet, peer = sock.recvfrom(2048)
+        if peer not in peers:
+            return packet, peer
+
+
+def test_a_client_that_starts_over_from_the_same_port_is_served_at_once(serve, tree, caplog):
+    """A machine reset mid-transfer: its loader asks again from the same port (GRUB, iPXE) and gives up if not
+    answered soon. The same request a time-out later, or another file at once, gets a new transfer while the old
+    one is still timing out; a copy re-sent at once does not."""
+    caplog.set_level(logging.INFO, logger="provision.tftp")
+    server = serve()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.7", 0))
+    sock.settimeout(5)
+    try:
+        sock.sendto(b"\x00\x01kernel\x00octet\x00", ("127.0.0.1", server.port))
+        packet, old = sock.recvfrom(2048)
+        assert struct.unpack("!HH", packet[:4]) == (DATA, 1)
+        sock.sendto(struct.pack("!HH", ACK, 1), old)  # a block taken, then the machine is reset
+        sock.recvfrom(2048)  # DATA 2, never acknowledged
+        time.sleep(TIMEOUT * 1.2)  # the reset machine's loader asks again (the old transfer still runs)
+        assert server.running("127.0.0.7") == 1
+        sock.sendto(f"\x00\x01{CONFIG}\x00octet\x00".encode(), ("127.0.0.1", server.port))  # another file
+        packet, config = not_from(sock, old)
+        assert struct.unpack("!HH", packet[:4]) == (DATA, 1) and packet[4:] == b"DEFAULT install\n"
+        sock.sendto(struct.pack("!HH", ACK, 1), config)
+        sock.sendto(b"\x00\x01kernel\x00octet\x00", ("127.0.0.1", server.port))  # the same file again
+        packet, new = not_from(sock, old, config)
+        assert struct.unpack("!HH", packet[:4]) == (DATA, 1)
+        data, block = packet[4:], 1
+        while True:
+            sock.sendto(struct.pack("!HH", ACK, block), new)
+            if len(packet) < 4 + 512:
+                break
+            packet, peer = sock.recvfrom(2048)
+            if peer != new or struct.unpack("!HH", packet[:4])[1] != block + 1:
+                continue  # the old transfer's re-sends, or a repeat
+            block += 1
+            data += packet[4:]
+        assert data == (tree / "kernel").read_bytes()
+        assert until(lambda: len(server.transfers) == 3, within=TIMEOUT * RETRIES + 5)
+        outcomes = {(t.filename, t.client, t.error is None) for t in server.transfers}
+        client = f"127.0.0.7:{sock.getsockname()[1]}"
+        assert outcomes == {("kernel", client, True), ("kernel", client, False), (CONFIG, client, True)}
+        assert f"tftp: {client} asked again while its transfer ran: serving the new request" in caplog.text
+    finally:
+        sock.close()
+
+
 def test_caps_have_sensible_defaults_and_must_be_positive(tree):
     server = TftpServer(tree, host="127.0.0.1", port=0)
     assert (server.max_per_client, server.max_transfers) == (MAX_PER_CLIENT, MAX_TRANSFERS) == (8, 1024)

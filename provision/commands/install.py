@@ -48,6 +48,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitStatus:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s")
     inv = load_inventory(resolve_inventory_path(args.inventory, env))
+    if not inv.nodes:
+        raise InputError(f"{inv.path}: nodes: none yet (provision discover adds them); nothing was done")
     nodes = select_nodes(inv, args.nodes.split(","), False) if args.nodes else []
     lacking = [n for n in (nodes or inv.node_names) if inv.node(n).bmc is None]
     if args.power_cycle and lacking:

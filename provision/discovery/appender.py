@@ -19,12 +19,15 @@ from provision.outputs import write_atomic
 
 def append_nodes(text: str, nodes: Sequence[NewNode], path: Path) -> str:
     """`text` with `nodes` added after the last item of its top-level `nodes:` list, in that item's style
-    (a flow mapping `- {name: .., mac: "..", ip: ..}` or a block mapping) and indentation; a node found through
+    (a flow mapping `- {name: .., mac: "..", ip: ..}` or a block mapping) and indentation (an empty list,
+    `nodes: []`, becomes a block list of flow mappings indented by two); a node found through
     its BMC gets `bmc: {address: ..}` too (the rest of its BMC is defaults.bmc), and one whose request said its
     firmware `firmware: bios|uefi`. Pure."""
     items = _nodes_sequence(text, path)
-    last = items.value[-1]
     lines = text.splitlines(keepends=True)
+    if not items.value:
+        return _first_nodes(lines, items, nodes)
+    last = items.value[-1]
     first_line = lines[last.start_mark.line]
     dash = first_line.rfind("-", 0, last.start_mark.column)
     if dash < 0:  # the item does not start on its dash's line
@@ -34,21 +37,38 @@ def append_nodes(text: str, nodes: Sequence[NewNode], path: Path) -> str:
     key_indent = " " * last.start_mark.column
     new = []
     for node in nodes:
-        extra = ([f"firmware: {node.firmware}"] if node.firmware else []) + \
-            ([f"bmc: {{address: {node.bmc_address}}}"] if node.bmc_address else [])
         if isinstance(last, yaml.MappingNode) and last.flow_style:
-            new.append(f'{indent}- {{name: {node.name}, mac: "{node.mac}", ip: {node.ip}'
-                       + "".join(f", {e}" for e in extra) + "}\n")
+            new.append(_flow_line(indent, node))
         else:
             new.append(f'{indent}- name: {node.name}\n{key_indent}mac: "{node.mac}"\n{key_indent}ip: {node.ip}\n'
-                       + "".join(f"{key_indent}{e}\n" for e in extra))
+                       + "".join(f"{key_indent}{e}\n" for e in _extra_fields(node)))
     end = _last_line(last) + 1
     if end == len(lines) and lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     return "".join(lines[:end] + new + lines[end:])
 
 
-def _nodes_sequence(text: str, path: Path) -> yaml.SequenceNode:
+def _extra_fields(node: NewNode) -> list[str]:
+    return ([f"firmware: {node.firmware}"] if node.firmware else []) + \
+        ([f"bmc: {{address: {node.bmc_address}}}"] if node.bmc_address else [])
+
+
+def _flow_line(indent: str, node: NewNode) -> str:
+    return (f'{indent}- {{name: {node.name}, mac: "{node.mac}", ip: {node.ip}'
+            + "".join(f", {e}" for e in _extra_fields(node)) + "}\n")
+
+
+def _first_nodes(lines: list[str], items: yaml.Node, nodes: Sequence[NewNode]) -> str:
+    """The `nodes: []` line as `nodes:` (its comment kept), the new nodes below it."""
+    line = items.start_mark.line
+    key = lines[line]
+    colon = key.index(":")
+    comment = key[key.index("#"):].rstrip("\n") if "#" in key[colon:] else ""
+    head = key[:colon + 1] + (f"  {comment}" if comment else "") + "\n"
+    return "".join(lines[:line] + [head] + [_flow_line("  ", node) for node in nodes] + lines[line + 1:])
+
+
+def _nodes_sequence(text: str, path: Path) -> yaml.Node:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -56,9 +76,11 @@ def _nodes_sequence(text: str, path: Path) -> yaml.SequenceNode:
     if isinstance(root, yaml.MappingNode):
         for key, value in root.value:
             if key.value == "nodes":
-                if not isinstance(value, yaml.SequenceNode) or not value.value or value.flow_style:
+                if not isinstance(value, yaml.SequenceNode) or value.value and value.flow_style:
                     raise InputError(f"{path}:{key.start_mark.line + 1}: nodes: discovery appends to a block list "
-                                     f"of at least one node (`- {{name: .., mac: .., ip: ..}}` lines)")
+                                     f"(`- {{name: .., mac: .., ip: ..}}` lines) or to an empty one (`nodes: []`)")
+                if not value.value:
+                    return yaml.SequenceNode("tag:yaml.org,2002:seq", [], key.start_mark, key.end_mark)
                 return value
     raise InputError(f"{path}: nodes: no top-level `nodes:` list to append to")
 

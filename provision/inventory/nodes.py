@@ -64,7 +64,7 @@ class Nodes:
         return None if value is None else f.crypt_hash(path, value)  # root_password_hash
 
     def nodes(self, data: Any, defaults: dict | None) -> list[Node | None] | None:
-        items = self.f.nonempty_sequence(("nodes",), data, "node")
+        items = self.f.sequence(("nodes",), data)  # may be empty: a cluster before `provision discover`
         if items is None:
             return None
         return [self.node(("nodes", i), item, defaults) for i, item in enumerate(items)]

@@ -1,5 +1,6 @@
 """demo-vm's discovery step (`lab demo --vm --discover NODE,...`): the inventory the install uses is the lab's
-without those machines' entries; `provision discover --bmc-range` in the server's namespace, beside the
+without those machines' entries (all of them: `nodes: []`); `provision discover --bmc-range` in the server's
+namespace, with the first one's name pattern and address (--names, --first-ip), beside the
 cluster's running DHCP server, powers them on one at a time through their BMCs and appends each as the next
 node (name, MAC, address, firmware from its DHCPDISCOVER, BMC address). They must come out as the lab's
 inventory has them."""
@@ -16,6 +17,7 @@ import yaml
 
 from provision.errors import InputError, ProvisionError
 from provision.inventory import load_inventory
+from provision.discovery.naming import default_name_format
 from provision.lab import cluster as lab
 from provision.lab.provision_cli import run_in_server
 from provision.model import Inventory, Node
@@ -35,11 +37,11 @@ class Discovered:
 
 
 def forget(inv: Inventory, names: Sequence[str], path: Path) -> Path:
-    """Write the inventory without the entries of `names` (the last entries of its node list, so discovery's
-    names and addresses continue from the one before) to `path`."""
+    """Write the inventory without the entries of `names` (the last entries of its node list, or all of them:
+    discovery numbers on from the first of them) to `path`."""
     tail = [n.name for n in inv.nodes[len(inv.nodes) - len(names):]] if names else []
-    if not names or tail != list(names) or len(names) == len(inv.nodes):
-        raise InputError(f"--discover {','.join(names)}: give the last node(s) of {inv.path}, not all of them "
+    if not names or tail != list(names):
+        raise InputError(f"--discover {','.join(names)}: give the last node(s) of {inv.path} "
                          f"(its nodes: {', '.join(n.name for n in inv.nodes)})")
     data = yaml.safe_load(inv.path.read_text())
     data["nodes"] = [entry for entry in data["nodes"] if entry["name"] not in names]
@@ -70,7 +72,9 @@ def discover(inv: Inventory, built: lab.Lab, names: Sequence[str], logs: Path,
     if started.returncode != 0:
         raise ProvisionError(f"provision dhcp start: {started.stdout}{started.stderr}")
     started = time.monotonic()
-    proc = run_in_server(built, ["discover", *inventory, "--bmc-range", bmc_range(wanted), "--timeout", "300"], env)
+    proc = run_in_server(built, ["discover", *inventory, "--bmc-range", bmc_range(wanted), "--timeout", "300",
+                                 "--names", default_name_format(wanted[0].name), "--first-ip", str(wanted[0].ip)],
+                         env)
     seconds = time.monotonic() - started
     (logs / "discover.log").write_text(proc.stdout + proc.stderr)
     found = load_inventory(path)

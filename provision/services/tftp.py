@@ -13,7 +13,11 @@ need 1-3) and in all (`max_transfers`, default 1024: a boot storm of a thousand 
 request over a cap is dropped, not answered (the client sends it again after its time-out and is served
 once a transfer has ended; an ERROR would make PXE firmware give up, or pxelinux skip to its next config
 file), with one log line per burst of drops and one when the address (or anyone, for the total) is served
-again. A transfer whose client stays silent holds its place for `timeout` x `retries` seconds.
+again. A transfer whose client stays silent holds its place for `timeout` x `retries` seconds. A request from
+the port of a running transfer is that transfer's re-sent request if it is the same and comes within a
+time-out; else the client started over (a machine reset mid-transfer asks again from the same port: GRUB and
+iPXE pick their ports the same way at every boot, and give up long before the old transfer times out), and it
+is served at once.
 
     server = TftpServer("build/tftpboot", host="10.0.0.1", port=69).start()
     ...
@@ -122,6 +126,15 @@ class _Running:
     started: float
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """The request that started a client's running transfer."""
+
+    ident: int
+    request: bytes
+    at: float  # time.monotonic() when it was answered
+
+
 class TftpServer:
     """A read-only TFTP server for `root`; `start()` binds (port 0 = any free port, see `.port`)
     and serves in a thread, `serve_forever()` serves in the caller's thread, `stop()` ends it.
@@ -145,7 +158,7 @@ class TftpServer:
         self.workers = workers or min(4 * len(os.sched_getaffinity(0)), 32)
         self.on_transfer = on_transfer
         self.max_transfers, self.max_per_client = max_transfers, max_per_client
-        self._clients: set[tuple[str, int]] = set()  # (address, port) of each running transfer
+        self._clients: dict[tuple[str, int], _Asked] = {}  # (address, port) -> its running transfer's request
         self._admission = Admission(max_transfers, max_per_client, _TRANSFERS, log)
         self._requested_port = port
         self._sock: socket.socket | None = None
@@ -241,11 +254,19 @@ class TftpServer:
             buffer, ancillary, _, client = self._sock.recvmsg(_MAX_PACKET, socket.CMSG_SPACE(_TIMESPEC.size))
         except BlockingIOError:
             return
-        if client in self._clients or _arrival(ancillary) < self._ended.get(client, 0):
-            return  # a request re-sent while its transfer ran (read now or only later): that one answers
+        started = time.monotonic()
+        asked = self._clients.get(client)
+        if asked is not None:
+            if buffer == asked.request and started - asked.at < self.timeout:
+                return  # a request re-sent while its transfer ran: that one answers
+            # A new request, or the same one a time-out later, from the port of a running transfer: the client
+            # started over (a machine reset mid-transfer: its loader asks again from the same port, and gives
+            # up before the old transfer times out). Serve it; the old transfer times out on its own.
+            log.info("tftp: %s:%d asked again while its transfer ran: serving the new request", *client)
+        elif _arrival(ancillary) < self._ended.get(client, 0):
+            return  # a request re-sent while its transfer ran, read only after it ended
         if not self._admission.admit(client[0]):
             return
-        started = time.monotonic()
         session = _Session(client[0], client[1], self.root, self.timeout, self.retries)
         try:
             session.start(buffer)
@@ -258,12 +279,13 @@ class TftpServer:
         finally:
             session.end()  # the worker has its own socket and file
         running[ident] = _Running(client, session.file_to_transfer, started)
-        self._clients.add(client)
+        self._clients[client] = _Asked(ident, buffer, started)
 
     def _ended_transfer(self, running: dict[int, _Running], ident: int) -> _Running:
         """Take the transfer `ident` out of `running` and the caps' counts."""
         transfer = running.pop(ident)
-        self._clients.discard(transfer.client)
+        if (asked := self._clients.get(transfer.client)) is not None and asked.ident == ident:
+            del self._clients[transfer.client]
         self._admission.release(transfer.client[0])
         return transfer
 
