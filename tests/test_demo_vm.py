@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision.lab import clone_checks, cluster as lab, netns, vm_demo as lab_vm_demo, vm_watch
+from provision.errors import InputError
+from provision.lab import (clone_checks, cluster as lab, netns, vm as lab_vm, vm_demo as lab_vm_demo, vm_discover,
+                           vm_watch)
 from provision.cli import main
 from provision.cluster import ClusterFiles
 from provision.images.cache import Cache
@@ -24,6 +26,7 @@ from provision.images.initrd import MARKER
 from provision.inventory import load_inventory
 from provision.model import Firmware
 from tests.conftest import REPO, require_tool
+from tests.fixtures.inventories import write
 from tests.vm_rig import require_vm
 
 vm = pytest.mark.vm
@@ -263,3 +266,34 @@ def test_timing_table_shows_each_phase_or_a_dash():
     assert header.split()[:3] == ["node", "fw", "firmware"]
     assert row.split()[:10] == ["n01", "uefi", "14", "31", "-", "-", "-", "-", "-", "killed"]
     assert result.ok  # the killed machine failed and stayed on install boot
+
+
+def test_lab_bmcs_need_ipmi_on_a_free_address_of_the_lab_subnet(tmp_path):
+    text = (REPO / "inventory" / "lab-vm.yaml").read_text()
+    assert lab_vm.check_bmcs(load_inventory(write(tmp_path, text, "lab-vm.yaml")), 3) is None
+    for old, new, message in (
+            ("bmc: {address: 10.78.0.112}", "bmc: {address: 10.79.0.112}", "n02: bmc.address: outside the lab's "
+             "subnet 10.78.0.0/24: 10.79.0.112"),
+            ("bmc: {address: 10.78.0.112}", "bmc: {address: 10.78.0.11}", "n02: bmc.address: n01 has it already: "
+             "10.78.0.11"),
+            ("bmc: {address: 10.78.0.112}", "bmc: {address: bmc2.lab.test}", "n02: bmc.address: the VM lab needs an "
+             "IPv4 address: bmc2.lab.test"),
+            ("bmc: {address: 10.78.0.112}", "bmc: {type: redfish, address: 10.78.0.112}", "n02: bmc.type: the VM "
+             "lab's BMCs speak ipmi (ipmi_sim), not redfish")):
+        inv = load_inventory(write(tmp_path, text.replace(old, new), "lab-vm.yaml"))
+        with pytest.raises(InputError, match=re.escape(message)):
+            lab_vm.check_bmcs(inv, 3)
+    assert lab_vm.check_bmcs(inv, 1) is None  # only the machines the lab builds
+
+
+def test_demo_discovery_forgets_the_last_nodes_and_spans_their_bmcs(tmp_path):
+    inv = load_inventory(write(tmp_path, (REPO / "inventory" / "lab-vm.yaml").read_text(), "lab-vm.yaml"))
+    path = vm_discover.forget(inv, ["n02", "n03"], tmp_path / "found.yaml")
+    assert [n.name for n in load_inventory(path).nodes] == ["n01"]
+    everything = vm_discover.forget(inv, ["n01", "n02", "n03"], tmp_path / "none.yaml")
+    assert "nodes: []" in everything.read_text() and load_inventory(everything).nodes == ()
+    with pytest.raises(InputError, match="give the last node"):
+        vm_discover.forget(inv, ["n01"], tmp_path / "x.yaml")
+    assert vm_discover.bmc_range(inv.nodes) == "10.78.0.111-10.78.0.113"
+    with pytest.raises(InputError, match="consecutive BMC addresses"):
+        vm_discover.bmc_range([inv.nodes[0], inv.nodes[2]])
