@@ -50,8 +50,10 @@ test-fast: deps
 demo: deps
 	$(PY) -m provision lab demo --inventory inventory/lab.yaml --nodes 4
 
-# The whole install on QEMU machines (root; TCG): 2 BIOS + 1 UEFI machines PXE-boot our installer, are cloned
-# through the ring, reboot from their own disks and answer `provision verify` over SSH; per-phase timings.
+# The whole install on QEMU machines (root; TCG): 2 BIOS + 1 UEFI machines, powered on through their BMCs
+# (ipmi_sim) by `provision install --power-cycle`, PXE-boot our installer, are cloned through the ring, reboot
+# from their own disks and answer `provision verify` over SSH; per-phase timings; then a BIOS and the UEFI
+# machine boot diskless and back to their disks.
 demo-vm: deps
 	$(PY) -m provision lab demo --vm --inventory inventory/lab-vm.yaml
 
