@@ -51,7 +51,7 @@ class LabNode:
     mac: str
     ip: str  # the address the inventory (and so our dhcpd) gives it
     disk: str  # directory the node's dollyC writes under (--root); a VM node: its disk image
-    work: str  # its firmware/installer files and log; a VM node: serial.log, qemu.log, OVMF_VARS.fd
+    work: str  # its firmware/installer files and log; a VM node: serial.log, machine.json and .log, OVMF_VARS.fd
     firmware: str | None = None  # a VM node's firmware (bios or uefi); None: a namespace node
     bmc: str | None = None  # a VM node's BMC (ipmi_sim in its namespace): address:port; None: none
 

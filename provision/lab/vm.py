@@ -35,8 +35,8 @@ from provision.errors import InputError, ProvisionError
 from provision.model import IPMI_PORT, BmcType, Firmware, Inventory, Node
 from provision.lab import bmc as lab_bmc
 from provision.lab.netns import HOST_IFACE, ns_argv
-from provision.power import credentials
 from provision.lab.qemu import OVMF_CODE, OVMF_VARS, Machine
+from provision.power import credentials
 
 TAP = "tap0"
 NODE_BRIDGE = "br0"
