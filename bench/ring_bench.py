@@ -11,14 +11,21 @@ node SIGKILLed mid-run). Prints a table and saves bench/results/ring_bench.{json
     sudo .venv/bin/python bench/ring_bench.py --secret     # authenticated, as provision install runs it
     sudo .venv/bin/python bench/ring_bench.py --rate 10mbit --size-mib 32 --nodes 1,10,50,100,200 \
         --kill-n 100 --kill-spread 5                            # hundreds of nodes, both kill cases at 100
+    sudo .venv/bin/python bench/ring_bench.py --rate 10mbit --size-mib 20 --nodes 1,100 --no-star --no-kill \
+        --trace                                                 # where the time goes: start-up, data, END
+    sudo .venv/bin/python bench/ring_bench.py --rate 10mbit --size-mib 20 --nodes 100 --no-star --kill-before \
+        --wait 10                                               # a node dead before its upstream dials it
 
 --sparse: the image is a sparse file of --size-mib logical MiB holding --data-mib of random data in
 1 MiB extents spread evenly; the raw link then carries only the data (a dense file of --data-mib),
 the star baseline is skipped (it would carry the zeros). --secret: dollyS and every dollyC share a
 secret file, so every connection is authenticated and every frame carries its tag.
 --kill-n: the ring size of the kill cases (default the largest of --nodes): one node at N/2 killed, and with
---kill-spread K also K nodes spread evenly. The star baseline runs up to --star-max nodes (default 16: the
-server's one link would carry N images). Up to MAX_NODES nodes (addresses 10.77.0.11 to .250).
+--kill-spread K also K nodes spread evenly, with --kill-before also node N/2 killed once it listens, before
+dollyS starts (its upstream dials it for --wait). --trace: every run's time split into start-up, data and the
+END report's trip, with the cost of one hop of each (bench/ring_trace.py). The star baseline runs up to
+--star-max nodes (default 16: the server's one link would carry N images). Up to MAX_NODES nodes (addresses
+10.77.0.11 to .250). $PROVISION_LAB_PREFIX names the namespaces (default rb-...).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -36,12 +44,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import ring_trace  # noqa: E402
 from provision.lab.netns import Network, Shaping, parse_rate, teardown_prefix  # noqa: E402
 
-PREFIX = "rb"
+PREFIX = os.environ.get("PROVISION_LAB_PREFIX") or "rb"  # namespaces <prefix>-srv, <prefix>-n1, ...
 PY = sys.executable
 PORT = 9998
-WORK = Path("/dev/shm/rb-work")
+WORK = Path(f"/dev/shm/{PREFIX}-work")
 MAX_NODES = 240
 
 # A plain TCP receiver: accepts `count` streams, reads each to EOF, prints seconds from the first
@@ -137,6 +146,12 @@ def write_config(path: Path, image: Path, n: int) -> None:
                                *names, "endconfig"]) + "\n")
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def spread(n: int, k: int) -> list[int]:
     """Indices of `k` nodes spread evenly over a ring of `n` (never the first or the last)."""
     return [n * (i + 1) // (k + 1) for i in range(k)]
@@ -154,34 +169,49 @@ def wait_listening(rig: Rig, n: int, within: float = 300.0) -> None:
 
 
 def ring(rig: Rig, image: Path, n: int, chunk: int, timeout: float, kill: tuple[int, ...] = (),
-         secret: tuple[str, ...] = ()) -> dict:
+         secret: tuple[str, ...] = (), wait: float | None = None, trace: bool = False, before: bool = False) -> dict:
+    """One run of dollyS over the first `n` nodes, `kill` (indices) SIGKILLed once they have 30 % of the
+    image, or with `before` once they listen, before dollyS starts; its report, with `trace` also its `split`
+    (ring_trace.py)."""
     roots = [WORK / f"node{i}" for i in range(1, n + 1)]
     for r in roots:
         shutil.rmtree(r, ignore_errors=True)
     config, report = WORK / "dolly.conf", WORK / "report.json"
     write_config(config, image, n)
-    clients = [rig.popen(rig.nodes[i], [PY, "-m", "dolly_core.cli", "client", "-q", "--listen",
-                                        f"{addr(i + 1)}:{PORT}", "--root", str(roots[i]), *secret],
-                         stdout=subprocess.DEVNULL, stderr=open(WORK / f"node{i + 1}.err", "w"))
+    cpu0 = children_cpu()
+    tool = [PY, "-c", ring_trace.WRAPPER] if trace else [PY, "-m", "dolly_core.cli"]
+    quiet = "-v" if trace else "-q"
+    logs = [WORK / f"node{i}.err" for i in range(1, n + 1)]
+    clients = [rig.popen(rig.nodes[i], [*tool, "client", quiet, "--listen", f"{addr(i + 1)}:{PORT}",
+                                        "--root", str(roots[i]), *secret],
+                         stdout=subprocess.DEVNULL, stderr=open(logs[i], "w"))
                for i in range(n)]  # stderr to files: hundreds of undrained pipes would block a chatty client
     wait_listening(rig, n)
-    server = rig.popen(rig.server, [PY, "-m", "dolly_core.cli", "server", "-q", "-f", str(config),
-                                    "--chunk-size", str(chunk), "--timeout", str(timeout), "--json", str(report),
-                                    *secret],
-                       stdout=subprocess.DEVNULL)
+    if before:
+        for index in kill:
+            clients[index].send_signal(signal.SIGKILL)
+            clients[index].wait()
+    server_log = WORK / "server.err"
+    server = rig.popen(rig.server, [*tool, "server", quiet, "-f", str(config), "--chunk-size", str(chunk),
+                                    "--timeout", str(timeout), "--json", str(report), *secret,
+                                    *(["--wait", str(wait)] if wait else [])],
+                       stdout=subprocess.DEVNULL, stderr=open(server_log, "w"))
     size = image.stat().st_size
-    for index in kill:
+    for index in () if before else kill:
         victim = roots[index] / "disk.img"
         while not (victim.exists() and victim.stat().st_size > size * 0.3):
             time.sleep(0.05)
         clients[index].send_signal(signal.SIGKILL)
-    _, err = server.communicate(timeout=3600)
+    server.wait(timeout=3600)
     for c in clients:
         c.wait(timeout=120)
     result = json.loads(report.read_text())
+    result["cpu_s"] = children_cpu() - cpu0  # dollyS, every dollyC (and wait_listening's ss)
     failed = [i for i, node in enumerate(result["nodes"]) if i not in kill and not node["ok"]]
-    assert not failed, (err, [(result["nodes"][i]["error"], (WORK / f"node{i + 1}.err").read_text()[-2000:])
-                              for i in failed])
+    assert not failed, (server_log.read_text()[-2000:],
+                        [(result["nodes"][i]["error"], logs[i].read_text()[-2000:]) for i in failed])
+    if trace and not kill:
+        result["split"] = ring_trace.split(server_log, logs)
     for r in roots:
         shutil.rmtree(r, ignore_errors=True)
     return result
@@ -234,6 +264,12 @@ def main() -> int:
     parser.add_argument("--secret", action="store_true", help="an authenticated ring (a shared secret file)")
     parser.add_argument("--kill-n", type=int, help="ring size of the kill cases (default the largest of --nodes)")
     parser.add_argument("--kill-spread", type=int, default=0, help="also kill this many nodes spread evenly")
+    parser.add_argument("--kill-before", action="store_true", help="also kill node N/2 before dollyS starts "
+                        "(its upstream dials it for --wait)")
+    parser.add_argument("--no-kill", action="store_true", help="no kill cases")
+    parser.add_argument("--wait", type=float, help="dollyS --wait (default dollyS's, 60)")
+    parser.add_argument("--trace", action="store_true", help="split each run's time into start-up, data and "
+                        "the END report's trip (bench/ring_trace.py; every tool logs with -v)")
     parser.add_argument("--star-max", type=int, default=16, help="star baseline only up to this N (default 16)")
     parser.add_argument("--burst-kib", type=int, help="tc token bucket burst (default 4 ms of the rate, at least "
                         "128 KiB; 16 KiB shows what the lab's links had before)")
@@ -269,20 +305,28 @@ def main() -> int:
         print(f"raw TCP stream of {wire_size >> 20} MiB on one {args.rate} link: {raw:.2f} s = "
               f"{wire_size / raw / 1e6:.2f} MB/s", flush=True)
         rows = []
+        settings = {"chunk": args.chunk_size, "timeout": args.timeout, "secret": secret, "wait": args.wait}
         for n in sizes:
-            result = ring(rig, image, n, args.chunk_size, args.timeout, secret=secret)
+            result = ring(rig, image, n, trace=args.trace, **settings)
             star_s = float("nan") if no_star or n > args.star_max else star(rig, image, n)
-            rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s})
-            print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s", flush=True)
+            rows.append({"n": n, "seconds": result["seconds"], "star_seconds": star_s, "cpu_s": result["cpu_s"]})
+            if "split" in result:
+                rows[-1]["split"] = {**vars(result["split"]), "end_trip": result["split"].end_trip}
+                print(result["split"].line(), flush=True)
+            print(f"N={n:2d}: ring {result['seconds']:.2f} s, star {star_s:.2f} s, dollyS + dollyC "
+                  f"{result['cpu_s']:.1f} CPU-s", flush=True)
         base = next((r["seconds"] for r in rows if r["n"] == kill_n), None)
-        if base is None:
-            base = ring(rig, image, kill_n, args.chunk_size, args.timeout, secret=secret)["seconds"]
-        kills = [(kill_n // 2,)] + ([tuple(spread(kill_n, args.kill_spread))] if args.kill_spread else [])
+        if base is None and not args.no_kill:
+            base = ring(rig, image, kill_n, **settings)["seconds"]
+        kills = [] if args.no_kill else (
+            [((kill_n // 2,), False)] + ([(tuple(spread(kill_n, args.kill_spread)), False)] if args.kill_spread else [])
+            + ([((kill_n // 2,), True)] if args.kill_before else []))
         killed = []
-        for victims in kills:
-            killed.append(ring(rig, image, kill_n, args.chunk_size, args.timeout, kill=victims, secret=secret))
-            print(f"N={kill_n} with node(s) {', '.join(str(v + 1) for v in victims)} killed: "
-                  f"{killed[-1]['seconds']:.2f} s", flush=True)
+        for victims, before in kills:
+            killed.append(ring(rig, image, kill_n, kill=victims, before=before, **settings))
+            killed[-1]["before"] = before
+            print(f"N={kill_n} with node(s) {', '.join(str(v + 1) for v in victims)} killed "
+                  f"{'before the start' if before else 'at 30 %'}: {killed[-1]['seconds']:.2f} s", flush=True)
     finally:
         rig.teardown()
         shutil.rmtree(WORK, ignore_errors=True)
@@ -295,7 +339,8 @@ def main() -> int:
     results = {"rate": args.rate, "authenticated": args.secret, "size_mib": args.size_mib, "data_mib": data_mib, "chunk_size": args.chunk_size,
                "raw_seconds": raw, "raw_mb_per_s": wire_size / raw / 1e6, "ring": rows,
                "kill": [{"n": kill_n, "seconds": k["seconds"], "extra_seconds": k["seconds"] - base,
-                         "base_seconds": base, "timeout": args.timeout,
+                         "base_seconds": base, "timeout": args.timeout, "wait": args.wait or 60.0,
+                         "before_start": k["before"],
                          "dead": [x["name"] for x in k["nodes"] if not x["ok"]],
                          "survivors_ok": sum(1 for x in k["nodes"] if x["ok"])} for k in killed]}
     print(f"\n{'N':>3} {'seconds':>8} {'MB/s/node':>10} {'of raw':>7} {'T(N)/T(1)':>10} {'star s':>8} {'star/raw':>9}")
@@ -303,8 +348,9 @@ def main() -> int:
         print(f"{r['n']:>3} {r['seconds']:>8.2f} {r['mb_per_s']:>10.2f} {r['fraction_of_raw']:>7.3f} "
               f"{r['t_over_t1']:>10.3f} {r['star_seconds']:>8.2f} {r['star_fraction_of_raw']:>9.3f}")
     for k in results["kill"]:
+        bar = f"--wait {k['wait']:g}" if k["before_start"] else f"timeout {k['timeout']:g} + 2 s"
         print(f"kill: N={k['n']}, {k['seconds']:.2f} s vs {base:.2f} s -> extra {k['extra_seconds']:.2f} s "
-              f"(target <= timeout {k['timeout']:g} + 2 s); dead: {', '.join(k['dead'])}; "
+              f"(target <= {bar}); dead: {', '.join(k['dead'])}; "
               f"{k['survivors_ok']} survivors verified")
     stem = ("ring_bench_sparse" if data_mib else "ring_bench") + ("_auth" if args.secret else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -10,12 +10,14 @@ CPU into stages (the server and the first client of the first ring size): receiv
 BLAKE3 or CRC-32 work in a client's receiving thread: the pieces' tags), hash (such work elsewhere: the
 server's SHA-256 and tags; before protocol 2 also a client's piece hash list), write, forward, read
 (the server), other (the interpreter, locks, thread wake-ups, page faults). --tag: dollyS --tag
-(the pieces' tag algorithm; default dollyS's own).
+(the pieces' tag algorithm; default dollyS's own); --digest: dollyS --digest (the files' plain digest in
+the report; default dollyS's own, sha256).
 
     .venv/bin/python bench/ring_cpu_bench.py --secret --nodes 1 --target tmpfs,disk,loop --profile
     .venv/bin/python bench/ring_cpu_bench.py --secret --nodes 2,4,8 --target disk,tmpfs --no-raw --repeat 2
     .venv/bin/python bench/ring_cpu_bench.py --code /tmp/before ...   # another copy of dolly_core
     .venv/bin/python bench/ring_cpu_bench.py --secret --tag sha256 ...  # HMAC-SHA256 piece tags
+    .venv/bin/python bench/ring_cpu_bench.py --secret --digest blake3 ...  # the report's digest BLAKE3
 
 Targets: tmpfs (/dev/shm), disk (a file on the ext4 root, /var/tmp), loop (a loop device with
 direct I/O over a sparse file on the disk; root). Needs the image and every tmpfs target in RAM.
@@ -184,7 +186,7 @@ SYSCALL_STAGE = {
     "writev": "write", "fsync": "write", "fdatasync": "write", "sync_file_range": "write",
     "fadvise64": "write", "sendmsg": "forward", "sendto": "forward",
 }
-SYSCALL = re.compile(r"sys_(\w+)$")
+SYSCALL = re.compile(r"(?:sys|do)_(\w+)$")  # do_preadv: preadv's own entry is inlined on this kernel
 
 
 def samples(data: Path):
@@ -196,7 +198,7 @@ def samples(data: Path):
         if len(lines) < 2:
             continue
         syscall = next((m.group(1) for parts in lines[1:] if len(parts) > 1
-                        for m in [SYSCALL.search(parts[1])] if m), None)
+                        for m in [SYSCALL.search(parts[1])] if m and m.group(1) in SYSCALL_STAGE), None)
         yield int(lines[0][0]), lines[1][-1], syscall
 
 
@@ -234,6 +236,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="one more run under perf: the stage shares")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--tag", help="dollyS --tag: the pieces' tag algorithm (default: dollyS's)")
+    parser.add_argument("--digest", help="dollyS --digest: the files' plain digest (default: dollyS's)")
     args = parser.parse_args()
     SHM.mkdir(parents=True, exist_ok=True)
     DISK.mkdir(parents=True, exist_ok=True)
@@ -246,11 +249,12 @@ def main() -> int:
         secret = ["--secret-file", str(SHM / "ring.secret")]
     code = Path(args.code).resolve()
     sizes = [int(x) for x in args.nodes.split(",")]
-    server_args = ("--tag", args.tag) if args.tag else ()
+    server_args = (*(("--tag", args.tag) if args.tag else ()), *(("--digest", args.digest) if args.digest else ()))
     print(f"{args.size_mib} MiB random image, code {code}, secret {args.secret}, tag {args.tag or 'default'}, "
-          f"best of {args.repeat}")
+          f"digest {args.digest or 'default'}, best of {args.repeat}")
     print(f"{'run':<28} {'MB/s':>8} {'dollyS s/GiB':>10} {'dollyC mean':>10} {'dollyC max':>10}")
-    results: dict = {"size_mib": args.size_mib, "secret": args.secret, "tag": args.tag, "code": str(code), "runs": {}}
+    results: dict = {"size_mib": args.size_mib, "secret": args.secret, "tag": args.tag, "digest": args.digest,
+                     "code": str(code), "runs": {}}
     for kind in args.target.split(","):
         if not args.no_raw:
             for label, write in (("raw TCP, discard", False), (f"raw TCP -> {kind}", True)):

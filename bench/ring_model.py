@@ -625,7 +625,7 @@ def calibration_rows(p: Params | None = None) -> list[tuple[str, float, float]]:
 
 def versus_rows(results: dict, p: Params | None = None) -> list[tuple[str, float, float]]:
     """(what, predicted s, measured s) for a saved bench result: bench/ring_bench.py's (every ring size,
-    every kill case: the dead nodes SIGKILLed at 30 % of the image) or bench/scale_bench.py's (the ring's part,
+    every kill case: the dead nodes SIGKILLed at 30 % of the image, or before dollyS started) or bench/scale_bench.py's (the ring's part,
     the slowest node's clone seconds; the lab's time-out grows with N / 16). The model knows nothing of the
     lab's 2 shared cores: where they are the limit, measured exceeds predicted."""
     base = p or Params()
@@ -640,14 +640,15 @@ def versus_rows(results: dict, p: Params | None = None) -> list[tuple[str, float
     rows = [(f"N = {r['n']}", run_ring(q, r["n"]).seconds, r["seconds"]) for r in results["ring"]]
     kills = results.get("kill", [])
     for k in [kills] if isinstance(kills, dict) else kills:
-        n = k["n"]
-        q = replace(q, timeout=k.get("timeout", q.timeout))
+        n, before = k["n"], k.get("before_start", False)
+        q = replace(q, timeout=k.get("timeout", q.timeout), wait=k.get("wait") or q.wait)
         s = _startup(q, n, np.full(n + 2, INF), np.zeros(n + 2, bool), q.hop(n))[0]
         fail, reset = np.full(n + 2, INF), np.zeros(n + 2, dtype=bool)
         for name in k["dead"]:
             j = int(name.rsplit(".", 1)[1]) - 10  # ring_bench: member j is 10.77.0.(10 + j)
-            fail[j], reset[j] = s[j] + 0.30 * q.data_seconds, True
-        rows.append((f"N = {n}, {len(k['dead'])} killed at 30 %", run_ring(q, n, fail, reset).seconds, k["seconds"]))
+            fail[j], reset[j] = 0.0 if before else s[j] + 0.30 * q.data_seconds, True
+        when = f"before the start (--wait {q.wait:g})" if before else "at 30 %"
+        rows.append((f"N = {n}, {len(k['dead'])} killed {when}", run_ring(q, n, fail, reset).seconds, k["seconds"]))
     return rows
 
 

@@ -17,6 +17,7 @@ from dolly_core.ring import Ring, RunSetup
 from dolly_core.window import ChunkGone, Entry, Window, WindowClosed
 
 POLL = 0.5
+SEND_PIECES = 64  # pieces per sendmsg at most: 128 buffers (sendmsg takes up to IOV_MAX, 1024), 8 MiB
 
 
 class SuccessorDead(Exception):
@@ -83,9 +84,9 @@ class Downlink:
                     raise SuccessorDead(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
                 time.sleep(0.2)
         try:
-            keys = link.handshake_as_dialer(sock, self.secret)
             body = self.setup.to_body(sender=self.me, target=index)
-            sock.sendall(p.control(p.Kind.SETUP, body, keys and keys.send))
+            keys = link.handshake_as_dialer(sock, self.secret,  # SETUP right behind AUTH
+                                            lambda keys: p.control(p.Kind.SETUP, body, keys and keys.send))
             header, payload = link.read_frame(sock, keys)
             if header.kind is p.Kind.ABORT:
                 raise Aborted(p.parse_control(header, payload).get("reason", "aborted"))
@@ -174,8 +175,8 @@ class Downlink:
     # ---- streaming ------------------------------------------------------------------------
     def _stream(self, seq: int, at: int) -> None:
         """Send chunks from byte `at` of chunk `seq` on, as their pieces are verified: every piece there is
-        of the current chunk in one sendmsg. While the stream waits for a piece, the receiving thread may
-        send it as it arrives (relay); `at` is where the stream stands, whoever sent last."""
+        of the current chunk (up to SEND_PIECES) in one sendmsg. While the stream waits for a piece, the
+        receiving thread may send it as it arrives (relay); `at` is where the stream stands, whoever sent last."""
         total = self.setup.chunks
         started, sent_bytes, last_send = time.monotonic(), 0, time.monotonic()
         with self.send_lock:
@@ -195,7 +196,7 @@ class Downlink:
                     return
                 self._check()
                 entry = self.window.get(seq, timeout=POLL)
-                pieces = self.window.pieces(entry, k, timeout=POLL) if entry else []
+                pieces = self.window.pieces(entry, k, timeout=POLL)[:SEND_PIECES] if entry else []
                 if not pieces:
                     if time.monotonic() - max(last_send, self.relayed) > POLL:
                         self._control(p.Kind.PING, {})
@@ -206,15 +207,22 @@ class Downlink:
                         continue  # the relay sent some of them meanwhile
                     self._send([part for piece in pieces for part in self._frame(entry, piece)])
                     self._passed(entry, len(pieces))
-                last_send = time.monotonic()
                 if self.rate:
                     sent_bytes += sum(length for _, _, length in pieces)
-                    ahead = sent_bytes / self.rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    self._pace(sent_bytes / self.rate + started)
+                last_send = time.monotonic()
         finally:
             with self.send_lock:
                 self.at = None
+
+    def _pace(self, until: float) -> None:
+        """--rate: wait until `until` (when the bytes sent so far are due), with a PING every POLL seconds: a
+        chunk at a low rate may take longer than the time-out, and a silent upstream is taken for dead."""
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, POLL))
+            if left > POLL:
+                self._check()
+                self._control(p.Kind.PING, {})
 
     def _passed(self, entry: Entry, count: int) -> None:
         """With send_lock held: the stream went past `count` more pieces of entry."""

@@ -6,6 +6,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Callable
 
 from dolly_core import protocol as p
 
@@ -115,8 +116,12 @@ def handshake_as_listener(sock: socket.socket, secret: bytes | None) -> p.FrameK
     return p.frame_keys(secret, nonce_l, nonce_d, dialer=False)
 
 
-def handshake_as_dialer(sock: socket.socket, secret: bytes | None) -> p.FrameKeys | None:
-    """Prove the secret, check the listener's proof; the connection's frame keys (None without a secret)."""
+def handshake_as_dialer(sock: socket.socket, secret: bytes | None,
+                        first: Callable[[p.FrameKeys | None], bytes] | None = None) -> p.FrameKeys | None:
+    """Prove the secret, check the listener's proof; the connection's frame keys (None without a secret).
+    `first(keys)`, if given, is the dialer's first frame: it goes right behind AUTH, not after RESULT, which
+    saves a round trip (the ring's start-up makes one connection after another); a listener that refuses
+    AUTH never reads it, and nothing else is sent before RESULT was checked."""
     sock.settimeout(HANDSHAKE_TIMEOUT)
     try:
         hello = recv_exact(sock, p.HELLO_LEN)
@@ -124,15 +129,16 @@ def handshake_as_dialer(sock: socket.socket, secret: bytes | None) -> p.FrameKey
         raise PeerGone("no greeting from peer") from None
     peer_has_secret, nonce_l = p.parse_hello(bytes(hello))
     nonce_d = os.urandom(p.NONCE_LEN)
+    keys = p.frame_keys(secret, nonce_l, nonce_d, dialer=True)
     try:
-        sock.sendall(p.make_auth(secret, nonce_l, nonce_d))
+        sock.sendall(p.make_auth(secret, nonce_l, nonce_d) + (first(keys) if first else b""))
         result = recv_exact(sock, p.RESULT_LEN)
     except (socket.timeout, OSError) as exc:
         raise PeerGone(f"handshake failed: {exc}") from None
     p.check_result(secret, nonce_l, nonce_d, bytes(result))
     if peer_has_secret != (secret is not None):  # the listener already said so; be explicit anyway
         raise p.AuthError("shared secret mismatch")
-    return p.frame_keys(secret, nonce_l, nonce_d, dialer=True)
+    return keys
 
 
 class Sender:

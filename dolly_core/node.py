@@ -8,8 +8,9 @@ file, zeroed on a block device), and the file is fsync'ed before the verdict is 
 the list to equal the server's, and a failed write, fsync, decompressor or untar makes it false. For a
 cooked (`>>`) file the list is that of the received compressed stream (comparable with the server's of
 IN), and the verdict additionally needs the decompressor and untar to succeed. A verified file reports
-the server's SHA-256 of IN as its sha256 (equal lists mean equal bytes); a failed one reports none. A
-piece is hashed once, when its tag is checked, and nothing is read back from the disk.
+the server's plain digest of IN (its sha256 or blake3, as dollyS --digest chose; equal lists mean equal
+bytes); a failed one reports null there. A piece is hashed once, when its tag is checked, and nothing is
+read back from the disk.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 from dolly_core.cook import open_target
-from dolly_core.digest import TagList
+from dolly_core.digest import BLAKE3, SHA256, TagList
 from dolly_core.downlink import Aborted, CutOut, Downlink
 from dolly_core.protocol import HEADER_LEN
 from dolly_core.ring import RunSetup
@@ -129,15 +130,18 @@ class Node:
     def _make_verdict(self) -> None:
         self.writer.done.wait()
         server = self.end_in.get("server", {})
-        digests, sha256 = server.get("digest", []), server.get("sha256", [])
+        digests = server.get("digest", [])
+        plain = {name: server[name] for name in (SHA256, BLAKE3) if isinstance(server.get(name), list)}
         files, errors = [], []
         for i, r in enumerate(self.writer.results):
-            same = i < len(digests) and digests[i] == r.digest and i < len(sha256)
+            same = i < len(digests) and digests[i] == r.digest
             if r.error:
                 errors.append(r.error)
             elif not same:
                 errors.append(f"{r.path}: tag list {r.digest} differs from the server's")
-            files.append({"path": r.path, "sha256": sha256[i] if same and not r.error else None})
+            ok = same and not r.error
+            files.append({"path": r.path, **{name: values[i] if ok and i < len(values) else None
+                                             for name, values in plain.items()}})
         self.verdict = {"ok": not errors, "error": "; ".join(errors) or None,
                         "bytes": self.writer.written, "seconds": round(time.monotonic() - self.started, 3),
                         "files": files}
@@ -187,18 +191,20 @@ class Node:
         self.log.info("joined run %s as %s (%d of %d), %d file(s), %d chunks", setup.run,
                       setup.ring.name(me), me, len(setup.ring.clients), len(setup.files), setup.chunks)
         self.writer = Writer(setup, self.uplink.window, self.root, self.log)
-        threading.Thread(target=self.writer.run, name="writer", daemon=True).start()
+        self.downlink = Downlink(setup, me, self.uplink.window, self.secret, self.log, self.end_ready,
+                                 self._end_body, self.uplink.upstream_ok)
+        self.uplink.relay = self.downlink.relay
         up_error: list[str] = []
 
         def receive() -> None:
+            # the writer is started here, not before the dial below: a thread's start waits until it runs, and
+            # the ring's start-up waits for every member's dial, one after another
+            threading.Thread(target=self.writer.run, name="writer", daemon=True).start()
             try:
                 self.uplink.run()
             except Aborted as exc:
                 up_error.append(str(exc))
         threading.Thread(target=receive, name="receiver", daemon=True).start()
-        self.downlink = Downlink(setup, me, self.uplink.window, self.secret, self.log, self.end_ready,
-                                 self._end_body, self.uplink.upstream_ok)
-        self.uplink.relay = self.downlink.relay
         try:
             self.downlink.run()
         except Aborted as exc:

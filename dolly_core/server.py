@@ -1,11 +1,11 @@
 """The ring's head and tail (dollyS): resolve the ring, read the IN files into the window (hashing
-them, tagging every piece; holes and all-zero chunks travel as HOLE frames), stream them to the first
-client, take the END report back at the tail (which asks for no pieces) and turn it into the final report."""
+them for the report as --digest says, tagging every piece; holes and all-zero chunks travel as HOLE
+frames), stream them to the first client, take the END report back at the tail (which asks for no
+pieces) and turn it into the final report."""
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import mmap
 import os
 import socket
@@ -20,7 +20,7 @@ from dolly_core import protocol as p
 from dolly_core import tags
 from dolly_core.config import DEFAULT_PORT, DollyConfig, Endpoint
 from dolly_core.cook import cook_plan
-from dolly_core.digest import TagList
+from dolly_core.digest import NONE, SHA256, TagList, file_hasher
 from dolly_core.downlink import Aborted, Downlink
 from dolly_core.node import make_window
 from dolly_core.ring import FileSpec, Member, Ring, RunSetup
@@ -42,6 +42,7 @@ class Settings:
     connect_wait: float = 60.0
     rate: float = 0.0
     tag: str = tags.DEFAULT  # the pieces' tag algorithm (tags.py)
+    digest: str = SHA256  # the files' plain digest in the report (digest.py): sha256, blake3 or none
 
 
 def resolve(endpoint: Endpoint, what: str) -> str:
@@ -82,6 +83,10 @@ def plan_run(config: DollyConfig, settings: Settings) -> RunSetup:
     members.append(Member(f"{config.server.host} (tail)", server_ip, config.server.port))
     if settings.tag not in tags.AVAILABLE:
         raise SetupError(tags.cannot_check(settings.tag, "this dollyS"))
+    try:
+        file_hasher(settings.digest)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
     return RunSetup(uuid.uuid4().hex, Ring(tuple(members)), tuple(files), settings.chunk_size, settings.timeout,
                     settings.connect_wait, settings.tag)
 
@@ -135,16 +140,16 @@ def is_zero(view: memoryview) -> bool:
 
 
 class Source:
-    """Reads every IN into the window in chunk order; hashes each file on the way (SHA-256 of the
-    whole file for the report, on a thread beside the tagging) and tags each piece (the tag list the nodes
-    check, see digest.py). A regular file's holes (SEEK_DATA/SEEK_HOLE) are never read: a chunk inside a
-    hole travels as a HOLE frame, a partly covered chunk reads only its data ranges; both hashes count holes
-    as zeros."""
+    """Reads every IN into the window in chunk order; hashes each file on the way (its plain digest for
+    the report, `digest`: SHA-256, BLAKE3 or none, on a thread beside the tagging) and tags each piece (the
+    tag list the nodes check, see digest.py). A regular file's holes (SEEK_DATA/SEEK_HOLE) are never read:
+    a chunk inside a hole travels as a HOLE frame, a partly covered chunk reads only its data ranges; both
+    hashes count holes as zeros."""
 
-    def __init__(self, setup: RunSetup, window: Window, piece_key: bytes | None):
-        self.setup, self.window = setup, window
+    def __init__(self, setup: RunSetup, window: Window, piece_key: bytes | None, digest: str = SHA256):
+        self.setup, self.window, self.digest = setup, window, digest
         self.tagger = tags.piece_tagger(setup.tag, piece_key)  # tags every piece (the run's key, with a secret)
-        self.sha256: list[str] = []
+        self.file_digests: list[str] = []  # each file's plain digest (hex), none with `none`
         self.digests: list[str] = []  # tag lists (digest.py)
         self.tags = TagList()  # of the file being read
         self.data_bytes: list[int] = []  # bytes read from each IN (the rest were holes)
@@ -163,16 +168,17 @@ class Source:
             self.done.set()
 
     def _run(self) -> None:
-        with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        with ThreadPoolExecutor(1, thread_name_prefix="digest") as hasher:  # its thread starts at the first use
             self._read_files(hasher)
 
     def _read_files(self, hasher: ThreadPoolExecutor) -> None:
-        """The files' SHA-256 runs on `hasher`, beside the tagging of the same chunk (hashlib releases the GIL):
-        the two hashes of a chunk take two cores, not one; the chunk's buffer is reused only after both."""
+        """The files' plain digest runs on `hasher`, beside the tagging of the same chunk (hashlib and blake3
+        release the GIL): the two hashes of a chunk take two cores, not one; the chunk's buffer is reused only
+        after both."""
         seq, size = 0, self.setup.chunk_size
         zero = memoryview(bytes(size))
         for index, f in enumerate(self.setup.files):
-            digest, self.tags, read = hashlib.sha256(), TagList(), 0
+            digest, self.tags, read = file_hasher(self.digest), TagList(), 0
             with open(f.source, "rb", buffering=0) as src:
                 fd = src.fileno()
                 sparse = stat.S_ISREG(os.fstat(fd).st_mode)
@@ -182,7 +188,8 @@ class Source:
                     length = min(size, f.size - offset)
                     ranges = extents.ranges(offset, offset + length) if sparse else [(offset, offset + length)]
                     if length and not ranges:
-                        digest.update(zero[:length])
+                        if digest is not None:
+                            digest.update(zero[:length])
                         self._hole(index, seq, offset, length)
                     else:
                         buf = self.window.acquire()
@@ -194,43 +201,49 @@ class Source:
                             read += end - start
                             pos = end
                         view[pos - offset:length] = zero[:offset + length - pos]
-                        hashed = hasher.submit(digest.update, view[:length])
+                        hashed = hasher.submit(digest.update, view[:length]) if digest is not None else None
                         holes = [is_zero(view[start:start + p.PIECE]) for start in range(0, length, p.PIECE)]
                         if length and all(holes):
-                            hashed.result()
+                            if hashed is not None:
+                                hashed.result()
                             self.window.release(buf)
                             self._hole(index, seq, offset, length)
                         else:
                             self._chunk(index, seq, offset, buf, length, holes)
-                            hashed.result()
+                            if hashed is not None:
+                                hashed.result()
                     seq += 1
                     offset += length
                 if sparse and os.fstat(fd).st_size < f.size:  # a hole past the new end is no zeros
                     raise OSError(f"{f.source} shrank while reading (to {os.fstat(fd).st_size} bytes)")
-            self.sha256.append(digest.hexdigest())
+            if digest is not None:
+                self.file_digests.append(digest.hexdigest())
             self.digests.append(self.tags.hexdigest())
             self.data_bytes.append(read)
 
     def _hole(self, index: int, seq: int, offset: int, length: int) -> None:
         self.window.reserve_hole()
         entry = self.window.append(Entry(p.Header(p.Kind.HOLE, 0, index, seq, offset, length, 0), None))
-        self._piece(entry, p.pack_piece(self.tagger, p.Kind.HOLE, index, seq, offset, length), 0, length)
+        self._pieces(entry, [(p.pack_piece(self.tagger, p.Kind.HOLE, index, seq, offset, length), 0, length)])
 
     def _chunk(self, index: int, seq: int, offset: int, buf: mmap.mmap, length: int, holes: list[bool]) -> None:
         """A chunk with data; its all-zero pieces travel as HOLE frames."""
         entry = self.window.append(Entry(p.Header(p.Kind.CHUNK, 0, index, seq, offset, length, 0), buf))
-        data = memoryview(buf)[:length]
+        data, pieces = memoryview(buf)[:length], []
         for k, start in enumerate(range(0, max(length, 1), p.PIECE)):
             piece = data[start:start + p.PIECE]
             if length and holes[k]:
                 wire = p.pack_piece(self.tagger, p.Kind.HOLE, index, seq, offset + start, len(piece))
             else:
                 wire = p.pack_piece(self.tagger, p.Kind.CHUNK, index, seq, offset + start, len(piece), piece)
-            self._piece(entry, wire, start, len(piece))
+            pieces.append((wire, start, len(piece)))
+        self._pieces(entry, pieces)
 
-    def _piece(self, entry: Entry, wire: bytes, start: int, length: int) -> None:
-        self.tags.add(wire[p.HEADER_LEN:])
-        self.window.add_piece(entry, wire, start, length)
+    def _pieces(self, entry: Entry, pieces: list[tuple[bytes, int, int]]) -> None:
+        """A chunk's tagged pieces into its tag list and, all at once, to the head (one wake-up per chunk)."""
+        for wire, _, _ in pieces:
+            self.tags.add(wire[p.HEADER_LEN:])
+        self.window.add_pieces(entry, pieces)
 
 
 class Server:
@@ -250,7 +263,7 @@ class Server:
             raise SetupError(f"cannot listen on {host}:{port} for the ring's tail: {exc.strerror}") from None
         self.listener.listen(16)
         self.window = make_window(self.setup, consumers=("forward",))
-        self.source = Source(self.setup, self.window, p.run_key(secret, self.setup.run))
+        self.source = Source(self.setup, self.window, p.run_key(secret, self.setup.run), settings.digest)
         self.tail = Uplink(self.listener, secret, log, window_for=lambda s: None, on_end=self._on_end,
                            progress=dict, setup=self.setup, me=self.setup.ring.tail, pieces=False)
         self.head = Downlink(self.setup, 0, self.window, secret, log, self.source.done, self._end_body,
@@ -263,7 +276,11 @@ class Server:
             raise Aborted(self.source.error)
         verdicts = {str(i): {"ok": False, "error": f"dead (seen by the server): {why}", "bytes": 0,
                              "seconds": None, "files": []} for i, why in skipped.items()}
-        return {"server": {"sha256": self.source.sha256, "digest": self.source.digests}, "verdicts": verdicts}
+        return {"server": {**self.plain_digests(), "digest": self.source.digests}, "verdicts": verdicts}
+
+    def plain_digests(self) -> dict[str, list[str]]:
+        """{algorithm: each file's plain digest} as END and the report carry them; {} for --digest none."""
+        return {} if self.settings.digest == NONE else {self.settings.digest: self.source.file_digests}
 
     def _on_end(self, body: dict) -> None:
         self.end_report = body
@@ -323,9 +340,12 @@ class Server:
             nodes.append({"name": member.name, "address": f"{member.host}:{member.port}", "ok": bool(v["ok"]),
                           "error": v.get("error"), "bytes": v.get("bytes", 0), "seconds": v.get("seconds"),
                           "files": v.get("files", [])})
+        plain = self.plain_digests()
         files = [{"path": f.source, "out": f.out, "cook": f.cook, "bytes": f.size, "data_bytes": read,
-                  "sha256": sha} for f, sha, read in zip(self.setup.files, self.source.sha256, self.source.data_bytes)]
+                  **{name: values[i] for name, values in plain.items()}}
+                 for i, (f, read) in enumerate(zip(self.setup.files, self.source.data_bytes))]
         return {"ok": all(n["ok"] for n in nodes) and self.got_end.is_set(), "run": self.setup.run,
                 "seconds": round(self.seconds or time.monotonic() - self.started, 3),
-                "chunk_size": self.setup.chunk_size, "tag": self.setup.tag, "files": files, "nodes": nodes,
+                "chunk_size": self.setup.chunk_size, "tag": self.setup.tag, "digest": self.settings.digest,
+                "files": files, "nodes": nodes,
                 "error": None if self.got_end.is_set() else (self.abort or "the END report never came back")}

@@ -143,6 +143,16 @@ class Window:
         with self.cond:
             self.arrived.notify_all()
 
+    def add_pieces(self, entry: Entry, pieces: list[tuple[bytes, int, int]]) -> None:
+        """Verified pieces of entry (wire header, start, length) at once: the forwarder wakes once for them."""
+        with self.cond:
+            entry.pieces.extend(pieces)
+            _, start, length = pieces[-1]
+            entry.done = start + length >= entry.header.length
+            if entry.done:
+                self.cond.notify_all()
+            self.arrived.notify_all()
+
     def pieces(self, entry: Entry, k: int, timeout: float) -> list[tuple[bytes, int, int]]:
         """The verified pieces of entry from the k-th on, waiting up to `timeout` for one ([] then)."""
         with self.cond:

@@ -145,6 +145,13 @@ class Fields:
     def port(self, path: FieldPath, value: Any) -> int | None:
         return self.integer(path, value, 1, 65535)
 
+    def seconds(self, path: FieldPath, value: Any, high: float) -> float | None:
+        """A duration: a number above 0 and at most `high` (seconds)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= high:
+            self.problem(path, f"expected a number of seconds above 0 and at most {high:g}", value)
+            return None
+        return float(value)
+
     def boolean(self, path: FieldPath, value: Any) -> bool | None:
         if not isinstance(value, bool):
             self.problem(path, "expected true or false", value)

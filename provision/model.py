@@ -202,11 +202,21 @@ class Disk:
         return next((p for p in self.partitions if p.is_biosboot), None)
 
 
+class FileDigest(enum.StrEnum):
+    """Each image's plain digest in dollyS's report (dollyS --digest); the clone is verified the same either way."""
+
+    SHA256 = "sha256"  # as sha256sum prints it
+    BLAKE3 = "blake3"  # as b3sum prints it: about a third of SHA-256's CPU on the install server
+    NONE = "none"
+
+
 @dataclass(frozen=True, slots=True)
 class Dolly:
-    """Settings of the ring cloner: `secret_file` holds the site's ring secret (None: a new one per install)."""
+    """Settings of the ring cloner: `secret_file` holds the site's ring secret (None: a new one per install);
+    `digest` is the images' plain digest in dollyS's report."""
 
     secret_file: Path | None = None  # absolute (a relative one is taken from the inventory file's directory)
+    digest: FileDigest = FileDigest.SHA256
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +225,8 @@ class Ring:
     ring order), one dollyS each, all started together; ring i closes back to the server's dolly_port + i."""
 
     count: int = 1
+    wait: float = 10.0     # dollyS --wait: how long a member keeps dialling its first successor before short-cutting it
+    timeout: float = 10.0  # dollyS --timeout: a member silent this long is dead (install --timeout overrides it)
 
 
 @dataclass(frozen=True, slots=True)

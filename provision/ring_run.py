@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.live import Live
 
 from provision.errors import ProvisionError
+from provision.model import FileDigest, Ring
 from provision.state import NodeRecord
 from provision.table import clone_table
 
@@ -46,9 +47,17 @@ class RingFiles:
 @dataclass(frozen=True)
 class RingSettings:
     timeout: float                  # dollyS --timeout: when a silent node counts as dead
+    wait: float                     # dollyS --wait: how long a member keeps dialling its first successor
     secret_file: Path               # the run's ring secret (dollyS --secret-file)
     chunk_size: int | None = None
     verbose: bool = False
+    digest: FileDigest = FileDigest.SHA256  # dollyS --digest: the images' plain digest in its report (dolly.digest)
+
+    @classmethod
+    def of(cls, ring: Ring, secret_file: Path, timeout: float | None = None, chunk_size: int | None = None,
+           verbose: bool = False, digest: FileDigest = FileDigest.SHA256) -> RingSettings:
+        """The inventory's ring settings; `timeout` (install --timeout), when given, overrides ring.timeout."""
+        return cls(ring.timeout if timeout is None else timeout, ring.wait, secret_file, chunk_size, verbose, digest)
 
 
 def dolly_server() -> str:
@@ -62,8 +71,8 @@ def dolly_server() -> str:
 
 def server_argv(files: RingFiles, settings: RingSettings) -> list[str]:
     argv = [dolly_server(), "-f", str(files.config), "--json", str(files.report),
-            "--timeout", str(settings.timeout), "--progress", str(files.progress),
-            "--secret-file", str(settings.secret_file)]
+            "--timeout", str(settings.timeout), "--wait", str(settings.wait), "--progress", str(files.progress),
+            "--secret-file", str(settings.secret_file), "--digest", str(settings.digest)]
     if settings.chunk_size:
         argv += ["--chunk-size", str(settings.chunk_size)]
     if settings.verbose:

@@ -49,7 +49,7 @@ class InstallOptions:
     wait: float = 600.0              # longest wait for nodes to report ready
     enough: int | None = None        # start the ring once this many are ready (default: all pending)
     probe: bool = True               # ARP-probe nodes that did not report (the seed's "ping" fallback)
-    dolly_timeout: float = 10.0      # dollyS --timeout: when a silent node counts as dead
+    dolly_timeout: float | None = None  # dollyS --timeout: when a silent node counts as dead (default ring.timeout)
     chunk_size: int | None = None
     finish_wait: float = 600.0       # after the ring: longest wait for the nodes' `done` reports
     linger: float = 5.0              # keep serving so rebooting nodes find their local-boot config
@@ -221,7 +221,8 @@ class Install:
         """Clone the ready nodes, in inventory order, split into the inventory's rings (`ring.count`): one
         dollyS per ring, all started together with the run's ring secret; record each ring's verdicts per node."""
         rings = plan_rings(self.files.dolly, self.inv.server.dolly_port, ready, self.inv.ring.count)
-        settings = RingSettings(self.options.dolly_timeout, secret, self.options.chunk_size, self.options.verbose)
+        settings = RingSettings.of(self.inv.ring, secret, self.options.dolly_timeout, self.options.chunk_size,
+                                   self.options.verbose, self.inv.dolly.digest)
         images = ", ".join(str(i.source) for i in self.inv.images)
         if len(rings) > 1:
             self.show(f"cloning {images} through {len(rings)} rings at once")

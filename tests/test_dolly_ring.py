@@ -118,7 +118,7 @@ def test_one_client(tmp_path, rings):
     assert sha(ring.roots[0] / "disk.img") == sha(image)
     report = ring.report()
     assert report["files"][0]["sha256"] == sha(image) and report["seconds"] > 0
-    assert report["tag"] == "blake3"  # the default where dollyS has the blake3 module
+    assert report["tag"] == "blake3" and report["digest"] == "sha256"  # the defaults where dollyS has blake3
     node = report["nodes"][0]
     assert node["ok"] and node["error"] is None and node["bytes"] == 3_000_001
     assert node["files"] == [{"path": "/disk.img", "sha256": sha(image)}]
@@ -327,6 +327,9 @@ def test_dolly_s_without_blake3_tags_with_sha256_and_refuses_to_be_asked_for_bla
     server = dolly("server", "-f", ring.config, "--tag", "blake3", stdlib_only=True)
     _, err = server.communicate(timeout=30)
     assert server.returncode == 3 and "this dollyS cannot check blake3 tags: its Python has no blake3" in err
+    server = dolly("server", "-f", ring.config, "--digest", "blake3", stdlib_only=True)
+    _, err = server.communicate(timeout=30)
+    assert server.returncode == 3 and "this dollyS cannot make blake3 digests: its Python has no blake3" in err
 
 
 @pytest.mark.parametrize("server_secret, client_secret", [("alpha", "beta"), ("alpha", ""), ("", "beta")])
@@ -369,6 +372,40 @@ def test_corrupted_chunk_is_detected_and_sent_again(tmp_path, rings, secret, tag
     assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
 
 
+@pytest.mark.parametrize("digest", ["blake3", "none"])
+def test_the_reports_plain_digest_is_the_sites_choice_and_every_byte_is_still_checked(tmp_path, rings, digest):
+    """dollyS --digest blake3 reports each file's plain BLAKE3 (as b3sum prints it) instead of its SHA-256,
+    --digest none neither; the nodes check every piece's tag and the tag list all the same: a byte flipped in
+    flight is caught and sent again, and both clones are the image."""
+    from blake3 import blake3
+
+    image = make_image(tmp_path / "disk.img", 3_000_000)
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")], env={"DOLLY_SECRET": "s3cret"})
+    ring.start_clients()
+    rc, err = ring.run("--digest", digest, env={"DOLLY_FAULT_FLIP_CHUNK": "3"})
+    results = ring.finish_clients()
+    assert rc == 0 and [r for r, _ in results] == [0, 0], (err, results)
+    assert "chunk 3 from 127.0.0.1 failed its tag" in results[0][1]
+    assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
+    report = ring.report()
+    plain = {"blake3": blake3(image.read_bytes()).hexdigest()} if digest == "blake3" else {}
+    assert report["digest"] == digest and report["tag"] == "blake3"
+    assert {k: v for k, v in report["files"][0].items() if k in ("sha256", "blake3")} == plain
+    assert [n["files"] for n in report["nodes"]] == [[{"path": "/disk.img", **plain}]] * 2
+
+
+def test_a_chunk_of_more_pieces_than_one_sendmsg_takes_goes_in_several(tmp_path, rings):
+    """A 72 MiB chunk is 576 pieces, 1,152 buffers: more than one sendmsg takes (IOV_MAX, 1024), and the
+    server hands a chunk's pieces to its sender all at once."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(os.urandom(80 << 20))
+    ring = rings(tmp_path, 1, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    rc, err = ring.run("--chunk-size", 72 << 20)
+    assert rc == 0 and ring.finish_clients()[0][0] == 0, err
+    assert sha(ring.roots[0] / "disk.img") == sha(image)
+
+
 def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out: str, size: int, tag: str):
     """Connect to a dollyC as a ring's server would, with the right secret: handshake, SETUP (a ring of the
     server, this client and `tail`, which listens but does not answer for 10 s), RESUME. Returns the socket,
@@ -391,6 +428,33 @@ def authenticated_upstream(address: str, tail: socket.socket, secret: bytes, out
     header, _ = link.read_frame(sock, keys)
     assert header.kind is p.Kind.RESUME
     return sock, keys, setup
+
+
+@pytest.mark.parametrize("secret", [b"s3cret", None])
+def test_the_dialers_first_frame_goes_with_its_auth_before_the_listeners_answer(secret):
+    """The ring's start-up dials one member after another: a dialer sends its SETUP right behind AUTH, so the
+    listener has it without waiting for another round trip (here it reads it before it answers at all), tagged
+    with the connection's keys."""
+    from dolly_core import link, protocol as p
+
+    dialer, listener = socket.socketpair()
+    listener.settimeout(5)
+    nonce_l = os.urandom(p.NONCE_LEN)
+    listener.sendall(p.make_hello(nonce_l, secret is not None))
+    done: list = []
+    dialling = threading.Thread(target=lambda: done.append(link.handshake_as_dialer(
+        dialer, secret, lambda keys: p.control(p.Kind.SETUP, {"hello": "ring"}, keys and keys.send))))
+    dialling.start()
+    status, nonce_d = p.check_auth(secret, nonce_l, bytes(link.recv_exact(listener, p.AUTH_LEN)))
+    keys = p.frame_keys(secret, nonce_l, nonce_d, dialer=False)
+    header, payload = link.read_frame(listener, keys)  # before any RESULT went back
+    assert header.kind is p.Kind.SETUP and p.parse_control(header, payload) == {"hello": "ring"}
+    assert not done
+    listener.sendall(p.make_result(status, secret, nonce_l, nonce_d))
+    dialling.join(5)
+    assert done == [p.frame_keys(secret, nonce_l, nonce_d, dialer=True)]
+    dialer.close()
+    listener.close()
 
 
 @pytest.mark.parametrize("tag", ["sha256", "blake3"])
@@ -473,6 +537,20 @@ def test_hung_client_is_short_cut_after_the_timeout(tmp_path, rings):
             assert node["ok"], node
             assert results[i][0] == 0, results[i][1]
             assert sha(ring.roots[i] / "disk.img") == sha(image)
+
+
+def test_a_rate_that_makes_a_chunk_outlast_the_timeout_keeps_the_ring_alive(tmp_path, rings):
+    """dollyS --rate paces the head after each sendmsg; a 4 MiB chunk at 2 MB/s takes 2.1 s, twice the time-out:
+    the head must PING meanwhile, or its successor takes it for dead."""
+    image = make_image(tmp_path / "disk.img", 6 << 20)
+    ring = rings(tmp_path, 2, [(image, ">", "/disk.img")])
+    ring.start_clients()
+    rc, err = ring.run("--chunk-size", 4 << 20, "--rate", 2e6, "--timeout", 1)
+    assert rc == 0, err
+    assert [rc for rc, _ in ring.finish_clients()] == [0, 0]
+    report = ring.report()
+    assert report["seconds"] >= (6 << 20) / 2e6 * 0.9  # the rate was kept
+    assert all(sha(root / "disk.img") == sha(image) for root in ring.roots)
 
 
 def allocated(path: Path) -> list[tuple[int, int]]:

@@ -12,7 +12,7 @@ from tests.fixtures.inventories import EXAMPLE, HASH, LAB, inventory_yaml, snaps
 from provision.cli import main
 from provision.errors import ExitStatus, InputError
 from provision.inventory import load_inventory, resolve_inventory_path
-from provision.model import Bootloader, DhcpServer, DiskLabel, OsFamily, Transport
+from provision.model import Bootloader, DhcpServer, DiskLabel, Dolly, FileDigest, OsFamily, Transport
 
 
 def test_example_is_the_seed_cluster():
@@ -268,7 +268,9 @@ BAD = [
     ("dolly-not-a-mapping", BASE + "dolly: /etc/secret\n", "dolly", "expected a mapping (key: value lines): "
      "'/etc/secret'", "dolly:"),
     ("dolly-unknown-key", BASE + "dolly:\n  secret: /etc/secret\n", "dolly.secret",
-     "unknown key (known keys: secret_file): 'secret'", "secret:"),
+     "unknown key (known keys: secret_file, digest): 'secret'", "secret:"),
+    ("dolly-unknown-digest", BASE + "dolly:\n  secret_file: /etc/secret\n  digest: md5\n", "dolly.digest",
+     "expected one of sha256, blake3, none: 'md5'", "digest: md5"),
     ("dolly-secret-file-not-text", BASE + "dolly:\n  secret_file: [a, b]\n", "dolly.secret_file",
      "expected a non-empty string: ['a', 'b']", "secret_file:"),
     ("dolly-secret-file-bad-path", BASE + "dolly:\n  secret_file: /etc/my secret\n", "dolly.secret_file",
@@ -314,6 +316,12 @@ def test_dolly_secret_file_and_node_auth_defaults_and_values(tmp_path):
     inv = load_inventory(write(tmp_path / "site", BASE + "dolly: {secret_file: secrets/ring.secret}\n"))
     assert inv.dolly.secret_file == tmp_path / "site" / "secrets" / "ring.secret"
     assert not inv.dolly.secret_file.exists()
+
+
+def test_dolly_digest_default_and_choices(tmp_path):
+    assert load_inventory(write(tmp_path, BASE)).dolly.digest is FileDigest.SHA256  # the report as it always was
+    for digest in FileDigest:
+        assert load_inventory(write(tmp_path, BASE + f"dolly: {{digest: {digest}}}\n")).dolly == Dolly(None, digest)
 
 
 @pytest.mark.parametrize("text, field, value, line_text", [b[1:] for b in BAD], ids=[b[0] for b in BAD])

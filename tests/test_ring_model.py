@@ -242,6 +242,10 @@ def test_versus_reads_both_benches_results(tmp_path):
     assert [r[0] for r in rows] == ["N = 1", "N = 8", "N = 8, 1 killed at 30 %"]
     assert [r[2] for r in rows] == [3.4, 3.6, 4.1]
     assert 3.0 < rows[0][1] < rows[1][1] < 5.0 and abs(rows[2][1] - rows[1][1]) < 0.5
+    early = {**ring, "kill": [{"n": 8, "seconds": 9.0, "timeout": 3.0, "wait": 5.0, "before_start": True,
+                               "dead": ["10.77.0.14"]}]}  # dead before its upstream dials it: costs --wait
+    [*_, (what, predicted, _)] = rm.versus_rows(early)
+    assert what == "N = 8, 1 killed before the start (--wait 5)" and 4.5 < predicted - rows[1][1] < 5.5
     scale = {"rate": "100mbit", "server_rate": "1gbit", "image_mib": 64,
              "rows": [{"n": 1, "ring_seconds": 5.6}, {"n": 32, "ring_seconds": 15.1}]}
     rows = rm.versus_rows(scale)

@@ -1,15 +1,17 @@
 """Several rings from one inventory (`ring: {count: K}`): the split of the ready nodes, each ring's files,
-tail port and dolly.conf, and the field's checks (file, line, field, value)."""
+tail port and dolly.conf, the rings' dollyS --wait and --timeout, and the fields' checks (file, line, field,
+value)."""
 
 from __future__ import annotations
 
 import pytest
 from tests.fixtures.inventories import inventory_yaml, write
 
+from dolly_core.cli import server_parser
 from provision.errors import InputError
 from provision.inventory import load_inventory
 from provision.render import render_ring_config
-from provision.ring_run import merge_progress
+from provision.ring_run import RingFiles, RingSettings, merge_progress, server_argv
 from provision.rings import plan_rings, split
 
 
@@ -48,12 +50,44 @@ def test_one_ring_unless_the_inventory_asks(tmp_path):
     assert load_inventory(write(tmp_path, inventory_yaml(2) + "ring:\n")).ring.count == 1
 
 
+def test_the_rings_wait_and_timeout_reach_dollyS(tmp_path):
+    """The inventory's ring.wait and ring.timeout, install --timeout over ring.timeout, as dollyS's own
+    parser reads the command line provision install runs."""
+    files, secret = RingFiles(tmp_path / "dolly"), tmp_path / "ring.secret"
+    default = load_inventory(write(tmp_path, inventory_yaml(2))).ring
+    assert (default.wait, default.timeout) == (10.0, 10.0)  # install's members listen before they report ready
+    site = load_inventory(write(tmp_path, inventory_yaml(2) + "ring: {count: 2, wait: 5, timeout: 2.5}\n")).ring
+    assert (site.count, site.wait, site.timeout) == (2, 5.0, 2.5)
+    for ring, timeout, expected in [(default, None, (10.0, 10.0)), (site, None, (5.0, 2.5)), (site, 3.0, (5.0, 3.0))]:
+        argv = server_argv(files, RingSettings.of(ring, secret, timeout, chunk_size=1 << 20))
+        args = server_parser().parse_args(argv[1:])
+        assert (args.wait, args.timeout) == expected
+        assert (args.config, args.secret_file, args.chunk_size) == (str(files.config), str(secret), 1 << 20)
+
+
+def test_the_inventorys_digest_reaches_dollyS(tmp_path):
+    """dolly.digest (default sha256, the report as it was) as dollyS's own parser reads provision install's
+    command line."""
+    files, secret = RingFiles(tmp_path / "dolly"), tmp_path / "ring.secret"
+    for extra, expected in [("", "sha256"), ("dolly: {digest: blake3}\n", "blake3"),
+                            ("dolly: {digest: none}\n", "none")]:
+        inv = load_inventory(write(tmp_path, inventory_yaml(2) + extra))
+        argv = server_argv(files, RingSettings.of(inv.ring, secret, digest=inv.dolly.digest))
+        assert server_parser().parse_args(argv[1:]).digest == expected
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     ("ring: {count: 0}", "ring.count: expected a whole number from 1 to 1024: 0"),
     ("ring: {count: two}", "ring.count: expected a whole number from 1 to 1024: 'two'"),
     ("ring: {count: true}", "ring.count: expected a whole number from 1 to 1024: True"),
-    ("ring: {rings: 2}", "ring.rings: unknown key (known keys: count): 'rings'"),
+    ("ring: {rings: 2}", "ring.rings: unknown key (known keys: count, wait, timeout): 'rings'"),
     ("ring: 2", "ring: expected a mapping (key: value lines): 2"),
+    ("ring: {wait: 0}", "ring.wait: expected a number of seconds above 0 and at most 86400: 0"),
+    ("ring: {wait: -5}", "ring.wait: expected a number of seconds above 0 and at most 86400: -5"),
+    ("ring: {wait: 5 s}", "ring.wait: expected a number of seconds above 0 and at most 86400: '5 s'"),
+    ("ring: {wait: yes}", "ring.wait: expected a number of seconds above 0 and at most 86400: True"),
+    ("ring: {timeout: 1e9}", "ring.timeout: expected a number of seconds above 0 and at most 86400: '1e9'"),
+    ("ring: {timeout: 100000.5}", "ring.timeout: expected a number of seconds above 0 and at most 86400: 100000.5"),
 ])
 def test_bad_ring_fields_name_file_line_field_and_value(tmp_path, extra, message):
     path = write(tmp_path, inventory_yaml(2) + extra + "\n")

@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start cloning as soon as N nodes are ready (default: all)")
     parser.add_argument("--no-probe", dest="probe", action="store_false",
                         help="do not ARP-probe nodes that did not report ready")
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                        help="ring time-out: a node silent this long is short-cut (default 10)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="ring time-out: a node silent this long is short-cut (default: the inventory's "
+                             "ring.timeout, 10)")
     parser.add_argument("--chunk-size", type=int, metavar="BYTES", help="ring chunk size (dollyS default)")
     parser.add_argument("--finish-wait", type=float, default=600.0, metavar="SECONDS",
                         help="longest wait for nodes to report done after the clone (default 600)")

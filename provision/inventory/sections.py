@@ -9,11 +9,13 @@ from typing import Any
 
 from provision.fields import Fields
 from provision.inventory.schema import default, keys, required
-from provision.model import Boot, Dhcp, DhcpServer, Dolly, Image, KickstartSettings, Network, Ring, Server, Transport
+from provision.model import (Boot, Dhcp, DhcpServer, Dolly, FileDigest, Image, KickstartSettings, Network, Ring, Server,
+                             Transport)
 
 WORD = re.compile(r"^[A-Za-z0-9_./+-]+$")
 MOUNT = re.compile(r"^/[A-Za-z0-9_./-]*$")
 MAX_RINGS = 1024  # dollyS processes at once on the install server
+MAX_RING_SECONDS = 86400.0  # ring.wait and ring.timeout (dollyS takes up to a week; a day is plenty)
 
 
 class Sections:
@@ -125,20 +127,23 @@ class Sections:
         m = self.f.mapping(p, data, keys(Dolly))
         if m is None:
             return None
+        digest = self.f.choice(p + ("digest",), m.get("digest", default(Dolly, "digest")), FileDigest)
         if m.get("secret_file") is None:
-            return Dolly()
+            return None if digest is None else Dolly(None, digest)
         text = self.f.text(p + ("secret_file",), m["secret_file"], WORD, "path")
-        return None if text is None else Dolly((self.path.parent / text).absolute())
+        return None if None in (text, digest) else Dolly((self.path.parent / text).absolute(), digest)
 
     def ring(self, data: Any, server: Server | None) -> Ring | None:
-        """How many rings clone at once; ring i's tail listens on the server's dolly_port + i, which must be
-        a port and not the HTTP port."""
+        """How many rings clone at once (ring i's tail listens on the server's dolly_port + i, which must be
+        a port and not the HTTP port), and their dollyS --wait and --timeout."""
         p = ("ring",)
         m = self.f.mapping(p, data, keys(Ring))
         if m is None:
             return None
         count = self.f.integer(p + ("count",), m.get("count", default(Ring, "count")), 1, MAX_RINGS)
-        if count is None:
+        wait, timeout = (self.f.seconds(p + (k,), m.get(k, default(Ring, k)), MAX_RING_SECONDS)
+                         for k in ("wait", "timeout"))
+        if None in (count, wait, timeout):
             return None
         if server is not None:
             last = server.dolly_port + count - 1
@@ -151,4 +156,4 @@ class Sections:
                                                f"{server.dolly_port}-{last}, which hold its http_port "
                                                f"{server.http_port}", count)
                 return None
-        return Ring(count)
+        return Ring(count, wait, timeout)
