@@ -10,6 +10,8 @@ bench/results/scale_bench.{json,png}.
     sudo .venv/bin/python bench/scale_bench.py [--nodes 1,8,32,64,100] [--rate 100mbit] [--image-mib 64]
     sudo .venv/bin/python bench/scale_bench.py --rate 10mbit --server-rate 100mbit --boot-kb 2400
 
+--transport: how the boot payload goes (boot.transport; default multicast: one RFC 2090 stream from atftpd;
+http: curl from provision's HTTP server, one copy per node).
 --boot-kb: the boot payload each node fetches (installer kernel + initrd; the lab's kernel is syslinux's
 memdisk, the initrd is padded with random bytes to the total; default 2,400 kB, a tenth of the built
 installer's 24 MB). --server-rate: the server's link (default --rate, as in the seed's cluster).
@@ -151,10 +153,23 @@ MARKS = {"boot files": re.compile(r"sent boot/\S*initrd"), "ready wait": re.comp
          "reboot": re.compile(r"tftp: sent pxelinux\.cfg/")}
 
 
-def phases(log: str, started: float, reset: float, ended: float) -> dict[str, float]:
+ATFTPD_TIME = re.compile(r"^(\w{3} \d\d \d\d:\d\d:\d\d) .*End of multicast transfer")
+
+
+def multicast_end(atftpd_log: Path, year: int) -> float | None:
+    """When atftpd's last multicast transfer ended (its log has whole seconds, no year), or None."""
+    if not atftpd_log.is_file():
+        return None
+    times = [datetime.strptime(f"{year} {m.group(1)}", "%Y %b %d %H:%M:%S").timestamp()
+             for line in atftpd_log.read_text(errors="replace").splitlines() if (m := ATFTPD_TIME.match(line))]
+    return max(times) + 0.5 if times else None  # the middle of its second
+
+
+def phases(log: str, started: float, reset: float, ended: float, boot_end: float | None = None) -> dict[str, float]:
     """Seconds of each of PHASES: each ends at the last install-log line of its kind (the last initrd sent,
-    the last ready/cloning/done report, the last PXE config sent: the reboots' into local boot)."""
-    last: dict[str, float] = {}
+    the last ready/cloning/done report, the last PXE config sent: the reboots' into local boot); over
+    multicast the boot files end at `boot_end` (atftpd's last transfer)."""
+    last: dict[str, float] = {} if boot_end is None else {"boot files": boot_end}
     for line in log.splitlines():
         m = LOG_TIME.match(line)
         if not m:
@@ -195,7 +210,8 @@ def run(n: int, args, work: Path) -> dict:
     prefix = f"psb-{uuid.uuid4().hex[:4]}"
     env = {"PROVISION_STATE_DIR": str(work / f"state-{n}"), "PROVISION_LAB_PREFIX": prefix}
     inventory = work / "lab-scale.yaml"
-    inventory.write_text(INVENTORY.read_text().replace("/var/lib/provision/lab-scale", str(work / "files"))
+    text = re.sub(r"(?m)^  transport: \S+", f"  transport: {args.transport}", INVENTORY.read_text())
+    inventory.write_text(text.replace("/var/lib/provision/lab-scale", str(work / "files"))
                          + f"ring: {{count: {args.rings}}}\n")
     inv = load_inventory(inventory)
     make_boot_files(inv, args.boot_kb * 1000)
@@ -214,7 +230,9 @@ def run(n: int, args, work: Path) -> dict:
     failed = [o.name for o in result.nodes if not o.as_expected]
     reset = sampler.reset_at or started
     log = install_log.read_text(errors="replace")
-    split = phases(log, started, reset, ended)
+    split = phases(log, started, reset, ended,
+                   multicast_end(work / f"state-{n}" / "clusters" / inv.cluster / "atftpd.log",
+                                 datetime.now().year))
     seconds = sum(split[phase] for phase in PHASES[1:-1])  # reset to the last node booted from its disk
     return {"n": n, "seconds": seconds, "lab_up_seconds": reset - started, "phases": split,
             "ring_seconds": ring, "host_keys_made": keys_made(log, reset), "as_expected": result.ok, "failed": failed,
@@ -248,7 +266,8 @@ def plot(results: dict, path: Path) -> None:
     right.legend(fontsize=8)
     right.grid(alpha=0.3)
     fig.suptitle(f"provision install in the lab: {results['rate']} nodes, {results['server_rate']} server, "
-                 f"{results['image_mib']} MiB image, {results['boot_kb']} kB boot payload", fontsize=10)
+                 f"{results['image_mib']} MiB image, {results['boot_kb']} kB boot payload over "
+                 f"{results.get('transport', 'http')}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -282,6 +301,9 @@ def main() -> int:
     parser.add_argument("--boot-kb", type=int, default=2400,
                         help="kernel + initrd each node fetches, in kB (default 2400: a tenth of the installer's)")
     parser.add_argument("--rings", type=int, default=1, help="the inventory's ring.count (default 1)")
+    parser.add_argument("--transport", default="multicast", choices=("multicast", "http", "tftp"),
+                        help="the inventory's boot.transport for the boot payload (default multicast, as "
+                             "lab-scale.yaml has it)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
     parser.add_argument("--name", default="scale_bench", help="stem of the saved .json and .png (default scale_bench)")
     args = parser.parse_args()
@@ -310,7 +332,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"rate": args.rate, "server_rate": args.server_rate, "image_mib": args.image_mib, "rings": args.rings,
-               "boot_kb": args.boot_kb, "rows": rows}
+               "boot_kb": args.boot_kb, "transport": args.transport, "rows": rows}
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / f"{args.name}.png")
     print(f"saved {out / args.name}.json and .png")

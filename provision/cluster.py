@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provision.inventory import LAST_INSTALL_FILE, state_dir
-from provision.model import DhcpServer, Inventory
-from provision.render import DHCPD_CONF, KEA_CONF
+from provision.model import DhcpServer, Inventory, Transport
+from provision.render import DHCPD_CONF, KEA_CONF, multicast_payload
 from provision.services.dhcpd import DhcpdProcess
 from provision.services.kea import KeaProcess
+from provision.services.multicast_tftp import MulticastTftpServer
 from provision.state import StateStore, write_json_atomic
 
 
@@ -20,7 +21,7 @@ from provision.state import StateStore, write_json_atomic
 class ClusterFiles:
     """<state dir>/clusters/<cluster>/: rendered/ (dhcpd.conf or kea-dhcp4.conf, tftpboot/, kickstart/,
     dolly.conf), dhcpd/ or kea/ (the live config, leases, pid, log, Kea's control socket), dolly/ (the ring
-    config, secret and report of a run), host-keys/, known_hosts, install.json."""
+    config, secret and report of a run), host-keys/, known_hosts, install.json, atftpd.log (multicast TFTP)."""
 
     state: Path
     cluster: str
@@ -75,6 +76,14 @@ class ClusterFiles:
         if self.dhcp_server is DhcpServer.KEA:
             return KeaProcess(self.root / "kea" / KEA_CONF, self.root / "kea")
         return DhcpdProcess(self.root / "dhcpd" / DHCPD_CONF, self.root / "dhcpd")
+
+    def multicast_tftp(self, inv: Inventory, with_diskless: bool) -> MulticastTftpServer | None:
+        """atftpd for `boot.transport: multicast` (None for the other transports), serving what pxelinux's
+        configs name as tftm:// URLs."""
+        if inv.boot.transport is not Transport.MULTICAST:
+            return None
+        return MulticastTftpServer(self.tftp_root, multicast_payload(inv, with_diskless), str(inv.server.ip),
+                                   self.root / "atftpd.log")
 
     @property
     def dhcp_rendered(self) -> Path:

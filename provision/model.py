@@ -17,6 +17,9 @@ from provision.errors import InputError
 DOLLY_PORT = 9998
 HTTP_PORT = 8080
 BOOT_TFTP_DIR = "boot"  # kernel and initrd live in <tftp root>/boot/
+MULTICAST_TFTP_PORT = 1069  # atftpd's requests (boot.transport: multicast); port 69 stays provision's own TFTP
+MULTICAST_GROUPS = ("239.255.69.1", "239.255.69.16")  # organization-local scope (RFC 2365): one group per file
+MULTICAST_DATA_PORTS = (1758, 1790)
 GRUB_TFTP_DIR = "grub"  # grub-mknetdir --subdir: GRUB's net image and the per-MAC GRUB configs
 GRUB_EFI_LOADER = f"{GRUB_TFTP_DIR}/x86_64-efi/core.efi"  # the UEFI boot file dhcpd names (option 93 = 7, 9)
 # Field metadata: a field the inventory may leave out though it has no default here (the reader fills it in,
@@ -57,6 +60,9 @@ class Transport(enum.StrEnum):
 
     HTTP = "http"  # from our HTTP server: BIOS nodes get pxelinux.0 on iPXE, else lpxelinux.0; GRUB its http module
     TFTP = "tftp"  # from the TFTP root, as pxelinux.0 and GRUB's tftp do everywhere
+    # pxelinux.0 on iPXE: tftm:// URLs (RFC 2090 multicast TFTP, iPXE's own client) to atftpd, one stream for all
+    # nodes booting at once; GRUB (UEFI) has no multicast client and fetches from the TFTP root as with tftp
+    MULTICAST = "multicast"
 
 
 class DhcpServer(enum.StrEnum):

@@ -23,8 +23,8 @@ from provision.bootmode import BootMode, modes_for
 from provision.bulk import cycle_collector_paused
 from provision.errors import InputError
 from provision.fields import ssh_public_key_problem
-from provision.model import (DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, DhcpServer, Firmware, Inventory, Node,
-                             Transport)
+from provision.model import (DOLLY_PORT, GRUB_EFI_LOADER, GRUB_TFTP_DIR, MULTICAST_TFTP_PORT, DhcpServer, Firmware,
+                             Inventory, Node, Transport)
 from provision.outputs import Prune, WriteReport, write_tree
 from provision.services import dhcpd, kea
 
@@ -97,7 +97,8 @@ class BootSource:
 
 def pxe_loader(inv: Inventory) -> str:
     """The boot file dhcpd names for BIOS nodes (see ipxe_pxe_loader for iPXE firmware): lpxelinux.0 when the
-    kernel and initrd go over HTTP."""
+    kernel and initrd go over HTTP. (Over multicast, pxelinux.0 needs iPXE firmware under it: other PXE ROMs
+    cannot load tftm:// URLs.)"""
     return HTTP_PXE_LOADER if inv.boot.transport is Transport.HTTP else PXE_LOADER
 
 
@@ -105,18 +106,30 @@ def ipxe_pxe_loader(inv: Inventory) -> str | None:
     """The boot file for BIOS nodes whose firmware is iPXE (DHCP user class "iPXE") when the kernel and initrd
     go over HTTP: pxelinux.0, which hands http:// URLs to iPXE's own HTTP client (the PXE file API) instead of
     running lpxelinux.0's lwIP stack on iPXE's UNDI (which once stalled mid-initrd in ~20 VM boots; iPXE's own
-    HTTP fetched kernel and initrd 2-3 times faster than TFTP in the VM lab). None over TFTP (no difference)."""
+    HTTP fetched kernel and initrd 2-3 times faster than TFTP in the VM lab). None over TFTP or multicast (no
+    difference)."""
     return PXE_LOADER if inv.boot.transport is Transport.HTTP else None
 
 
 def pxelinux_boot(inv: Inventory, files: BootSource | None = None) -> BootSource:
-    """KERNEL/INITRD for (l)pxelinux: http://SERVER:PORT/boot/<file>, or boot/<file> in the TFTP root.
-    `files`: other paths in the TFTP root than the installer's (the diskless kernel and initramfs)."""
+    """KERNEL/INITRD for (l)pxelinux: http://SERVER:PORT/boot/<file>, tftm://SERVER:1069/boot/<file> (multicast
+    TFTP, loaded by iPXE under pxelinux.0), or boot/<file> in the TFTP root. `files`: other paths in the TFTP
+    root than the installer's (the diskless kernel and initramfs)."""
     boot = inv.boot
     kernel, initrd = (files.kernel, files.initrd) if files else (boot.kernel_tftp_path, boot.initrd_tftp_path)
     if boot.transport is Transport.HTTP:
         return BootSource(f"{inv.server.url}/{kernel}", f"{inv.server.url}/{initrd}")
+    if boot.transport is Transport.MULTICAST:
+        base = f"tftm://{inv.server.ip}:{MULTICAST_TFTP_PORT}"
+        return BootSource(f"{base}/{kernel}", f"{base}/{initrd}")
     return BootSource(kernel, initrd)
+
+
+def multicast_payload(inv: Inventory, with_diskless: bool) -> list[str]:
+    """The TFTP paths that pxelinux's configs name as tftm:// URLs (boot.transport: multicast): the installer's
+    kernel and initrd, and the diskless ones while a node is in diskless boot."""
+    files = [inv.boot.kernel_tftp_path, inv.boot.initrd_tftp_path]
+    return files + ([diskless.KERNEL, diskless.INITRD] if with_diskless else [])
 
 
 def grub_boot(inv: Inventory, files: BootSource | None = None) -> BootSource:

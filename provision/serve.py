@@ -40,6 +40,7 @@ def serve(inv: Inventory, env: Mapping[str, str] = os.environ, site_templates: P
                            [KeyedNode(n.name, str(n.ip), f"root@{inv.fqdn(n.name)}") for n in diskless],
                            on_error=lambda name, error: show(f"WARNING: {error}: {name} makes its own"))
     tftp = TftpServer(files.tftp_root, host=str(inv.server.ip), port=tftp_port)
+    multicast = files.multicast_tftp(inv, bool(diskless))
     http = HttpServer(files.kickstarts, nodes=inv.node_names, on_report=store.report,
                       host=str(inv.server.ip), port=inv.server.http_port,
                       states=lambda: [r.to_json() for r in store.load().values()],
@@ -52,14 +53,19 @@ def serve(inv: Inventory, env: Mapping[str, str] = os.environ, site_templates: P
     keeper.close()
     tftp.start()
     try:
+        if multicast is not None:
+            multicast.start()
         http.start()
         try:
-            show(f"{dhcp.NAME} (pid {dhcp.pid()}), TFTP and HTTP serving {inv.cluster} on {inv.server.ip}; "
+            tftps = "TFTP (and multicast TFTP)" if multicast else "TFTP"
+            show(f"{dhcp.NAME} (pid {dhcp.pid()}), {tftps} and HTTP serving {inv.cluster} on {inv.server.ip}; "
                  f"{len(diskless)} node(s) in diskless boot; SIGINT or SIGTERM ends")
             stop.wait(seconds)
         finally:
             http.stop()
     finally:
+        if multicast is not None:
+            multicast.stop()
         tftp.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

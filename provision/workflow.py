@@ -34,6 +34,7 @@ from provision.ring_run import (RingSettings, follow, merge_progress, read_progr
                                 server_argv)
 from provision.rings import RingPlan, plan_rings
 from provision.services.http import HttpServer, NodeAuth
+from provision.services.multicast_tftp import MulticastTftpServer
 from provision.services.ra import RouterAdvertiser, interface_with
 from provision.services.tftp import TftpServer, install_boot_files
 from provision.ssh import forget_hosts
@@ -113,6 +114,7 @@ class Install:
         try:
             self.serve(pending, credentials, keeper,
                        boot_dir=self.files.tftp_root / BOOT_TFTP_DIR if over_http else None,
+                       multicast=self.files.multicast_tftp(self.inv, bool(diskless_nodes(modes))),
                        ra=f"; IPv6 router advertisements on {advertiser.iface}" if advertiser else "")
         finally:
             self.files.ring_secret.unlink(missing_ok=True)
@@ -120,10 +122,10 @@ class Install:
                 advertiser.stop()
 
     def serve(self, pending: list[Node], credentials: RunCredentials, keeper: HostKeyKeeper, boot_dir: Path | None,
-              ra: str) -> None:
-        """DHCP, TFTP and HTTP (with the boot files from `boot_dir`, if given) until the pending nodes are
-        done or failed; each pending node fetches its `credentials` once, from its own address, and its host
-        keys from `keeper`."""
+              multicast: MulticastTftpServer | None, ra: str) -> None:
+        """DHCP, TFTP (and `multicast` TFTP, if given) and HTTP (with the boot files from `boot_dir`, if given)
+        until the pending nodes are done or failed; each pending node fetches its `credentials` once, from its
+        own address, and its host keys from `keeper`."""
         dhcp = self.files.dhcp()
         if not dhcp.running():
             dhcp.start()
@@ -145,6 +147,10 @@ class Install:
                       "and credentials and report for any node")
         tftp.start()
         try:
+            if multicast is not None:
+                multicast.start()
+                self.show(f"atftpd serving {', '.join(multicast.files)} by multicast TFTP on "
+                          f"{self.inv.server.ip}:{multicast.port}")
             http.start()
             try:
                 if pending and self.options.power_cycle:
@@ -158,6 +164,8 @@ class Install:
             finally:
                 http.stop()
         finally:
+            if multicast is not None:
+                multicast.stop()
             tftp.stop()
             flipper.close()
 

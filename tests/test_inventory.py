@@ -259,7 +259,7 @@ BAD = [
      "server.name", "key given twice", "srv2"),
     ("nodes-not-a-list", BASE.split("nodes:")[0] + "nodes: n1\n", "nodes", "expected a list: 'n1'", "nodes:"),
     ("bad-transport", BASE.replace("  initrd: /srv/boot/initrd.img\n", "  initrd: /srv/boot/initrd.img\n  transport: ftp\n"),
-     "boot.transport", "expected one of http, tftp: 'ftp'", "transport: ftp"),
+     "boot.transport", "expected one of http, tftp, multicast: 'ftp'", "transport: ftp"),
     ("diskless-bad-path", BASE.replace("  initrd: /srv/boot/initrd.img\n",
                                        "  initrd: /srv/boot/initrd.img\n  diskless: /srv/my diskless\n"),
      "boot.diskless", "invalid path: '/srv/my diskless'", "diskless:"),

@@ -98,8 +98,9 @@ for p in sniff(iface="eth0", lfilter=lambda p: p.haslayer(ICMPv6ND_RA), count=1,
 
 def test_thirty_two_nodes_of_the_scale_lab(tmp_path):
     """inventory/lab-scale.yaml: a lab past the old cap of 16 (bench/scale_bench.py runs it up to 100 nodes);
-    its time-outs grow with the nodes sharing this machine's cores."""
-    for tool in ("dhcpd", "busybox", "tftp", "curl"):
+    its time-outs grow with the nodes sharing this machine's cores; every node's kernel and initrd come by
+    multicast TFTP (boot.transport: multicast: atftpd, played iPXE's tftm:// with atftp)."""
+    for tool in ("dhcpd", "busybox", "tftp", "curl", "atftpd", "atftp"):
         require_tool(tool)
     inventory, env = lab_copy(tmp_path, "lab-scale.yaml")
     assert (lab_demo.shared_cores_factor(16), lab_demo.shared_cores_factor(32)) == (1.0, 2.0)
@@ -112,6 +113,9 @@ def test_thirty_two_nodes_of_the_scale_lab(tmp_path):
     assert result.ok and len(result.nodes) == 32, lab_demo.summary(result)
     install_log = (tmp_path / "install.log").read_text()
     assert "32 node(s) ready" in install_log, install_log[-3000:]
+    atftpd_log = (Path(env["PROVISION_STATE_DIR"]) / "clusters" / "lab-scale" / "atftpd.log").read_text()
+    served = set(re.findall(r"Serving boot/initrd\.img to (10\.77\.0\.\d+):", atftpd_log))
+    assert served == {str(node.ip) for node in load_inventory(inventory).nodes[:32]}, atftpd_log[-3000:]
 
 
 @pytest.mark.parametrize("lab_inventory", ["kea"], indirect=True)

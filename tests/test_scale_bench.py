@@ -58,6 +58,19 @@ def test_processes_are_told_apart_by_their_command_line():
     assert sb.kind_of([py, "-m", "provision.lab.node", "--name", "n001"]) == "node player"
     assert sb.kind_of(["/usr/sbin/dhcpd", "-4", "-f"]) == "dhcpd"
     assert sb.kind_of(["ssh-keygen", "-q", "-t", "rsa"]) == "ssh-keygen"
+
+
+def test_over_multicast_the_boot_files_end_with_atftpds_last_transfer(tmp_path):
+    at = datetime(2026, 12, 6, 10, 0, 0).timestamp()
+    log = tmp_path / "atftpd.log"
+    log.write_text("Dec 06 10:00:01 vm atftpd[1.2]: Serving boot/initrd.img to 10.77.0.11:2070\n"
+                   "Dec 06 10:00:02 vm atftpd[1.2]: End of multicast transfer\n"
+                   "Dec 06 10:00:03 vm atftpd[1.2]: End of multicast transfer\n")
+    boot_end = sb.multicast_end(log, 2026)
+    assert boot_end == at + 3.5 and sb.multicast_end(tmp_path / "none.log", 2026) is None
+    over_multicast = LOG.replace("sent boot/initrd.img", "sent nothing")  # no TFTP/HTTP line of the initrd
+    split = sb.phases(over_multicast, started=at - 3, reset=at, ended=at + 25, boot_end=boot_end)
+    assert (split["boot files"], split["ready wait"]) == pytest.approx((3.5, 2.5))
     assert sb.kind_of(["curl", "-fsS", "http://10.77.0.1:8080/boot/vmlinuz"]) is None
 
 

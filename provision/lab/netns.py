@@ -211,6 +211,9 @@ class Network:
         self._ip(self.switch_ns, "link", "set", port, "master", BRIDGE)
         self._ip(self.switch_ns, "link", "set", port, "up")
         self._ip(ns, "link", "set", HOST_IFACE, "up")
+        # multicast (boot.transport: multicast) goes out of the one port, as on a machine with one NIC (lab hosts
+        # have no default route)
+        self._ip(ns, "route", "add", "224.0.0.0/4", "dev", HOST_IFACE)
         if address:
             self._ip(ns, "addr", "add", address, "dev", HOST_IFACE)
         if shaping:

@@ -8,7 +8,8 @@
    TFTP (tftp-hpa) of the lease's boot file from its next-server, then of ldlinux.c32, then the PXE
    config in pxelinux's search order (01-<mac>, hex IP prefixes, default);
 2. install entry: fetch the KERNEL and INITRD it names (http:// URLs, as lpxelinux.0 takes them, with curl;
-   other names over TFTP, as pxelinux.0 does); then, with the installer's own code (provision.installer:
+   tftm:// URLs, multicast TFTP as iPXE does under pxelinux.0, with atftp; other names over TFTP, as
+   pxelinux.0 does); then, with the installer's own code (provision.installer:
    the kernel line, its HTTP client, pykickstart), ask `provision.boot_url=` whether the node is due
    (`local`: the disk is left alone), fetch the kickstart named by `inst.ks=` in APPEND, take its %post
    script(s) and run them with SYSIMAGE=<disk> and the venv's bin on PATH (so `dollyC` is found); a
@@ -168,10 +169,30 @@ class LabNode:
             raise ProvisionError(f"HTTP {url} failed: {proc.stderr.strip() or f'curl exit {proc.returncode}'}")
         return local
 
+    def tftm_get(self, url: str) -> Path:
+        """Fetch a tftm:// URL (RFC 2090 multicast TFTP, as iPXE does under pxelinux.0) with atftp's client,
+        asking for the multicast option and iPXE's block size."""
+        atftp = shutil.which("atftp")
+        if atftp is None:
+            raise ProvisionError("atftp not found (Debian package atftp): the lab firmware's multicast TFTP client")
+        host_port, _, remote = url.removeprefix("tftm://").partition("/")
+        host, _, port = host_port.partition(":")
+        local = self.work / "tftm" / remote.replace("/", "_")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.unlink(missing_ok=True)
+        proc = subprocess.run([atftp, "--option", "multicast", "--option", "blksize 1432", "-g", "-r", remote,
+                               "-l", str(local), host, port or "69"], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0 or not local.is_file():
+            raise ProvisionError(f"TFTP multicast {url} failed: {(proc.stdout + proc.stderr).strip()[-300:]}")
+        return local
+
     def fetch_boot_file(self, server: str, name: str) -> None:
-        """A KERNEL or INITRD of the PXE config: over HTTP when it is an http:// URL, else over TFTP."""
+        """A KERNEL or INITRD of the PXE config: over HTTP when it is an http:// URL, by multicast TFTP when
+        it is a tftm:// URL, else over TFTP."""
         if name.startswith("http://"):
             self.curl_get(name)
+        elif name.startswith("tftm://"):
+            self.tftm_get(name)
         elif self.tftp_get(server, name) is None:
             raise ProvisionError(f"TFTP {server}: {name} (named by the PXE config) not found")
 
