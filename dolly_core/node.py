@@ -1,5 +1,5 @@
 """A ring member (dollyC): receive into the window, write/cook to the local targets, forward to
-the successor, all concurrently; then verify and put its verdict into the END report.
+the successor, all concurrently; then verify and put its verdict into the END report (verdicts.py).
 
 Verdict semantics: a file's tag list (digest.py) holds the tags of exactly the pieces this node handed
 to its target, each checked against its bytes when it arrived and added only after the write call for
@@ -20,8 +20,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from dolly_core import verdicts
 from dolly_core.cook import open_target
-from dolly_core.digest import BLAKE3, SHA256, TagList
+from dolly_core.digest import TagList
 from dolly_core.downlink import Aborted, CutOut, Downlink
 from dolly_core.protocol import HEADER_LEN
 from dolly_core.ring import RunSetup
@@ -131,7 +132,7 @@ class Node:
         self.writer.done.wait()
         server = self.end_in.get("server", {})
         digests = server.get("digest", [])
-        plain = {name: server[name] for name in (SHA256, BLAKE3) if isinstance(server.get(name), list)}
+        plain = verdicts.plain_digests(server)
         files, errors = [], []
         for i, r in enumerate(self.writer.results):
             same = i < len(digests) and digests[i] == r.digest
@@ -152,16 +153,18 @@ class Node:
         self.end_ready.set()
 
     def _end_body(self, skipped: dict[int, str]) -> dict:
-        body = dict(self.end_in)
-        verdicts = dict(body.get("verdicts", {}))
-        verdicts[str(self.uplink.me)] = self.verdict
-        me = self.uplink.setup.ring.name(self.uplink.me)
+        """END as it goes on: with our verdict (compact when it is a verified one: verdicts.py) and one for
+        each successor we short-cut."""
+        setup = self.uplink.setup
+        body = verdicts.add(self.end_in, self.uplink.me, self.verdict, setup)
+        me = setup.ring.name(self.uplink.me)
         progress = self.downlink.progress if self.downlink else {}
+        whole = body.get("verdicts")
+        whole = dict(whole) if isinstance(whole, dict) else {}
         for index, reason in skipped.items():
-            verdicts.setdefault(str(index), {"ok": False, "error": f"dead (seen by {me}): {reason}",
-                                             "bytes": progress.get(index, [0])[0], "seconds": None,
-                                             "files": []})
-        body["verdicts"] = verdicts
+            whole.setdefault(str(index), {"ok": False, "error": f"dead (seen by {me}): {reason}",
+                                          "bytes": progress.get(index, [0])[0], "seconds": None, "files": []})
+        body["verdicts"] = whole
         return body
 
     def _progress(self) -> dict:

@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 from dolly_core.tags import TAG_LEN, Blake3Tagger, Tagger
 
-MAGIC = b"DOLLY\x03"  # the last byte is the protocol version
+MAGIC = b"DOLLY\x04"  # the last byte is the protocol version
 NONCE_LEN = 32
 MAC_LEN = 32
 HELLO_LEN = len(MAGIC) + 1 + NONCE_LEN
@@ -76,7 +76,7 @@ class Kind(enum.IntEnum):
     SETUP = 3      # dialer -> listener: the run (ring, files, settings) and who is sending
     RESUME = 4     # listener -> dialer: {"next": seq, "at": byte in that chunk} where to go on
     PING = 5       # downstream -> upstream heartbeat with progress of itself and the nodes after it
-    END = 6        # after the last chunk: {"server": [...], "verdicts": [...]} grows along the ring
+    END = 6        # after the last chunk: {"server", "verified", "verdicts"}: each member adds its verdict
     END_ACK = 7    # downstream -> upstream: END reached the server's tail
     ABORT = 8      # {"reason": text}: the run cannot finish (server gone); travels both ways
     RESEND = 9     # downstream -> upstream: {"next": seq, "at": byte} a piece failed its checksum

@@ -1,7 +1,7 @@
 """The ring's head and tail (dollyS): resolve the ring, read the IN files into the window (hashing
 them for the report as --digest says, tagging every piece; holes and all-zero chunks travel as HOLE
 frames), stream them to the first client, take the END report back at the tail (which asks for no
-pieces) and turn it into the final report."""
+pieces) and turn it into the final report (every member's verdict whole: verdicts.py)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from dolly_core.downlink import Aborted, Downlink
 from dolly_core.node import make_window
 from dolly_core.ring import FileSpec, Member, Ring, RunSetup
 from dolly_core.uplink import Uplink
+from dolly_core.verdicts import read as read_verdicts
 from dolly_core.window import Entry, Window, WindowClosed
 
 
@@ -251,6 +252,7 @@ class Server:
         self.config, self.settings, self.secret, self.log = config, settings, secret, log
         self.setup = plan_run(config, settings)
         self.end_report: dict | None = None
+        self.end_bytes: int | None = None  # the END frame that reached the tail: header, tag and JSON
         self.got_end = threading.Event()
         self.abort: str | None = None
         host, port = self.setup.ring.address(self.setup.ring.tail)
@@ -284,6 +286,7 @@ class Server:
 
     def _on_end(self, body: dict) -> None:
         self.end_report = body
+        self.end_bytes = len(p.control(p.Kind.END, body))  # as it came: our encoder wrote it, JSON reads back
         self.seconds = time.monotonic() - self.started
         self.got_end.set()
 
@@ -328,7 +331,7 @@ class Server:
         return self.report()
 
     def report(self) -> dict:
-        verdicts = (self.end_report or {}).get("verdicts", {})
+        verdicts = read_verdicts(self.end_report or {}, self.setup)
         progress = self.head.progress
         nodes = []
         for index in self.setup.ring.clients:
@@ -347,5 +350,5 @@ class Server:
         return {"ok": all(n["ok"] for n in nodes) and self.got_end.is_set(), "run": self.setup.run,
                 "seconds": round(self.seconds or time.monotonic() - self.started, 3),
                 "chunk_size": self.setup.chunk_size, "tag": self.setup.tag, "digest": self.settings.digest,
-                "files": files, "nodes": nodes,
+                "files": files, "nodes": nodes, "end_bytes": self.end_bytes,
                 "error": None if self.got_end.is_set() else (self.abort or "the END report never came back")}
