@@ -113,7 +113,7 @@ def ipxe_pxe_loader(inv: Inventory) -> str | None:
 
 def pxelinux_boot(inv: Inventory, files: BootSource | None = None) -> BootSource:
     """KERNEL/INITRD for (l)pxelinux: http://SERVER:PORT/boot/<file>, tftm://SERVER:1069/boot/<file> (multicast
-    TFTP, loaded by iPXE under pxelinux.0), or boot/<file> in the TFTP root. `files`: other paths in the TFTP
+    TFTP, opened by the firmware under pxelinux.0), or boot/<file> in the TFTP root. `files`: other paths in the TFTP
     root than the installer's (the diskless kernel and initramfs)."""
     boot = inv.boot
     kernel, initrd = (files.kernel, files.initrd) if files else (boot.kernel_tftp_path, boot.initrd_tftp_path)
