@@ -31,7 +31,7 @@ boot:
   kernel: {boot}/vmlinuz
   initrd: {boot}/initrd.img
   append: console=ttyS0,115200
-  transport: http
+  transport: {transport}
   diskless: {diskless}
 images:
   - {{source: /srv/image.raw, target: /dev/vda1}}
@@ -43,15 +43,18 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOr6JRlhrvbdPgYrrFq3Z0TmZ8Fo7/Vf9XcW3
 
 
 @pytest.fixture
-def lab(tmp_path):
-    for tool in ("dhcpd", "tftp", "curl", "busybox", "unsquashfs", "ssh-keygen"):
+def lab(tmp_path, request):
+    transport = getattr(request, "param", "http")  # boot.transport (indirect parametrization)
+    for tool in ("dhcpd", "tftp", "curl", "busybox", "unsquashfs", "ssh-keygen",
+                 *(("atftpd", "atftp") if transport == "multicast" else ())):
         require_tool(tool)
     boot = tmp_path / "boot"
     boot.mkdir()
     (boot / "vmlinuz").write_bytes(b"installer kernel\n")
     (boot / "initrd.img").write_bytes(b"installer initrd\n")
     inventory = tmp_path / "dl.yaml"
-    inventory.write_text(INVENTORY.format(boot=boot, diskless=diskless_dir(tmp_path), mac=MAC, key=KEY))
+    inventory.write_text(INVENTORY.format(boot=boot, diskless=diskless_dir(tmp_path), mac=MAC, key=KEY,
+                                          transport=transport))
     env = {**os.environ, "PROVISION_STATE_DIR": str(tmp_path / "state")}
     assert main(["flip-to-diskless", "--inventory", str(inventory), "n01"], env) == 0
     net = netns.Network(f"pvd-{uuid.uuid4().hex[:5]}")
@@ -126,3 +129,19 @@ def test_diskless_node_fetches_in_order_verifies_and_refuses_a_corrupt_or_missin
     served.with_name("root.squashfs.sha256").unlink()
     rc, result = boot("missing")
     assert rc != 0 and "no image: cannot fetch http://10.78.0.1:8080/boot/diskless/root.squashfs.sha256" in result["error"]
+
+
+@pytest.mark.parametrize("lab", ["multicast"], indirect=True)
+def test_diskless_kernel_and_initramfs_by_multicast_from_provision_serve(lab):
+    """boot.transport: multicast: `provision serve` runs atftpd too, the node's kernel and initramfs come as
+    tftm:// URLs from it, the rest over HTTP as before."""
+    boot, tmp = lab
+    rc, result = boot("multicast")
+    assert rc == 0 and result["ok"], result
+    atftpd_log = (tmp / "state" / "clusters" / "dl" / "atftpd.log").read_text()
+    for name in ("vmlinuz", "initrd.img"):
+        assert f"Serving boot/diskless/{name} to 10.78.0.11:" in atftpd_log, atftpd_log[-2000:]
+    assert "multicast option -> 239.255.69." in atftpd_log
+    requests = http_requests((tmp / "serve.log").read_text())
+    assert requests[:2] == ["/boot/diskless/root.squashfs.sha256", "/boot/diskless/root.squashfs"], requests
+    assert "TFTP (and multicast TFTP) and HTTP serving dl" in (tmp / "serve.log").read_text()
