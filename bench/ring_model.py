@@ -4,6 +4,7 @@
     python bench/ring_model.py [--image-gb 4.5] [--rate 1gbit,10gbit] [--nodes 100,300,1000,3000,10000]
                                [--failure 0,0.001,0.01] [--rings K] [--server-rate RATE] [--node-rate GB/s]
                                [--timeout 10] [--wait 60] [--reset-share 0] [--samples S] [--simulate]
+                               [--startup-hop H0] [--end-protocol 4|3]
     python bench/ring_model.py --calibrate     # predicted against measured, the lab (bench/RESULTS.md)
     python bench/ring_model.py --versus bench/results/ring_bench.json bench/results/scale_bench.json
     python bench/ring_model.py --check         # the closed form against the chunk-level simulation
@@ -13,7 +14,9 @@ What it models (docs/ring-cloner.md, dolly_core/downlink.py, uplink.py, node.py,
 
 - Start-up is serial: a member dials its successor only after its own SETUP came (node.py serve ->
   Downlink.run), so the link into member j is up at s_j = s_(j-1) + h(n), h(n) = h0 + n x (SETUP's bytes
-  per member / link rate + SETUP's encode and check per member); h0 is calibrated from the lab.
+  per member / link rate + SETUP's encode and check per member); h0 is the lab's traced start-up hop
+  (ring_bench.py --trace). The lab's links are token buckets that pass 128 KiB at once when idle, so there a
+  SETUP and a piece take no time on the wire (`burst`, `lab_params`); on real links (burst 0) they do.
 - Data: chunk c is in member j (every piece checked) at A[j][c] = max(A[j-1][c] + lam, A[j][c-1] +
   chunk / r), A[j][-1] = s_j: cut-through, so one hop costs lam = piece / r + wire delay, and r = min(link
   goodput, node processing rate, server uplink / rings). A member runs at most `ahead` (16 MiB) and the
@@ -22,8 +25,10 @@ What it models (docs/ring-cloner.md, dolly_core/downlink.py, uplink.py, node.py,
   from later members, s_i - (i - j) x slack / r (`_data_model`, failures added as further terms);
   `--simulate` and `--check` run the chunk-level recurrence itself (numpy, one row of chunks per member).
 - END: after the last chunk the report travels the ring; member j waits for its own verdict (last write,
-  fsync) and adds it, so the END it sends carries j verdicts: each hop parses, copies and re-encodes them
-  (measured: ~174 bytes and ~4 us of CPU per verdict and hop), which makes the END phase grow as N^2 / 2.
+  fsync) and adds it, so the END it sends carries j verdicts: each hop parses, copies and re-encodes them.
+  Protocol 4 (dolly_core/verdicts.py) carries a verified member's verdict as its seconds in a run (~7 bytes,
+  ~0.04 us of CPU per verdict and hop; protocol 3 carried ~174 bytes and ~4 us whole: `--end-protocol 3`),
+  so the END phase still grows as N^2 / 2, 25 times more slowly.
 - A node fails with probability f per run, at a time uniform over the failure-free run. Before the link
   into it is up, its upstream keeps dialling for --wait (60 s) (only the first dial of a member waits; a
   further dead one costs a refused connect, or an ARP time-out for a dead machine). Later, its upstream
@@ -63,24 +68,43 @@ WINDOW_AHEAD = 16 * MiB          # node.WINDOW_AHEAD_BYTES
 TIMEOUT = 10.0                   # dollyS --timeout
 WAIT = 60.0                      # dollyS --wait
 
-# Measured in the lab (bench/RESULTS.md, "Ring cloner"): a bridge and tc-shaped veths, 100 MiB random image,
-# targets on tmpfs, dollyS --timeout 3; "Every N with its seconds", commit 0266633.
-LAB_IMAGE = 100 * MiB
-LAB_RAW_SECONDS = 8.76           # one TCP stream, one shaped 100 Mbit/s link: 11.97 MB/s
-LAB_RING = {1: 8.81, 2: 8.96, 4: 8.99, 8: 9.07, 16: 9.15}
-LAB_KILL = {"n": 16, "node": 9, "at": 0.30, "seconds": 9.33}   # node 9 of 16 SIGKILLed at 30 % of the image
-LAB_KILL_EXTRAS = (-0.03, 0.03, 0.17, -0.19, -0.11, 0.18)      # every kill case in RESULTS.md, s vs no kill
-LAB_1GBIT = {1: 0.93, 4: 1.05}   # --rate 1gbit, commit 0266633 (N = 16: 4.37 s, the 2 cores are the limit)
-EFFICIENCY = LAB_IMAGE / LAB_RAW_SECONDS / 12.5e6   # TCP goodput / line rate on the lab's links: 0.958
+# Measured in the lab with `ring_bench.py --trace` (bench/RESULTS.md, "Follow-up: 100 Mbit/s to 100 nodes"): a
+# bridge and tc-shaped veths, random image, targets on tmpfs, dollyS --timeout 3, no secret; dolly_core of
+# commit 310f5df, 2026-12-06 20:02-20:09 UTC. Per link rate: the image (MiB), one TCP stream of it on one link
+# (s), and per N: T(N) s, the traced start-up s (until the last member's SETUP) and its median hop in ms.
+LAB_TRACE = {
+    10e6: {"image_mib": 20, "raw": 17.48,
+           "runs": {1: (17.48, 0.01, 0.0), 16: (17.73, 0.08, 4.96), 32: (18.23, 0.18, 5.81),
+                    64: (18.13, 0.34, 5.46), 100: (18.71, 0.60, 6.20), 200: (26.09, 1.74, 7.34)}},
+    100e6: {"image_mib": 64, "raw": 5.60,
+            "runs": {1: (5.66, 0.01, 0.0), 2: (5.66, 0.01, 3.2), 16: (6.42, 0.11, 5.9), 32: (6.87, 0.37, 9.2),
+                     64: (12.26, 5.81, 44.5), 100: (29.10, 12.13, 40.1)}},
+}
+# From this N on the lab's 2 cores (shared with other work), not the links, set T: at 100 Mbit/s N x 12 MB/s
+# checked and forwarded by Python processes and carried through the kernel's bridge and token buckets
+LAB_CPU_BOUND = {10e6: 200, 100e6: 16}
+# The same day, 10 Mbit/s, 20 MiB, N = 100: members SIGKILLed at 30 % of the image (T without a kill 18.71 s)
+LAB_KILLS = {(51,): 18.35, (17, 34, 51, 67, 84): 18.79}
+LAB_1GBIT = {1: 0.93, 4: 1.05}   # --rate 1gbit, 100 MiB, commit 0266633 (N = 16: 4.37 s, the 2 cores are the limit)
+
+
+def lab_burst(rate_bps: float) -> float:
+    """Bytes the lab's token bucket passes at once on an idle link (ring_bench's Rig: 4 ms, at least 128 KiB)."""
+    return max(rate_bps / 8 / 250, 128 * KiB)
+
+
+# TCP goodput / line rate on the lab's links (one stream of the image): 0.959 at 10 and 100 Mbit/s
+EFFICIENCY = float(np.mean([lab["image_mib"] * MiB / lab["raw"] / (rate / 8) for rate, lab in LAB_TRACE.items()]))
 
 # The START-UP and END costs per member, measured on the build machine with dolly_core's own encoders
-# (RunSetup.to_body / from_body, protocol.control / parse_control, Node._end_body), best of 15, for rings of
-# 100 to 10,000 members: SETUP 32 bytes and 1.5-1.7 us per member; END 174 bytes and 2.9-4.3 us per verdict
-# and hop (decode, copy, add one, encode). `--measure` measures them again.
+# (RunSetup.to_body / from_body, protocol.control / parse_control, verdicts.add), best of 15, for rings of
+# 100 to 10,000 members: SETUP 32 bytes and 1.5-1.7 us per member; END per verdict and hop (decode, add one,
+# encode) with protocol 4's compact verdicts 7 bytes and 0.04 us, protocol 3's whole ones 174 bytes and
+# 2.9-4.3 us (commit 310f5df). `--measure` measures them again.
 SETUP_BYTES = 32.0
 SETUP_CPU = 1.65e-6
-VERDICT_BYTES = 174.0
-VERDICT_CPU = 4.0e-6
+END_COSTS = {4: (7.0, 0.04e-6), 3: (174.0, 4.0e-6)}   # protocol: (bytes, seconds of CPU) per verdict and hop
+VERDICT_BYTES, VERDICT_CPU = END_COSTS[4]
 
 
 @dataclass(frozen=True)
@@ -96,9 +120,10 @@ class Params:
     keep: int = WINDOW_KEEP // CHUNK  # chunks the window keeps behind the forwarder (24)
     ahead: int = WINDOW_AHEAD // CHUNK
     wire_delay: float = 50e-6         # per hop: switch, wire and the two stacks, for a piece's last byte
-    # Calibrated from the lab (`calibrate()`; tests check these are its result): T(1) and T(16) - T(1)
-    server_start: float = 0.0214      # the server's own start before it dials the first client
-    startup_hop: float = 0.02256      # h0: connect + handshake + SETUP + RESUME, and the node's set-up
+    burst: float = 0.0                # bytes an idle link passes at once (the lab's token bucket; a real link: 0)
+    # Calibrated from the lab (`calibrate()`; tests check these are its result): the traced start-up and T(1)
+    server_start: float = 0.0150      # the server's own start before it dials the first client
+    startup_hop: float = 0.00555      # h0: connect + handshake + SETUP + RESUME, and the node's set-up
     setup_bytes: float = SETUP_BYTES
     setup_cpu: float = SETUP_CPU
     end_hop: float = 0.001            # an END frame's hop: wire, thread wake-ups
@@ -132,14 +157,18 @@ class Params:
     def data_seconds(self) -> float:
         return self.image / self.rate
 
+    def wire(self, nbytes: float) -> float:
+        """Seconds a frame of `nbytes` takes on an idle link: what its burst does not pass at once."""
+        return max(0.0, nbytes - self.burst) / self.link_goodput
+
     @property
     def lam(self) -> float:
         """A hop's latency for the stream (cut-through: one piece, checked, then sent on)."""
-        return self.piece / self.rate + self.wire_delay
+        return max(0.0, self.piece - self.burst) / self.rate + self.wire_delay
 
     def hop(self, n: int) -> float:
         """h(n): the start-up of one member of a ring of n clients (SETUP lists n + 2 members)."""
-        return self.startup_hop + (n + 2) * (self.setup_cpu + self.setup_bytes / self.link_goodput)
+        return self.startup_hop + (n + 2) * self.setup_cpu + self.wire((n + 2) * self.setup_bytes)
 
     def detect(self, reset: bool) -> float:
         return self.reset_detect if reset else self.timeout
@@ -431,7 +460,7 @@ def _end_phase(p: Params, n: int, finish: np.ndarray, s: np.ndarray, removed: np
         k = np.arange(len(members), dtype=float)           # verdicts in the END each member sends on
         k[-1] = 0.0
         cpu = k * p.verdict_cpu
-        wire = p.end_hop + k * p.verdict_bytes / r_link
+        wire = p.end_hop + np.maximum(0.0, k * p.verdict_bytes - p.burst) / r_link
         v = ready[members]
         q = link_up[members]
         g = cpu[:-1] + wire[:-1]
@@ -582,52 +611,74 @@ def p_cut_bound(p: Params, n: int, failure: float, horizon: float) -> float:
 
 
 # ---- calibration ---------------------------------------------------------------------------------------------
-def lab_params(rate_bps: float = 100e6, **kw) -> Params:
-    """The lab: 100 MiB image, shaped links, dollyS --timeout 3, the node's CPU not the limit at 100 Mbit/s."""
-    return replace(Params(), image=float(LAB_IMAGE), link_bps=rate_bps, node_rate=1e12, timeout=3.0, **kw)
+def lab_params(rate_bps: float = 100e6, image_mib: float = 100, **kw) -> Params:
+    """The lab: shaped links whose token bucket passes a piece and a SETUP at once, dollyS --timeout 3, the
+    node's CPU not the limit (the model has no 2 shared cores)."""
+    return replace(Params(), image=float(image_mib * MiB), link_bps=rate_bps, node_rate=1e12, timeout=3.0,
+                   burst=lab_burst(rate_bps), **kw)
+
+
+def traced_hops() -> list[float]:
+    """h0 as each traced run of N >= 16 that the links pace (not the 2 cores) shows it: its median start-up
+    hop less SETUP's check of N + 2 members (the lab's token bucket passes the SETUP frame at once)."""
+    return [hop_ms / 1e3 - (n + 2) * SETUP_CPU for rate, lab in LAB_TRACE.items()
+            for n, (_, _, hop_ms) in lab["runs"].items() if 16 <= n < LAB_CPU_BOUND[rate]]
 
 
 def calibrate() -> tuple[float, float]:
-    """(server_start, startup_hop) so that the model gives the lab's T(1) and T(16) - T(1) at 100 Mbit/s."""
-    def span(h0: float) -> float:
-        q = lab_params(server_start=0.0, startup_hop=h0)
-        return run_ring(q, 16).seconds - run_ring(q, 1).seconds
-    want = LAB_RING[16] - LAB_RING[1]
-    lo, hi = 0.0, 0.2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if span(mid) < want else (lo, mid)
-    h0 = (lo + hi) / 2
-    s0 = LAB_RING[1] - run_ring(lab_params(server_start=0.0, startup_hop=h0), 1).seconds
-    return s0, h0
+    """(server_start, startup_hop): h0 the median of the traced hops; the server's start so that the model
+    gives the lab's T(1), the mean over the traced rates (at least 0)."""
+    h0 = float(np.median(traced_hops()))
+    gaps = [lab["runs"][1][0] - run_ring(lab_params(rate, lab["image_mib"], server_start=0.0, startup_hop=h0),
+                                         1).seconds for rate, lab in LAB_TRACE.items()]
+    return max(0.0, float(np.mean(gaps))), h0
+
+
+def startup_of(p: Params, n: int) -> float:
+    """Seconds from the server's start until the link into member n is up (its SETUP came): the trace's start-up."""
+    return float(_startup(p, n, np.full(n + 2, INF), np.zeros(n + 2, bool), p.hop(n))[0][n] - p.server_start)
+
+
+def killed(p: Params, n: int, victims: list[int], before: bool = False) -> Run:
+    """A ring of n with members `victims` (1-based) SIGKILLed (the kernel resets their connections) at 30 % of
+    their data, or with `before` at the start, before their upstream dials them."""
+    s = _startup(p, n, np.full(n + 2, INF), np.zeros(n + 2, bool), p.hop(n))[0]
+    fail, reset = np.full(n + 2, INF), np.zeros(n + 2, dtype=bool)
+    for j in victims:
+        fail[j], reset[j] = 0.0 if before else s[j] + 0.30 * p.data_seconds, True
+    return run_ring(p, n, fail, reset)
 
 
 def calibration_rows(p: Params | None = None) -> list[tuple[str, float, float]]:
-    """(what, predicted s, measured s) for the lab's figures."""
+    """(what, predicted s, measured s) for the lab's traced figures: T(N), the start-up, the kill cases."""
     base = p or Params()
-    q = lab_params(server_start=base.server_start, startup_hop=base.startup_hop)
-    rows = [(f"N = {n}, 100 Mbit/s", run_ring(q, n).seconds, measured) for n, measured in LAB_RING.items()]
-    n, node = LAB_KILL["n"], LAB_KILL["node"]
-    plain = run_ring(q, n)
-    s = _startup(q, n, np.full(n + 2, INF), np.zeros(n + 2, bool), q.hop(n))[0]
-    fail = np.full(n + 2, INF)
-    fail[node] = s[node] + LAB_KILL["at"] * q.data_seconds
-    reset = np.zeros(n + 2, dtype=bool)
-    reset[node] = True   # SIGKILL: the kernel resets the connection
-    killed = run_ring(q, n, fail, reset)
-    rows.append((f"N = {n}, node {node} killed at 30 %", killed.seconds, LAB_KILL["seconds"]))
-    rows.append(("kill case, extra s (mean of 6 runs)", killed.seconds - plain.seconds,
-                 sum(LAB_KILL_EXTRAS) / len(LAB_KILL_EXTRAS)))
-    g = replace(q, link_bps=1e9)
-    rows += [(f"N = {n}, 1 Gbit/s", run_ring(g, n).seconds, measured) for n, measured in LAB_1GBIT.items()]
+    rows = []
+    for rate, lab in LAB_TRACE.items():
+        q = lab_params(rate, lab["image_mib"], server_start=base.server_start, startup_hop=base.startup_hop)
+        for n, (seconds, startup, _) in lab["runs"].items():
+            cores = " (2 cores)" if n >= LAB_CPU_BOUND[rate] else ""
+            rows.append((f"N = {n}, {rate_name(rate)}{cores}", run_ring(q, n).seconds, seconds))
+            if n >= 16:
+                rows.append((f"N = {n}, {rate_name(rate)}{cores}: start-up", startup_of(q, n), startup))
+    q = lab_params(10e6, LAB_TRACE[10e6]["image_mib"], server_start=base.server_start, startup_hop=base.startup_hop)
+    plain = run_ring(q, 100).seconds
+    for victims, seconds in LAB_KILLS.items():
+        run = killed(q, 100, list(victims)).seconds
+        rows.append((f"N = 100, 10 Mbit/s, {len(victims)} killed at 30 %", run, seconds))
+        rows.append((f"N = 100, 10 Mbit/s, {len(victims)} killed: extra s", run - plain,
+                     seconds - LAB_TRACE[10e6]["runs"][100][0]))
+    g = lab_params(1e9, server_start=base.server_start, startup_hop=base.startup_hop)
+    rows += [(f"N = {n}, 1 Gbit/s, 100 MiB (commit 0266633)", run_ring(g, n).seconds, measured)
+             for n, measured in LAB_1GBIT.items()]
     return rows
 
 
 def versus_rows(results: dict, p: Params | None = None) -> list[tuple[str, float, float]]:
     """(what, predicted s, measured s) for a saved bench result: bench/ring_bench.py's (every ring size,
-    every kill case: the dead nodes SIGKILLed at 30 % of the image, or before dollyS started) or bench/scale_bench.py's (the ring's part,
-    the slowest node's clone seconds; the lab's time-out grows with N / 16). The model knows nothing of the
-    lab's 2 shared cores: where they are the limit, measured exceeds predicted."""
+    every kill case: the dead nodes SIGKILLed at 30 % of the image, or before dollyS started) or
+    bench/scale_bench.py's (the ring's part, the slowest node's clone seconds; the lab's time-out grows with
+    N / 16), on the lab's links (`lab_params`). The model knows nothing of the lab's 2 shared cores: where
+    they are the limit, measured exceeds predicted."""
     base = p or Params()
     rate = parse_rate(results["rate"])
     q = replace(lab_params(rate, server_start=base.server_start, startup_hop=base.startup_hop),
@@ -642,13 +693,9 @@ def versus_rows(results: dict, p: Params | None = None) -> list[tuple[str, float
     for k in [kills] if isinstance(kills, dict) else kills:
         n, before = k["n"], k.get("before_start", False)
         q = replace(q, timeout=k.get("timeout", q.timeout), wait=k.get("wait") or q.wait)
-        s = _startup(q, n, np.full(n + 2, INF), np.zeros(n + 2, bool), q.hop(n))[0]
-        fail, reset = np.full(n + 2, INF), np.zeros(n + 2, dtype=bool)
-        for name in k["dead"]:
-            j = int(name.rsplit(".", 1)[1]) - 10  # ring_bench: member j is 10.77.0.(10 + j)
-            fail[j], reset[j] = 0.0 if before else s[j] + 0.30 * q.data_seconds, True
+        victims = [int(name.rsplit(".", 1)[1]) - 10 for name in k["dead"]]  # ring_bench: member j is 10.77.0.(10 + j)
         when = f"before the start (--wait {q.wait:g})" if before else "at 30 %"
-        rows.append((f"N = {n}, {len(k['dead'])} killed {when}", run_ring(q, n, fail, reset).seconds, k["seconds"]))
+        rows.append((f"N = {n}, {len(k['dead'])} killed {when}", killed(q, n, victims, before).seconds, k["seconds"]))
     return rows
 
 
@@ -692,12 +739,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def show_calibration(p: Params) -> None:
     s0, h0 = calibrate()
-    print(f"calibrated: server start {s0 * 1e3:.1f} ms, per-hop start-up h0 {h0 * 1e3:.2f} ms "
-          f"(in use: {p.server_start * 1e3:.1f} ms, {p.startup_hop * 1e3:.2f} ms)\n")
+    hops = ", ".join(f"{h * 1e3:.2f}" for h in traced_hops())
+    print(f"calibrated: server start {s0 * 1e3:.1f} ms, per-hop start-up h0 {h0 * 1e3:.2f} ms, the median of "
+          f"{hops} ms (in use: {p.server_start * 1e3:.1f} ms, {p.startup_hop * 1e3:.2f} ms)\n")
     rows = []
     for what, predicted, measured in calibration_rows(p):
         if "extra" in what:
-            rows.append([what, f"{predicted:+.2f}", f"{measured:+.2f} (-0.19 to +0.18)", ""])
+            rows.append([what, f"{predicted:+.2f}", f"{measured:+.2f}", ""])
         else:
             rows.append([what, f"{predicted:.2f}", f"{measured:.2f}", f"{(predicted - measured) / measured:+.1%}"])
     print(table(["lab run", "predicted s", "measured s", "error"], rows))
@@ -801,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=TIMEOUT, help="dollyS --timeout (default 10)")
     ap.add_argument("--wait", type=float, default=WAIT, help="dollyS --wait (default 60)")
     ap.add_argument("--startup-hop", type=float, default=None, help="h0 in seconds (default: calibrated)")
+    ap.add_argument("--end-protocol", type=int, choices=sorted(END_COSTS), default=4, help="END's verdicts as "
+                    "dolly protocol 4 carries them (compact, the default) or 3 (whole)")
     ap.add_argument("--reset-share", type=float, default=0.0, help="share of failures that reset the "
                     "connection (seen at once); the rest are hung or dead machines (default 0)")
     ap.add_argument("--worst-lag", action="store_true", help="every dead node holds a full window 'ahead' "
@@ -820,6 +870,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = replace(Params(), image=args.image_gb * 1e9, node_rate=args.node_rate * 1e9, timeout=args.timeout,
                 wait=args.wait, reset_share=args.reset_share, worst_lag=args.worst_lag)
+    p = replace(p, verdict_bytes=END_COSTS[args.end_protocol][0], verdict_cpu=END_COSTS[args.end_protocol][1])
     if args.startup_hop is not None:
         p = replace(p, startup_hop=args.startup_hop)
     if args.measure:
@@ -883,6 +934,7 @@ def measure() -> None:
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from dolly_core import protocol as pr
+    from dolly_core import verdicts
     from dolly_core.ring import FileSpec, Member, Ring, RunSetup
 
     def best(fn, reps=15):
@@ -901,22 +953,20 @@ def measure() -> None:
                          (FileSpec("/srv/images/golden.img", "/dev/sda", False, 4_500_000_000),), CHUNK, 10.0, 60.0)
         frame = pr.control(pr.Kind.SETUP, setup.to_body(1, 2))
         head = pr.unpack_header(frame[:pr.HEADER_LEN])
-        body = frame[pr.HEADER_LEN + pr.TAG_LEN:]
+        body = frame[pr.WIRE_HEADER_LEN:]
         enc = best(lambda: pr.control(pr.Kind.SETUP, setup.to_body(1, 2)))
         dec = best(lambda: RunSetup.from_body(pr.parse_control(head, body)).plan)
-        verdict = {"ok": True, "error": None, "bytes": 4_500_000_000, "seconds": 41.234,
-                   "files": [{"path": "/dev/sda", "sha256": "ab" * 32}]}
-        end = {"server": {"sha256": ["ab" * 32], "digest": ["cd" * 32]},
-               "verdicts": {str(i): dict(verdict) for i in range(1, n + 1)}}
+        server = {"sha256": ["ab" * 32], "digest": ["cd" * 32]}
+        end: dict = {"server": server, "verdicts": {}}
+        for i in range(1, n + 1):   # what the last member receives: every member before it verified
+            end = verdicts.add(end, i, verdicts.verified(setup, server, round(40 + i * 0.0042, 3)), setup)
+        mine = verdicts.verified(setup, server, 41.234)
         end_frame = pr.control(pr.Kind.END, end)
         end_head = pr.unpack_header(end_frame[:pr.HEADER_LEN])
 
         def hop():
-            got = dict(pr.parse_control(end_head, end_frame[pr.HEADER_LEN + pr.TAG_LEN:]))
-            verdicts = dict(got.get("verdicts", {}))
-            verdicts[str(n + 1)] = verdict
-            got["verdicts"] = verdicts
-            pr.control(pr.Kind.END, got)
+            got = pr.parse_control(end_head, end_frame[pr.WIRE_HEADER_LEN:])
+            pr.control(pr.Kind.END, verdicts.add(got, n + 1, mine, setup))
         rows.append([f"{n:,}", f"{len(frame) / n:.1f}", f"{(enc + dec) / n * 1e6:.2f}",
                      f"{len(end_frame) / n:.0f}", f"{best(hop) / n * 1e6:.2f}"])
     print(table(["members", "SETUP bytes/member", "SETUP us/member", "END bytes/verdict", "END us/verdict/hop"],
