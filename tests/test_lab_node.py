@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import io
 import ipaddress
+import json
 import logging
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,10 +20,11 @@ from provision.errors import ProvisionError
 from provision.installer.cmdline import kickstart_url
 from provision.installer.kickstart import post_scripts, read_kickstart
 from provision.inventory import load_inventory, parse_inventory
+from provision.lab import netns
 from provision.lab.node import LabNode, parse_pxelinux, pxelinux_search_order
 from provision.render import render_files
 from provision.services.http import HttpServer
-from tests.conftest import logged, require_tool
+from tests.conftest import REPO, logged, require_root, require_tool
 
 LAB = Path(__file__).resolve().parent.parent / "inventory" / "lab.yaml"
 
@@ -107,3 +114,29 @@ def test_lab_firmware_fetches_http_boot_files_with_curl(tmp_path, caplog):
     finally:
         server.stop()
     assert (tmp_path / "work" / "http" / "vmlinuz").read_bytes() == b"K" * 100_000
+
+
+@pytest.mark.root
+def test_an_armed_node_waits_for_its_reset(tmp_path):
+    """--armed: the player loads, writes <work>/armed and does nothing until SIGUSR1 (the reset button), then
+    runs its firmware (here: DHCP in a namespace with no server, so it fails after --dhcp-wait)."""
+    require_root()
+    require_tool("busybox")
+    net = netns.Network(f"pvar-{uuid.uuid4().hex[:5]}")
+    try:
+        host = net.add_host("n01", mac="02:79:00:00:00:21")
+        proc = net.popen(host, [sys.executable, "-m", "provision.lab.node", "--armed", "--name", "n01", "--mac",
+                                "02:79:00:00:00:21", "--disk", str(tmp_path / "disk"), "--work", str(tmp_path),
+                                "--dhcp-wait", "0.5"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "armed").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert proc.poll() is None and (tmp_path / "armed").exists() and not (tmp_path / "result.json").exists()
+        proc.send_signal(signal.SIGUSR1)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 1, out
+        result = json.loads((tmp_path / "result.json").read_text())
+        assert not result["ok"] and "DHCP" in result["error"], result
+    finally:
+        net.teardown()

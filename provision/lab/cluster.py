@@ -24,8 +24,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -283,9 +285,10 @@ def _select(lab: Lab, names: Sequence[str]) -> list[LabNode]:
 
 
 def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
-               reboot_seconds: float = 3.0) -> dict[str, subprocess.Popen]:
+               reboot_seconds: float = 3.0, armed: bool = False) -> dict[str, subprocess.Popen]:
     """Power on lab nodes (all if `names` is empty): each runs provision.lab.node inside its namespace,
     output to <work>/boot.log; in a VM lab, QEMU (a running machine is reset: killed and started again).
+    `armed` (namespace nodes): every node loads its code first, then all resets are pushed at once.
     Returns the processes (they outlive this one if it exits)."""
     procs = {}
     for node in _select(lab, names):
@@ -301,12 +304,34 @@ def boot_nodes(lab: Lab, names: Sequence[str] = (), dhcp_wait: float = 300.0,
         (work / "result.json").unlink(missing_ok=True)
         argv = netns.ns_argv(node.ns, [sys.executable, "-m", "provision.lab.node", "--name", node.name,
                                        "--mac", node.mac, "--disk", node.disk, "--work", node.work,
-                                       "--dhcp-wait", str(dhcp_wait), "--reboot-seconds", str(reboot_seconds)])
+                                       "--dhcp-wait", str(dhcp_wait), "--reboot-seconds", str(reboot_seconds),
+                                       *(["--armed"] if armed else [])])
+        (work / "armed").unlink(missing_ok=True)
         with open(work / "boot.log", "ab") as log:
             procs[node.name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
         netns.wait_inside(node.ns, procs[node.name])  # so that `lab off` finds it there
+    if armed and procs:
+        push_resets(lab, procs)
     return procs
+
+
+def push_resets(lab: Lab, procs: Mapping[str, subprocess.Popen], timeout: float = 120.0) -> None:
+    """Once every armed node player has loaded (its <work>/armed), press all their reset buttons (SIGUSR1;
+    `ip netns exec` runs the player itself under the pid Popen knows)."""
+    deadline = time.monotonic() + timeout
+    waiting = dict(procs)
+    while waiting:
+        for name, proc in list(waiting.items()):
+            if (Path(lab.node(name).work) / "armed").exists():
+                del waiting[name]
+            elif proc.poll() is not None:
+                raise ProvisionError(f"lab node {name} exited (status {proc.returncode}) before its reset")
+        if waiting and time.monotonic() > deadline:
+            raise ProvisionError(f"lab nodes not armed after {timeout:.0f} s: {', '.join(sorted(waiting))}")
+        time.sleep(0.05)
+    for proc in procs.values():
+        proc.send_signal(signal.SIGUSR1)
 
 
 def power_off(lab: Lab, names: Sequence[str] = ()) -> None:

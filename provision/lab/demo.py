@@ -48,6 +48,7 @@ class DemoResult:
     install_status: int
     nodes: tuple[NodeOutcome, ...]
     seconds: float
+    reset_at: float | None = None  # time.time() when the armed nodes' resets were pushed (armed runs only)
 
     @property
     def ok(self) -> bool:
@@ -72,9 +73,10 @@ def shared_cores_factor(nodes: int) -> float:
 def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | None = lab.DEFAULT_RATE,
              image_mib: int = lab.DEFAULT_IMAGE_MIB, ring_timeout: float | None = None,
              env: Mapping[str, str] = os.environ, show=print, install_log: Path | None = None,
-             reboot_seconds: float = 3.0, server_rate: str | None = None) -> DemoResult:
+             reboot_seconds: float = 3.0, server_rate: str | None = None, armed: bool = False) -> DemoResult:
     """Run the demo; `install_log` takes the output of `provision install -v` (default: this terminal);
-    `server_rate` shapes the server's link (default `rate`).
+    `server_rate` shapes the server's link (default `rate`); `armed`: the nodes load their code before all
+    their resets are pushed at once (lab.boot_nodes).
     `ring_timeout` (dollyS --timeout) and the install's --linger default to 3 s and 5 s, longer for a lab
     of more than 16 nodes (shared_cores_factor)."""
     started = time.monotonic()
@@ -90,7 +92,8 @@ def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | No
     log = open(install_log, "wb") if install_log else None
     try:
         install = subprocess.Popen(install_argv, env={**os.environ, **env}, stdout=log, stderr=log)
-        booted = lab.boot_nodes(built, names, reboot_seconds=reboot_seconds)
+        booted = lab.boot_nodes(built, names, reboot_seconds=reboot_seconds, armed=armed)
+        reset_at = time.time() if armed else None
         if kill is not None:
             _kill_mid_clone(inv, built, kill, show)
         install_status = install.wait(timeout=600 * factor)  # a boot storm through one slow link takes long
@@ -102,7 +105,7 @@ def run_demo(inv: Inventory, nodes: int, kill: str | None = None, rate: str | No
         lab.lab_down(env)
         if log is not None:
             log.close()
-    return DemoResult(install_status, outcomes, time.monotonic() - started)
+    return DemoResult(install_status, outcomes, time.monotonic() - started, reset_at)
 
 
 def _kill_mid_clone(inv: Inventory, built: lab.Lab, name: str, show) -> None:

@@ -15,16 +15,21 @@
    script(s) and run them with SYSIMAGE=<disk> and the venv's bin on PATH (so `dollyC` is found); a
    failing %post with --erroronfail stops here;
 3. "reboot": drop the address, DHCP and PXE again, and expect LOCALBOOT.
+With --armed it loads its code (Python, the installer's pykickstart) first, writes <work>/armed and waits for
+SIGUSR1, the reset button (bench/scale_bench.py has the lab press every node's at once): a real node's firmware is in its
+ROM and its installer runs on its own CPU, so the lab's interpreter start-up stays out of a boot storm.
 The outcome goes to <work>/result.json; exit status 0 only if the node ended on local boot.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import ipaddress
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -287,6 +292,16 @@ class LabNode:
         return self.result
 
 
+def wait_for_reset(armed: Path) -> None:
+    """Load the installer's parser, say so in `armed`, and wait for SIGUSR1 (blocked first: a press right
+    after the file appears is not lost)."""
+    for module in ("pykickstart.parser", "pykickstart.version"):  # the installer's own start-up
+        importlib.import_module(module)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    armed.touch()
+    signal.sigwait({signal.SIGUSR1})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m provision.lab.node", description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True)
@@ -297,8 +312,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds the firmware keeps asking for a lease (default 300)")
     parser.add_argument("--reboot-seconds", type=float, default=3.0,
                         help="time a reboot takes before the firmware asks DHCP again (default 3)")
+    parser.add_argument("--armed", action="store_true",
+                        help="load everything, write <work>/armed, then wait for SIGUSR1 (the reset button)")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.armed:
+        wait_for_reset(args.work / "armed")
     node = LabNode(args.name, args.mac, args.disk, args.work, args.dhcp_wait, sys.stdout, args.reboot_seconds)
     result = node.boot()
     tmp = args.work / ".result.json.tmp"
