@@ -60,9 +60,9 @@ class Transport(enum.StrEnum):
 
     HTTP = "http"  # from our HTTP server: BIOS nodes get pxelinux.0 on iPXE, else lpxelinux.0; GRUB its http module
     TFTP = "tftp"  # from the TFTP root, as pxelinux.0 and GRUB's tftp do everywhere
-    # pxelinux.0 hands tftm:// URLs (RFC 2090 multicast TFTP) to the firmware's client (iPXE's; Debian's 2019
-    # build fails: docs/boot.md), atftpd answers: one stream for all nodes booting at once; GRUB (UEFI) has no
-    # multicast client and fetches from the TFTP root as with tftp
+    # pxelinux.0 hands tftm:// URLs (RFC 2090 multicast TFTP) to the firmware's client (iPXE's, with
+    # docs/ipxe-tftm-memset.patch), atftpd answers: one stream for all nodes booting at once; GRUB (UEFI) has
+    # no multicast client and fetches from the TFTP root as with tftp
     MULTICAST = "multicast"
 
 
