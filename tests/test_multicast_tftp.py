@@ -51,7 +51,7 @@ def test_multicast_names_tftm_urls_for_pxelinux_and_tftp_paths_for_grub(tmp_path
     assert ("  KERNEL tftm://10.9.0.1:1069/boot/vmlinuz\n  INITRD tftm://10.9.0.1:1069/boot/initrd.img\n"
             in files[BIOS_PXELINUX])
     assert "  linux /boot/vmlinuz " in files[UEFI_GRUB] and "initrd /boot/initrd.img\n" in files[UEFI_GRUB]
-    assert files["dhcpd.conf"].count(f'filename "{PXE_LOADER}";') == 2  # pxelinux.0 hands tftm:// to the firmware (iPXE)
+    assert files["dhcpd.conf"].count(f'filename "{PXE_LOADER}";') == 2  # pxelinux.0 hands tftm:// to iPXE
     if find_dhcpd():
         check_config_text(files["dhcpd.conf"], label="multicast dhcpd.conf")
     assert multicast_payload(inv, with_diskless=False) == ["boot/vmlinuz", "boot/initrd.img"]

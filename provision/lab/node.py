@@ -16,8 +16,9 @@
    failing %post with --erroronfail stops here;
 3. "reboot": drop the address, DHCP and PXE again, and expect LOCALBOOT.
 With --armed it loads its code (Python, the installer's pykickstart) first, writes <work>/armed and waits for
-SIGUSR1, the reset button (bench/scale_bench.py has the lab press every node's at once): a real node's firmware is in its
-ROM and its installer runs on its own CPU, so the lab's interpreter start-up stays out of a boot storm.
+SIGUSR1, the reset button (bench/scale_bench.py has the lab press every node's at once): a real node's
+firmware is in its ROM and its installer runs on its own CPU, so the lab's interpreter start-up stays out of
+a boot storm.
 The outcome goes to <work>/result.json; exit status 0 only if the node ended on local boot.
 """
 
@@ -300,6 +301,7 @@ def wait_for_reset(armed: Path) -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     armed.touch()
     signal.sigwait({signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # the firmware's tools get the usual mask
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,9 @@
 
 With `boot.transport: multicast` pxelinux's configs name the kernel and initrd as tftm://SERVER:1069/<path>;
 the firmware's client (iPXE's, under pxelinux.0; iPXE drops the multicast data unless built with
-docs/ipxe-tftm-memset.patch, see docs/boot.md) asks for them with TFTP's `multicast` option and Debian's atftpd answers: the first
-client is the master that acknowledges, the others listen to the same group and only ask for what they
-missed. A hundred nodes reset together fetch the payload about once over the server's link instead of a
+docs/ipxe-tftm-memset.patch, see docs/boot.md) asks for them with TFTP's `multicast` option and Debian's
+atftpd answers: the first client is the master that acknowledges, the others listen to the same group and
+only ask for what they missed. A hundred nodes reset together fetch the payload about once over the server's link instead of a
 hundred times (the seed's "multicast TFTP from the PXE server").
 
 atftpd serves a directory of its own: copies (hard links where it can) of the payload files only, world
