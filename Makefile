@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 # no grub-pc and runs no grub-install: the host's boot is not touched.
 DEB_PKGS  := isc-dhcp-server tftp-hpa pxelinux syslinux-common busybox udhcpc openssh-server \
              iproute2 iputils-ping procps zstd xz-utils bzip2 curl libpcap0.8 \
-             grub-efi-amd64-bin grub-pc-bin tftpd-hpa kmod binutils qemu-system-x86 ipxe-qemu ovmf mmdebstrap \
+             grub-efi-amd64-bin grub-pc-bin kmod binutils qemu-system-x86 ipxe-qemu ovmf mmdebstrap \
              dosfstools mtools fdisk gdisk kea-dhcp4-server squashfs-tools openipmi ipmitool atftpd atftp
 PYTEST_ARGS ?=
 

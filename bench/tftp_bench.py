@@ -89,9 +89,26 @@ def start_ours(root: Path, port: int, meter: CpuMeter, cpus: set[int]) -> subpro
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, preexec_fn=placed(cpus, meter))
 
 
+def hpa_daemon() -> str:
+    """Debian's in.tftpd: installed, or unpacked once from the tftpd-hpa package into bench/results/ (the package
+    conflicts with atftpd, which provision's multicast boot transport needs, so `make deps` leaves it out)."""
+    installed = Path(shutil.which("in.tftpd") or "/usr/sbin/in.tftpd")
+    if installed.exists() and installed.resolve().name == "in.tftpd":  # atftpd installs in.tftpd -> atftpd
+        return str(installed)
+    unpacked = REPO / "bench" / "results" / "tftpd-hpa"
+    daemon = unpacked / "usr" / "sbin" / "in.tftpd"
+    if not daemon.exists():
+        with tempfile.TemporaryDirectory() as scratch:
+            os.chmod(scratch, 0o755)  # apt downloads as its sandbox user where it can
+            subprocess.run(["apt-get", "download", "-qq", "tftpd-hpa"], cwd=scratch, check=True)
+            (deb,) = Path(scratch).glob("tftpd-hpa_*.deb")
+            unpacked.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
+    return str(daemon)
+
+
 def start_hpa(root: Path, port: int, meter: CpuMeter, cpus: set[int]) -> subprocess.Popen:
-    daemon = shutil.which("in.tftpd") or "/usr/sbin/in.tftpd"
-    return subprocess.Popen([daemon, "-L", "-a", f"127.0.0.1:{port}", "-s", str(root)],
+    return subprocess.Popen([hpa_daemon(), "-L", "-a", f"127.0.0.1:{port}", "-s", str(root)],
                             preexec_fn=placed(cpus, meter))
 
 
