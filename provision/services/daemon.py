@@ -118,7 +118,7 @@ class OwnDaemon:
                                     start_new_session=True, env=None if env is None else dict(env))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            new_log = self._log_since(offset)
+            new_log = log_since(self.log_file, offset)
             if proc.poll() is not None:
                 raise ProvisionError(f"{self.NAME} exited with status {proc.returncode}:\n{explain(new_log)}")
             if ready(new_log):
@@ -128,15 +128,17 @@ class OwnDaemon:
         proc.kill()
         proc.wait()
         raise ProvisionError(f"{self.NAME} did not start serving within {timeout:.0f} s:\n"
-                             f"{explain(self._log_since(offset))}")
+                             f"{explain(log_since(self.log_file, offset))}")
 
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_file, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+
+def log_since(path: Path, offset: int) -> str:
+    """What a server wrote to its log file `path` after byte `offset` ("" if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _is_zombie(pid: int) -> bool:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from provision.errors import ProvisionError
 from provision.model import MULTICAST_DATA_PORTS, MULTICAST_GROUPS, MULTICAST_TFTP_PORT
-from provision.services.daemon import find_program
+from provision.services.daemon import find_program, log_since
 
 READY_LINE = "Advanced Trivial FTP server started"
 MAX_CLIENTS = 1024  # atftpd's thread cap (default 100): each request holds one until its multicast group takes it
@@ -89,9 +89,9 @@ class MulticastTftpServer:
             self.proc = subprocess.Popen(self.argv(binary, self.root), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
-        while READY_LINE not in self._log_since(offset):
+        while READY_LINE not in log_since(self.log_file, offset):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                log = self._log_since(offset).strip()
+                log = log_since(self.log_file, offset).strip()
                 self.stop()
                 raise ProvisionError(f"atftpd on {self.host}:{self.port} did not start: {log or 'no output'}")
             time.sleep(0.05)
@@ -127,11 +127,3 @@ class MulticastTftpServer:
                 shutil.copyfile(self.tftp_root / rel, target)
             target.chmod(0o644)
         return root
-
-    def _log_since(self, offset: int) -> str:
-        try:
-            with open(self.log_file, "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
